@@ -1,0 +1,32 @@
+import * as protoLoader from '@grpc/proto-loader';
+import { fileURLToPath } from 'node:url';
+import type { ProtoGrpcType } from '../generated/external_processor.js';
+
+/** Directory holding llm-extproc's own copies of Envoy's protos. */
+export const PROTO_DIR = fileURLToPath(new URL('../../../proto', import.meta.url));
+
+export const EXT_PROC_PROTO = 'envoy/service/ext_proc/v3/external_processor.proto';
+export const EXT_PROC_SERVICE = 'envoy.service.ext_proc.v3.ExternalProcessor';
+export const EXT_PROC_METHOD_PATH = `/${EXT_PROC_SERVICE}/Process`;
+
+/**
+ * Options shared by the loader and the generated types (`npm run gen` passes the same flags):
+ * snake_case field names as on the wire, enums as names, a virtual field naming the set oneof.
+ */
+export const LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: true,
+  longs: String,
+  enums: String,
+  oneofs: true,
+  includeDirs: [PROTO_DIR],
+};
+
+let cached: protoLoader.PackageDefinition | undefined;
+
+/** The ext_proc package definition (loaded once per process). */
+export function extProcPackageDefinition(): protoLoader.PackageDefinition {
+  cached ??= protoLoader.loadSync(EXT_PROC_PROTO, LOADER_OPTIONS);
+  return cached;
+}
+
+export type ExtProcGrpcType = ProtoGrpcType;
