@@ -642,6 +642,9 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
       });
       req.on('end', () => resolve(tooLarge ? 'too-large' : Buffer.concat(chunks, size)));
       req.on('error', reject);
+      req.on('close', () => {
+        if (!req.complete) reject(new Error('client went away while sending the body'));
+      });
     });
   }
 
