@@ -1,0 +1,76 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import type { EndpointRegistry } from '../discovery/registry.js';
+import type { Metrics } from '../metrics.js';
+
+export interface AdminDependencies {
+  metrics: Metrics;
+  endpoints: EndpointRegistry;
+  /** True once the first discovery/probe round has finished. */
+  isReady: () => boolean;
+  log: Logger;
+}
+
+/** The operators' HTTP port: liveness, readiness and Prometheus metrics. */
+export class AdminServer {
+  private readonly server: Server;
+
+  constructor(private readonly deps: AdminDependencies) {
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch((err: unknown) => {
+        deps.log.error({ err, path: req.url }, 'admin request failed');
+        if (!res.headersSent) sendJson(res, 500, { error: { message: 'internal error', type: 'internal_error', code: 'internal_error' } });
+        else res.destroy();
+      });
+    });
+  }
+
+  async start(host: string, port: number): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?', 1)[0];
+    const route = `${req.method} ${path}`;
+    switch (route) {
+      case 'GET /health':
+        return sendJson(res, 200, { status: 'ok' });
+      case 'GET /ready': {
+        const ready = this.deps.isReady();
+        const endpoints = this.deps.endpoints.all();
+        return sendJson(res, ready ? 200 : 503, {
+          status: ready ? 'ready' : 'starting',
+          endpoints: endpoints.length,
+          healthy_endpoints: endpoints.filter((endpoint) => endpoint.healthy).length,
+        });
+      }
+      case 'GET /metrics': {
+        const body = await this.deps.metrics.registry.metrics();
+        res.writeHead(200, { 'content-type': this.deps.metrics.registry.contentType });
+        res.end(body);
+        return;
+      }
+      default:
+        return sendJson(res, 404, { error: { message: `no admin route ${route}`, type: 'invalid_request_error', code: 'not_found' } });
+    }
+  }
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}

@@ -1,0 +1,56 @@
+/** One model as a backend's `/v1/models` lists it (seed 003's shape). */
+export interface ModelCard {
+  id: string;
+  object: 'model';
+  created: number;
+  owned_by: string;
+  root: string | null;
+  parent: string | null;
+  max_model_len?: number;
+}
+
+/** Where a backend came from and how it is known to operators. */
+export interface EndpointIdentity {
+  /** `ip:port`, exactly what Envoy's ORIGINAL_DST cluster parses. */
+  address: string;
+  /** Pod name, or the configured host for static backends. */
+  name: string;
+  namespace: string;
+  labels: Record<string, string>;
+}
+
+/**
+ * A backend pod. Objects are kept for the life of the address so the in-flight count, which the
+ * picker reads on every request, never needs a map lookup.
+ */
+export class Endpoint {
+  readonly address: string;
+  readonly name: string;
+  readonly namespace: string;
+  labels: Record<string, string>;
+  /** Models served, as last learned from `/v1/models` or given statically. */
+  models: readonly ModelCard[] = [];
+  healthy = false;
+  /** Requests routed here whose ext_proc stream has not ended yet. */
+  inFlight = 0;
+  /** When the last probe answered, or undefined before the first. */
+  lastSeen: Date | undefined;
+  /** Why the last probe failed, for operators. */
+  lastError: string | undefined;
+  /** The address as raw_value bytes, built once. */
+  readonly addressBytes: Buffer;
+
+  constructor(identity: EndpointIdentity) {
+    this.address = identity.address;
+    this.name = identity.name;
+    this.namespace = identity.namespace;
+    this.labels = identity.labels;
+    this.addressBytes = Buffer.from(identity.address);
+  }
+
+  get baseUrl(): string {
+    const colon = this.address.lastIndexOf(':');
+    const host = this.address.slice(0, colon);
+    return `http://${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}${this.address.slice(colon)}`;
+  }
+}

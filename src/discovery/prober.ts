@@ -1,0 +1,119 @@
+import type { Logger } from 'pino';
+import type { Metrics } from '../metrics.js';
+import type { Endpoint, ModelCard } from './endpoint.js';
+import type { EndpointRegistry } from './registry.js';
+
+export interface ProberOptions {
+  intervalMs: number;
+  timeoutMs: number;
+  /** Consecutive failures before a healthy endpoint is taken out of rotation. */
+  unhealthyThreshold: number;
+  /** Models given on the command line: such endpoints are checked with /health only. */
+  staticModels: ReadonlyMap<string, readonly ModelCard[]>;
+}
+
+/**
+ * Keeps the registry fresh: each round asks every endpoint for `/v1/models` (models, owned_by),
+ * or `/health` when its models are configured statically. A failing endpoint stays known, so its
+ * model answers 503 (temporarily unusable) rather than 404 (never served).
+ */
+export class Prober {
+  private timer: NodeJS.Timeout | undefined;
+  private readonly failures = new Map<string, number>();
+  private rounds = 0;
+  private running: Promise<void> | undefined;
+
+  constructor(
+    private readonly registry: EndpointRegistry,
+    private readonly options: ProberOptions,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {}
+
+  /** Number of completed rounds; readiness waits for the first. */
+  get completedRounds(): number {
+    return this.rounds;
+  }
+
+  start(): Promise<void> {
+    const first = this.probeAll();
+    this.timer = setInterval(() => void this.probeAll(), this.options.intervalMs);
+    this.timer.unref();
+    return first;
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /** One round over every endpoint; overlapping calls share the round in progress. */
+  probeAll(): Promise<void> {
+    this.running ??= Promise.all(this.registry.all().map((endpoint) => this.probe(endpoint))).then(() => {
+      this.rounds++;
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  private async probe(endpoint: Endpoint): Promise<void> {
+    const staticCards = this.options.staticModels.get(endpoint.address);
+    try {
+      if (staticCards) {
+        await this.fetchOk(endpoint, '/health');
+        this.succeeded(endpoint, staticCards);
+      } else {
+        const response = await this.fetchOk(endpoint, '/v1/models');
+        this.succeeded(endpoint, parseModelList(await response.json()));
+      }
+    } catch (err) {
+      this.failed(endpoint, (err as Error).message);
+    }
+  }
+
+  private async fetchOk(endpoint: Endpoint, path: string): Promise<Response> {
+    const response = await fetch(endpoint.baseUrl + path, { signal: AbortSignal.timeout(this.options.timeoutMs) });
+    if (!response.ok) {
+      await response.body?.cancel();
+      throw new Error(`GET ${path} answered ${response.status}`);
+    }
+    return response;
+  }
+
+  private succeeded(endpoint: Endpoint, models: readonly ModelCard[]): void {
+    this.metrics.probes.inc({ result: 'success' });
+    if (!endpoint.healthy) this.log.info({ endpoint: endpoint.address, models: models.map((m) => `${m.id} (${m.owned_by})`) }, 'backend is healthy');
+    this.failures.delete(endpoint.address);
+    this.registry.update(endpoint.address, { models, healthy: true });
+  }
+
+  private failed(endpoint: Endpoint, reason: string): void {
+    this.metrics.probes.inc({ result: 'failure' });
+    const count = (this.failures.get(endpoint.address) ?? 0) + 1;
+    this.failures.set(endpoint.address, count);
+    // Never-seen endpoints are unusable at once; known ones get a little benefit of the doubt.
+    const takeOut = endpoint.lastSeen === undefined || count >= this.options.unhealthyThreshold;
+    if (takeOut && endpoint.healthy) this.log.warn({ endpoint: endpoint.address, reason }, 'backend is unhealthy; taking it out of rotation');
+    else if (endpoint.lastSeen === undefined && count === 1) this.log.warn({ endpoint: endpoint.address, reason }, 'backend probe failed');
+    this.registry.update(endpoint.address, takeOut ? { healthy: false, error: reason } : { error: reason });
+  }
+}
+
+/** Validates a `/v1/models` answer into model cards (owned_by defaults to "unknown"). */
+export function parseModelList(document: unknown): ModelCard[] {
+  const data = (document as { data?: unknown } | null)?.data;
+  if (!Array.isArray(data)) throw new Error('/v1/models answer has no data array');
+  return data.map((entry: unknown, index) => {
+    const item = entry as Partial<Record<keyof ModelCard, unknown>> | null;
+    if (!item || typeof item.id !== 'string' || item.id === '') throw new Error(`/v1/models data[${index}] has no id`);
+    const card: ModelCard = {
+      id: item.id,
+      object: 'model',
+      created: typeof item.created === 'number' ? item.created : 0,
+      owned_by: typeof item.owned_by === 'string' && item.owned_by ? item.owned_by : 'unknown',
+      root: typeof item.root === 'string' ? item.root : null,
+      parent: typeof item.parent === 'string' ? item.parent : null,
+    };
+    if (typeof item.max_model_len === 'number') card.max_model_len = item.max_model_len;
+    return card;
+  });
+}

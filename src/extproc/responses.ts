@@ -1,0 +1,92 @@
+import type { HeaderValueOption } from '../generated/envoy/config/core/v3/HeaderValueOption.js';
+import type { StatusCode } from '../generated/envoy/type/v3/StatusCode.js';
+import type { ProcessingResponse } from '../generated/envoy/service/ext_proc/v3/ProcessingResponse.js';
+import type { LocalReply } from './types.js';
+
+/** GIE's endpoint picker chunks echoed bodies at 62,000 bytes, safely under Envoy's 64 KiB advice. */
+export const STREAMED_CHUNK_BYTES = 62_000;
+
+/** The dynamic metadata namespace Envoy's load balancers read the destination from. */
+export const LB_METADATA_NAMESPACE = 'envoy.lb';
+
+/** A header to overwrite: raw_value only (Envoy ignores `value`), `append` false. */
+export function overwriteHeader(key: string, value: Buffer): HeaderValueOption {
+  return { header: { key, raw_value: value }, append: { value: false } };
+}
+
+export const CONTINUE_REQUEST_HEADERS: ProcessingResponse = { request_headers: {} };
+export const CONTINUE_REQUEST_BODY: ProcessingResponse = { request_body: {} };
+export const CONTINUE_REQUEST_TRAILERS: ProcessingResponse = { request_trailers: {} };
+export const CONTINUE_RESPONSE_HEADERS: ProcessingResponse = { response_headers: {} };
+export const CONTINUE_RESPONSE_BODY: ProcessingResponse = { response_body: {} };
+export const CONTINUE_RESPONSE_TRAILERS: ProcessingResponse = { response_trailers: {} };
+
+/**
+ * The routing answer: the destination header (overwriting any client copy), clear_route_cache, and
+ * the same value in `envoy.lb` dynamic metadata, on the request headers or request body response.
+ */
+export function routeResponse(
+  phase: 'request_headers' | 'request_body',
+  headerName: string,
+  address: string,
+  addressBytes: Buffer,
+): ProcessingResponse {
+  return {
+    [phase]: {
+      response: {
+        header_mutation: { set_headers: [overwriteHeader(headerName, addressBytes)] },
+        clear_route_cache: true,
+      },
+    },
+    dynamic_metadata: {
+      fields: {
+        [LB_METADATA_NAMESPACE]: {
+          structValue: { fields: { [headerName]: { stringValue: address } } },
+        },
+      },
+    },
+  };
+}
+
+/** The response-headers answer that tells the caller which backend served it. */
+export function routedToResponse(headerName: string, addressBytes: Buffer): ProcessingResponse {
+  return {
+    response_headers: { response: { header_mutation: { set_headers: [overwriteHeader(headerName, addressBytes)] } } },
+  };
+}
+
+export function immediateResponse(reply: LocalReply): ProcessingResponse {
+  return {
+    immediate_response: {
+      // Envoy's StatusCode enum is open: any HTTP status number encodes.
+      status: { code: reply.status as StatusCode },
+      headers: { set_headers: [overwriteHeader('content-type', Buffer.from(reply.contentType))] },
+      body: Buffer.from(reply.body),
+      details: reply.reason,
+    },
+  };
+}
+
+/** FULL_DUPLEX_STREAMED echo of `body`, cut into chunks; the last one carries `endOfStream`. */
+export function streamedBodyResponses(
+  phase: 'request_body' | 'response_body',
+  body: Buffer,
+  endOfStream: boolean,
+): ProcessingResponse[] {
+  const responses: ProcessingResponse[] = [];
+  let offset = 0;
+  do {
+    const end = Math.min(offset + STREAMED_CHUNK_BYTES, body.length);
+    responses.push({
+      [phase]: {
+        response: {
+          body_mutation: {
+            streamed_response: { body: body.subarray(offset, end), end_of_stream: endOfStream && end === body.length },
+          },
+        },
+      },
+    });
+    offset = end;
+  } while (offset < body.length);
+  return responses;
+}

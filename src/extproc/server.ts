@@ -1,0 +1,118 @@
+import * as grpc from '@grpc/grpc-js';
+import { HealthImplementation, type ServingStatusMap } from 'grpc-health-check';
+import type { Logger } from 'pino';
+import type { ExternalProcessorHandlers } from '../generated/envoy/service/ext_proc/v3/ExternalProcessor.js';
+import { EXT_PROC_SERVICE, extProcPackageDefinition } from './proto.js';
+import { ExtProcStream, type StreamObserver, type StreamSettings } from './stream.js';
+import type { RequestRouter } from './types.js';
+
+export interface ExtProcServerOptions extends StreamSettings {
+  host: string;
+  port: number;
+  /** grpc-js refuses larger messages; a BUFFERED body arrives as one message. */
+  maxReceiveMessageBytes: number;
+  /** How long SIGTERM waits for open streams before cutting them. */
+  drainTimeoutMs: number;
+}
+
+/** Names the standard gRPC health service answers for (the endpoint picker's set, plus ""). */
+export const HEALTH_SERVICES = ['', 'liveness', 'readiness', EXT_PROC_SERVICE] as const;
+
+/**
+ * Node's HTTP/2 server sends GOAWAY when a peer resets streams faster than ~33/s after a burst of
+ * 1000; Envoy resets every ext_proc stream at its end by default, so a busy Envoy connection would
+ * be torn down with every request on it. Node 22 and 24 let a server raise that limit (nodejs/node#54875);
+ * grpc-js does not expose the option, so it is added to the options grpc-js passes to
+ * http2.createServer. Older Node ignores unknown options; the Envoy configs also recycle
+ * connections (max_requests_per_connection) and enable Envoy's graceful close.
+ */
+const STREAM_RESET_LIMITS = { streamResetBurst: 1_000_000, streamResetRate: 1_000_000 };
+
+export class ExtProcServer {
+  private readonly server: grpc.Server;
+  private readonly health: HealthImplementation;
+  private readonly openStreams = new Set<grpc.ServerDuplexStream<unknown, unknown>>();
+  private boundPort = 0;
+
+  constructor(
+    private readonly options: ExtProcServerOptions,
+    router: RequestRouter,
+    observer: StreamObserver,
+    private readonly log: Logger,
+  ) {
+    this.server = new grpc.Server({
+      'grpc.max_receive_message_length': options.maxReceiveMessageBytes,
+      'grpc.max_send_message_length': -1,
+    });
+    if (!raiseStreamResetLimits(this.server)) {
+      log.warn('this grpc-js version hides its HTTP/2 server options: Envoy-style stream resets may trigger GOAWAY');
+    }
+    const definition = grpc.loadPackageDefinition(extProcPackageDefinition()) as unknown as {
+      envoy: { service: { ext_proc: { v3: { ExternalProcessor: grpc.ServiceClientConstructor } } } };
+    };
+    const handlers: ExternalProcessorHandlers = {
+      Process: (call) => {
+        this.openStreams.add(call);
+        call.on('close', () => this.openStreams.delete(call));
+        new ExtProcStream(call, router, options, observer, log);
+      },
+    };
+    this.server.addService(definition.envoy.service.ext_proc.v3.ExternalProcessor.service, handlers);
+    const statuses: ServingStatusMap = {};
+    for (const name of HEALTH_SERVICES) statuses[name] = 'NOT_SERVING';
+    this.health = new HealthImplementation(statuses);
+    this.health.addToServer(this.server);
+  }
+
+  async start(): Promise<number> {
+    this.boundPort = await new Promise<number>((resolve, reject) => {
+      this.server.bindAsync(`${this.options.host}:${this.options.port}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
+        err ? reject(err) : resolve(port),
+      );
+    });
+    this.setServing('liveness', true);
+    this.setServing('', true);
+    return this.boundPort;
+  }
+
+  get port(): number {
+    return this.boundPort;
+  }
+
+  get activeStreams(): number {
+    return this.openStreams.size;
+  }
+
+  /** Readiness (discovery has run) is reported on `readiness` and the ext_proc service name. */
+  setReady(ready: boolean): void {
+    this.setServing('readiness', ready);
+    this.setServing(EXT_PROC_SERVICE, ready);
+  }
+
+  private setServing(service: string, serving: boolean): void {
+    this.health.setStatus(service, serving ? 'SERVING' : 'NOT_SERVING');
+  }
+
+  /** Stops taking new streams, lets open ones finish for up to drainTimeoutMs, then cuts them. */
+  async stop(): Promise<void> {
+    for (const name of HEALTH_SERVICES) this.setServing(name, false);
+    const drained = new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), this.options.drainTimeoutMs);
+    });
+    const outcome = await Promise.race([drained.then(() => 'drained' as const), timedOut]);
+    clearTimeout(timer);
+    if (outcome === 'timeout') {
+      this.log.warn({ openStreams: this.openStreams.size }, 'drain timeout: cancelling the remaining ext_proc streams');
+      this.server.forceShutdown();
+    }
+  }
+}
+
+function raiseStreamResetLimits(server: grpc.Server): boolean {
+  const internals = server as unknown as { commonServerOptions?: Record<string, unknown> };
+  if (!internals.commonServerOptions) return false;
+  Object.assign(internals.commonServerOptions, STREAM_RESET_LIMITS);
+  return true;
+}

@@ -1,0 +1,292 @@
+import type { ServerDuplexStream } from '@grpc/grpc-js';
+import { status as GrpcStatus } from '@grpc/grpc-js';
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { HeaderValue__Output } from '../generated/envoy/config/core/v3/HeaderValue.js';
+import type { ProcessingRequest__Output } from '../generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
+import type { ProcessingResponse } from '../generated/envoy/service/ext_proc/v3/ProcessingResponse.js';
+import { tooLarge } from '../request/errors.js';
+import { RequestHeaders } from '../request/headers.js';
+import {
+  CONTINUE_REQUEST_BODY,
+  CONTINUE_REQUEST_HEADERS,
+  CONTINUE_REQUEST_TRAILERS,
+  CONTINUE_RESPONSE_BODY,
+  CONTINUE_RESPONSE_HEADERS,
+  CONTINUE_RESPONSE_TRAILERS,
+  immediateResponse,
+  routedToResponse,
+  routeResponse,
+  streamedBodyResponses,
+} from './responses.js';
+import type { BodySendMode, Destination, LocalReply, RequestRouter, RouteDecision } from './types.js';
+
+export type ExtProcCall = ServerDuplexStream<ProcessingRequest__Output, ProcessingResponse>;
+
+export interface StreamSettings {
+  /** Body modes assumed when Envoy sends no protocol_config (Envoy before 1.34). */
+  defaultRequestBodyMode: BodySendMode;
+  defaultResponseBodyMode: BodySendMode;
+  maxBodyBytes: number;
+  destinationHeader: string;
+  routedToHeader: string;
+}
+
+/** What a stream reports about itself when it ends or decides (metrics, logs). */
+export interface StreamObserver {
+  /** A decision was sent; `startedAt` is when the request headers arrived (performance.now()). */
+  decided(startedAt: number): void;
+  protocolError(reason: string): void;
+}
+
+type Phase =
+  /** Nothing yet, or only metadata. */
+  | 'awaiting_request_headers'
+  /** Headers seen; the body decides (BUFFERED or FULL_DUPLEX_STREAMED). */
+  | 'awaiting_request_body'
+  /** A decision is being made (the router answered with a promise). */
+  | 'deciding'
+  /** Routed: the request goes upstream; response messages may follow. */
+  | 'routed'
+  /** We answered with an immediate response; Envoy sends nothing more that needs an answer. */
+  | 'replied'
+  | 'closed';
+
+/**
+ * One ext_proc stream = one HTTP request. Knows Envoy's message order per body mode and nothing
+ * about LLMs: the RequestRouter decides, this class turns the decision into Envoy's messages and
+ * holds the destination until the stream ends, however it ends.
+ */
+export class ExtProcStream {
+  private phase: Phase = 'awaiting_request_headers';
+  private requestBodyMode: BodySendMode;
+  private responseBodyMode: BodySendMode;
+  private observabilityOnly = false;
+  private headers: RequestHeaders | undefined;
+  private requestId = '';
+  private startedAt = 0;
+  private bodyChunks: Buffer[] = [];
+  private bodyBytes = 0;
+  /** Messages that arrived while an asynchronous decision was pending, handled after it. */
+  private backlog: ProcessingRequest__Output[] = [];
+  private destination: Destination | undefined;
+
+  constructor(
+    private readonly call: ExtProcCall,
+    private readonly router: RequestRouter,
+    private readonly settings: StreamSettings,
+    private readonly observer: StreamObserver,
+    private readonly log: Logger,
+  ) {
+    this.requestBodyMode = settings.defaultRequestBodyMode;
+    this.responseBodyMode = settings.defaultResponseBodyMode;
+    call.on('data', (message: ProcessingRequest__Output) => this.receive(message));
+    // Envoy half-closed: with graceful close it waits for our OK status; otherwise a reset follows.
+    call.on('end', () => this.close('half-close'));
+    call.on('cancelled', () => this.close('cancelled'));
+    call.on('error', () => this.close('error'));
+    call.on('close', () => this.close('closed'));
+  }
+
+  private receive(message: ProcessingRequest__Output): void {
+    if (this.phase === 'closed') return;
+    if (this.phase === 'deciding') {
+      this.backlog.push(message);
+      return;
+    }
+    this.handle(message);
+  }
+
+  private handle(message: ProcessingRequest__Output): void {
+    if (message.protocol_config) {
+      this.requestBodyMode = message.protocol_config.request_body_mode ?? 'NONE';
+      this.responseBodyMode = message.protocol_config.response_body_mode ?? 'NONE';
+    }
+    // Envoy ignores every answer in observability mode, so none is sent.
+    if (message.observability_mode) this.observabilityOnly = true;
+    if (this.observabilityOnly) return;
+
+    switch (message.request) {
+      case 'request_headers':
+        return this.onRequestHeaders(message.request_headers!.headers?.headers ?? [], !!message.request_headers!.end_of_stream);
+      case 'request_body':
+        return this.onRequestBody(message.request_body!.body ?? EMPTY, !!message.request_body!.end_of_stream);
+      case 'request_trailers':
+        return this.onRequestTrailers();
+      case 'response_headers':
+        if (this.expectRouted('response_headers')) this.send(this.responseHeadersAnswer());
+        return;
+      case 'response_body':
+        return this.onResponseBody(message.response_body!.body ?? EMPTY, !!message.response_body!.end_of_stream);
+      case 'response_trailers':
+        if (this.expectRouted('response_trailers')) this.send(CONTINUE_RESPONSE_TRAILERS);
+        return;
+      default:
+        return this.protocolError('a ProcessingRequest without a request field');
+    }
+  }
+
+  private onRequestHeaders(list: readonly HeaderValue__Output[], endOfStream: boolean): void {
+    if (this.phase !== 'awaiting_request_headers') return this.protocolError(`request_headers in phase ${this.phase}`);
+    this.startedAt = performance.now();
+    this.headers = new RequestHeaders(list);
+    this.requestId = this.headers.get('x-request-id') || randomUUID();
+    if (endOfStream || this.requestBodyMode === 'NONE' || this.requestBodyMode === 'STREAMED') {
+      // No body will come before the headers go upstream: route on the headers alone.
+      return this.decide(undefined, 'request_headers');
+    }
+    this.phase = 'awaiting_request_body';
+    // FULL_DUPLEX: hold the headers answer until the body is read. BUFFERED: route on the body answer.
+    if (this.requestBodyMode !== 'FULL_DUPLEX_STREAMED') this.send(CONTINUE_REQUEST_HEADERS);
+  }
+
+  private onRequestBody(chunk: Buffer, endOfStream: boolean): void {
+    if (this.phase === 'routed') {
+      // STREAMED: one answer per chunk, in order; the route was set on the headers.
+      if (this.requestBodyMode === 'STREAMED') return this.send(CONTINUE_REQUEST_BODY);
+      return this.protocolError(`request_body after the route was decided in ${this.requestBodyMode} mode`);
+    }
+    if (this.phase !== 'awaiting_request_body') return this.protocolError(`request_body in phase ${this.phase}`);
+    this.bodyBytes += chunk.length;
+    if (this.bodyBytes > this.settings.maxBodyBytes) {
+      const error = tooLarge(this.settings.maxBodyBytes);
+      return this.reply({ status: error.status, body: error.toBody(), contentType: JSON_TYPE, reason: 'llm_extproc_body_too_large' });
+    }
+    this.bodyChunks.push(chunk);
+    if (this.requestBodyMode === 'FULL_DUPLEX_STREAMED') {
+      if (endOfStream) this.decide(this.takeBody(), 'request_headers');
+      return;
+    }
+    // BUFFERED (and BUFFERED_PARTIAL): this one message is all the body Envoy will send before
+    // releasing the headers, even when trailers follow (end_of_stream false).
+    this.decide(this.takeBody(), 'request_body');
+  }
+
+  private onRequestTrailers(): void {
+    if (this.phase === 'awaiting_request_body' && this.requestBodyMode === 'FULL_DUPLEX_STREAMED') {
+      // FULL_DUPLEX with trailers: the body ended without end_of_stream; the trailers end it.
+      return this.decide(this.takeBody(), 'request_headers', true);
+    }
+    if (this.phase === 'routed') return this.send(CONTINUE_REQUEST_TRAILERS);
+    this.protocolError(`request_trailers in phase ${this.phase}`);
+  }
+
+  private onResponseBody(chunk: Buffer, endOfStream: boolean): void {
+    if (!this.expectRouted('response_body')) return;
+    if (this.responseBodyMode === 'FULL_DUPLEX_STREAMED') {
+      for (const answer of streamedBodyResponses('response_body', chunk, endOfStream)) this.send(answer);
+    } else {
+      this.send(CONTINUE_RESPONSE_BODY);
+    }
+  }
+
+  private responseHeadersAnswer(): ProcessingResponse {
+    return this.destination
+      ? routedToResponse(this.settings.routedToHeader, this.destination.addressBytes)
+      : CONTINUE_RESPONSE_HEADERS;
+  }
+
+  private expectRouted(what: string): boolean {
+    if (this.phase === 'routed') return true;
+    this.protocolError(`${what} in phase ${this.phase}`);
+    return false;
+  }
+
+  private takeBody(): Buffer {
+    const body = this.bodyChunks.length === 1 ? this.bodyChunks[0]! : Buffer.concat(this.bodyChunks, this.bodyBytes);
+    this.bodyChunks = [];
+    return body;
+  }
+
+  /**
+   * Asks the router and answers on `phase`: the request_headers answer (no body, or FULL_DUPLEX)
+   * or the request_body answer (BUFFERED). In FULL_DUPLEX the body is echoed after the headers.
+   */
+  private decide(body: Buffer | undefined, phase: 'request_headers' | 'request_body', trailersFollow = false): void {
+    const view = { headers: this.headers!, body, requestId: this.requestId };
+    let decision: RouteDecision | Promise<RouteDecision>;
+    try {
+      decision = this.router.decide(view);
+    } catch (err) {
+      return this.internalError(err);
+    }
+    if (!(decision instanceof Promise)) return this.apply(decision, body, phase, trailersFollow);
+    this.phase = 'deciding';
+    decision.then(
+      (result) => {
+        // The stream may have ended while the router worked: give the claim back at once.
+        if ((this.phase as Phase) === 'closed') {
+          if (result.kind === 'route') result.destination.release();
+          return;
+        }
+        this.apply(result, body, phase, trailersFollow);
+        this.drainBacklog();
+      },
+      (err: unknown) => {
+        if ((this.phase as Phase) !== 'closed') this.internalError(err);
+      },
+    );
+  }
+
+  private apply(decision: RouteDecision, body: Buffer | undefined, phase: 'request_headers' | 'request_body', trailersFollow: boolean): void {
+    this.observer.decided(this.startedAt);
+    if (decision.kind === 'reply') return this.reply(decision.reply);
+    const { destination } = decision;
+    this.destination = destination;
+    this.phase = 'routed';
+    this.send(routeResponse(phase, this.settings.destinationHeader, destination.address, destination.addressBytes));
+    if (this.requestBodyMode === 'FULL_DUPLEX_STREAMED' && body !== undefined) {
+      for (const answer of streamedBodyResponses('request_body', body, !trailersFollow)) this.send(answer);
+      if (trailersFollow) this.send(CONTINUE_REQUEST_TRAILERS);
+    }
+  }
+
+  private drainBacklog(): void {
+    while (this.backlog.length > 0 && this.phase !== 'deciding' && this.phase !== 'closed') {
+      this.handle(this.backlog.shift()!);
+    }
+  }
+
+  private reply(reply: LocalReply): void {
+    this.phase = 'replied';
+    this.send(immediateResponse(reply));
+  }
+
+  private send(response: ProcessingResponse): void {
+    if (this.phase === 'closed' || this.call.cancelled || this.call.writableEnded) return;
+    this.call.write(response);
+  }
+
+  private internalError(err: unknown): void {
+    this.log.error({ err, requestId: this.requestId }, 'routing failed unexpectedly');
+    this.reply({
+      status: 500,
+      body: JSON.stringify({ error: { message: 'llm-extproc failed to route the request.', type: 'internal_error', param: null, code: 'internal_error' } }),
+      contentType: JSON_TYPE,
+      reason: 'llm_extproc_internal_error',
+    });
+  }
+
+  /** Out-of-order or malformed input: end the stream with a gRPC error (Envoy answers 500). */
+  private protocolError(reason: string): void {
+    if (this.phase === 'closed') return;
+    this.log.warn({ requestId: this.requestId || undefined, reason }, 'ext_proc protocol violation; ending the stream');
+    this.observer.protocolError(reason);
+    this.close('protocol-error');
+    this.call.emit('error', { code: GrpcStatus.FAILED_PRECONDITION, details: `llm-extproc: unexpected ${reason}` });
+  }
+
+  /** The stream is over: release the destination exactly once and finish our side. */
+  private close(how: 'half-close' | 'cancelled' | 'error' | 'closed' | 'protocol-error'): void {
+    if (this.phase === 'closed') return;
+    this.phase = 'closed';
+    this.backlog = [];
+    this.bodyChunks = [];
+    this.destination?.release();
+    // After Envoy's half-close, answer with OK so a graceful close completes at once.
+    if (how === 'half-close' && !this.call.cancelled && !this.call.writableEnded) this.call.end();
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+const JSON_TYPE = 'application/json';

@@ -1,0 +1,69 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { EndpointRegistry } from './discovery/registry.js';
+
+/**
+ * llm-extproc's Prometheus series, all prefixed `llm_extproc_`. Labels stay bounded: models and
+ * engines only as the registry knows them, endpoints only as discovered.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly requests = new Counter({
+    name: 'llm_extproc_requests_total',
+    help: 'HTTP requests decided, by outcome (routed, or the error code answered), model and engine.',
+    labelNames: ['outcome', 'status', 'model', 'owned_by'] as const,
+    registers: [this.registry],
+  });
+
+  readonly decisionSeconds = new Histogram({
+    name: 'llm_extproc_decision_duration_seconds',
+    help: 'From the request headers reaching llm-extproc to the decision being sent (body wait included).',
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2],
+    registers: [this.registry],
+  });
+
+  readonly protocolErrors = new Counter({
+    name: 'llm_extproc_protocol_errors_total',
+    help: 'ext_proc streams ended with a gRPC error because Envoy sent something out of order.',
+    registers: [this.registry],
+  });
+
+  readonly probes = new Counter({
+    name: 'llm_extproc_backend_probes_total',
+    help: 'Backend probes by result.',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
+  constructor(endpoints: EndpointRegistry, activeStreams: () => number) {
+    collectDefaultMetrics({ register: this.registry, prefix: 'llm_extproc_' });
+    new Gauge({
+      name: 'llm_extproc_endpoint_in_flight_requests',
+      help: 'Requests routed to the endpoint whose ext_proc stream has not ended.',
+      labelNames: ['endpoint', 'name'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const endpoint of endpoints.all()) this.set({ endpoint: endpoint.address, name: endpoint.name }, endpoint.inFlight);
+      },
+    });
+    new Gauge({
+      name: 'llm_extproc_endpoint_healthy',
+      help: '1 when the endpoint passed its last probe.',
+      labelNames: ['endpoint', 'name'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const endpoint of endpoints.all()) this.set({ endpoint: endpoint.address, name: endpoint.name }, endpoint.healthy ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'llm_extproc_active_streams',
+      help: 'Open ext_proc streams (one per HTTP request passing Envoy).',
+      registers: [this.registry],
+      collect() {
+        this.set(activeStreams());
+      },
+    });
+  }
+}

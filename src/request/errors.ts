@@ -1,0 +1,39 @@
+/** A request llm-extproc answers itself, with an OpenAI-style error body. */
+export class RequestError extends Error {
+  constructor(
+    readonly status: number,
+    /** OpenAI error `type`, e.g. invalid_request_error. */
+    readonly type: string,
+    /** Machine-readable `code`, e.g. model_not_found. */
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+
+  /** `{"error":{"message","type","param","code"}}` as OpenAI's API answers. */
+  toBody(): string {
+    return openAIErrorBody(this.message, this.type, this.code);
+  }
+}
+
+export function openAIErrorBody(message: string, type: string, code: string): string {
+  return JSON.stringify({ error: { message, type, param: null, code } });
+}
+
+export const badRequest = (code: string, message: string) =>
+  new RequestError(400, 'invalid_request_error', code, message);
+
+export const notFound = (code: string, message: string) =>
+  new RequestError(404, 'invalid_request_error', code, message);
+
+export const tooLarge = (limit: number) =>
+  new RequestError(
+    413,
+    'invalid_request_error',
+    'request_too_large',
+    `The request body is larger than the limit of ${limit} bytes.`,
+  );
+
+export const unavailable = (code: string, message: string) =>
+  new RequestError(503, 'service_unavailable_error', code, message);

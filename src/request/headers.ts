@@ -1,0 +1,28 @@
+import type { HeaderValue__Output } from '../generated/envoy/config/core/v3/HeaderValue.js';
+
+/**
+ * Read-only view of the headers Envoy sent (lower-case keys, values in raw_value bytes).
+ * Lookups scan the list: a request has a few dozen headers, and most are never read.
+ */
+export class RequestHeaders {
+  constructor(private readonly list: readonly HeaderValue__Output[]) {}
+
+  get(name: string): string | undefined {
+    for (const header of this.list) {
+      if (header.key === name) return headerText(header);
+    }
+    return undefined;
+  }
+
+  /** Every header as a plain object (first value wins), for plugins and logs. */
+  toRecord(): Record<string, string> {
+    const record: Record<string, string> = {};
+    for (const header of this.list) if (header.key) record[header.key] ??= headerText(header);
+    return record;
+  }
+}
+
+function headerText(header: HeaderValue__Output): string {
+  // Envoy fills raw_value; `value` is only a fallback for older senders.
+  return header.raw_value && header.raw_value.length > 0 ? header.raw_value.toString() : (header.value ?? '');
+}

@@ -1,0 +1,101 @@
+import type { RouteTable } from '../routing/routes.js';
+import { badRequest } from './errors.js';
+import type { RequestHeaders } from './headers.js';
+import { scanTopLevel } from './json-scan.js';
+
+/** Where the engine selector came from, in the order they are consulted. */
+export type OwnedBySource = 'body.owned_by' | 'body.engine' | 'body.inference_server' | 'header' | 'query' | 'route';
+
+/** What routing needs to know about one HTTP request. */
+export interface RoutingRequest {
+  method: string;
+  /** Path without the query string. */
+  path: string;
+  model: string;
+  ownedBy: string | undefined;
+  ownedBySource: OwnedBySource | undefined;
+  /** Name of the matching route of the route table, if any. */
+  routeName: string | undefined;
+  requestId: string;
+}
+
+const BODY_KEYS = new Set(['model', 'owned_by', 'engine', 'inference_server']);
+const ENGINE_KEYS = [
+  ['owned_by', 'body.owned_by'],
+  ['engine', 'body.engine'],
+  ['inference_server', 'body.inference_server'],
+] as const;
+
+export const OWNED_BY_HEADER = 'x-owned-by';
+export const OWNED_BY_QUERY = 'owned_by';
+/** Model named in a header, for requests routed without reading the body (GIE's body-based router sets it). */
+export const MODEL_HEADER = 'x-gateway-model-name';
+
+/**
+ * Builds the RoutingRequest from the headers and, when there is one, the whole body.
+ * Throws RequestError (400) for a body that is not a JSON object or names no usable model.
+ */
+export function readRoutingRequest(
+  headers: RequestHeaders,
+  body: Buffer | undefined,
+  routes: RouteTable,
+  requestId: string,
+): RoutingRequest {
+  const method = headers.get(':method') ?? 'GET';
+  const fullPath = headers.get(':path') ?? '/';
+  const queryStart = fullPath.indexOf('?');
+  const path = queryStart === -1 ? fullPath : fullPath.slice(0, queryStart);
+  const route = routes.match(path);
+
+  let model: string | undefined;
+  let ownedBy: string | undefined;
+  let ownedBySource: OwnedBySource | undefined;
+
+  if (body !== undefined && body.length > 0) {
+    const scan = scanTopLevel(body, BODY_KEYS);
+    if (!scan.ok) throw badRequest('invalid_json', `The request body is not valid JSON: ${scan.error}.`);
+    const modelValue = scan.values.get('model');
+    if (modelValue !== undefined && modelValue.type !== 'null') {
+      if (modelValue.type !== 'string') throw badRequest('invalid_model', '`model` must be a string.');
+      model = modelValue.value;
+    }
+    for (const [key, source] of ENGINE_KEYS) {
+      const value = scan.values.get(key);
+      if (value === undefined || value.type === 'null') continue;
+      if (value.type !== 'string') throw badRequest('invalid_owned_by', `\`${key}\` must be a string.`);
+      if (value.value === '') continue;
+      ownedBy = value.value;
+      ownedBySource = source;
+      break;
+    }
+  }
+
+  model ||= headers.get(MODEL_HEADER) || route?.model;
+
+  if (ownedBy === undefined) {
+    const header = headers.get(OWNED_BY_HEADER);
+    if (header) {
+      ownedBy = header;
+      ownedBySource = 'header';
+    }
+  }
+  if (ownedBy === undefined && queryStart !== -1) {
+    const query = new URLSearchParams(fullPath.slice(queryStart + 1)).get(OWNED_BY_QUERY);
+    if (query) {
+      ownedBy = query;
+      ownedBySource = 'query';
+    }
+  }
+  if (ownedBy === undefined && route?.owned_by) {
+    ownedBy = route.owned_by;
+    ownedBySource = 'route';
+  }
+
+  if (!model) {
+    throw badRequest(
+      'missing_model',
+      'The request names no model: set "model" in the JSON body (or configure a route that gives one for this path).',
+    );
+  }
+  return { method, path, model, ownedBy, ownedBySource, routeName: route?.name, requestId };
+}

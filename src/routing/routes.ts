@@ -1,0 +1,91 @@
+import { readFile } from 'node:fs/promises';
+import { extname } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+
+/**
+ * One entry of the route file (seed 004's routes.json): requests whose path starts with
+ * `path_prefix` use `model` when their body names none, and `owned_by` when they name no engine.
+ */
+export interface Route {
+  name: string;
+  path_prefix: string;
+  model?: string;
+  owned_by?: string;
+}
+
+export class RouteConfigError extends Error {}
+
+/** Routes ordered so that the longest matching prefix wins. */
+export class RouteTable {
+  private readonly routes: readonly Route[];
+
+  constructor(routes: readonly Route[] = []) {
+    this.routes = [...routes].sort((a, b) => b.path_prefix.length - a.path_prefix.length);
+  }
+
+  match(path: string): Route | undefined {
+    for (const route of this.routes) {
+      if (path.startsWith(route.path_prefix)) return route;
+    }
+    return undefined;
+  }
+
+  list(): readonly Route[] {
+    return this.routes;
+  }
+}
+
+/** Loads a route file: a JSON or YAML array of routes, or an object with a `routes` array. */
+export async function loadRouteTable(file: string): Promise<RouteTable> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new RouteConfigError(`cannot read route config ${file}: ${(err as Error).message}`);
+  }
+  let document: unknown;
+  try {
+    document = ['.yaml', '.yml'].includes(extname(file)) ? parseYaml(text) : JSON.parse(text);
+  } catch (err) {
+    throw new RouteConfigError(`route config ${file} is not valid ${extname(file) === '.json' ? 'JSON' : 'YAML'}: ${(err as Error).message}`);
+  }
+  return new RouteTable(validateRoutes(document, file));
+}
+
+export function validateRoutes(document: unknown, source: string): Route[] {
+  const list =
+    document !== null && typeof document === 'object' && !Array.isArray(document) && 'routes' in document
+      ? (document as { routes: unknown }).routes
+      : document;
+  if (!Array.isArray(list)) throw new RouteConfigError(`${source}: expected an array of routes`);
+  const names = new Set<string>();
+  return list.map((entry: unknown, index) => {
+    const where = `${source}: routes[${index}]`;
+    if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) {
+      throw new RouteConfigError(`${where} must be an object`);
+    }
+    const record = entry as Record<string, unknown>;
+    for (const key of Object.keys(record)) {
+      if (!['name', 'path_prefix', 'model', 'owned_by'].includes(key)) {
+        throw new RouteConfigError(`${where}.${key} is not a known route field (name, path_prefix, model, owned_by)`);
+      }
+    }
+    const field = (key: string, required: boolean): string | undefined => {
+      const value = record[key];
+      if (value === undefined && !required) return undefined;
+      if (typeof value !== 'string' || value === '') {
+        throw new RouteConfigError(`${where}.${key} must be a non-empty string`);
+      }
+      return value;
+    };
+    const route: Route = { name: field('name', true)!, path_prefix: field('path_prefix', true)! };
+    if (!route.path_prefix.startsWith('/')) throw new RouteConfigError(`${where}.path_prefix must start with '/'`);
+    if (names.has(route.name)) throw new RouteConfigError(`${where}.name "${route.name}" is used twice`);
+    names.add(route.name);
+    const model = field('model', false);
+    const ownedBy = field('owned_by', false);
+    if (model !== undefined) route.model = model;
+    if (ownedBy !== undefined) route.owned_by = ownedBy;
+    return route;
+  });
+}

@@ -1,0 +1,33 @@
+import type { Destination } from '../extproc/types.js';
+import type { Endpoint } from '../discovery/endpoint.js';
+
+/**
+ * One routed request's claim on an endpoint. `release` is idempotent: the ext_proc stream can end
+ * in several ways at once (half-close, cancel, error, our own reply) and only the first counts.
+ */
+export class Lease implements Destination {
+  private released = false;
+
+  constructor(readonly endpoint: Endpoint) {
+    endpoint.inFlight++;
+  }
+
+  /** The destination as the ext_proc layer needs it. */
+  get address(): string {
+    return this.endpoint.address;
+  }
+
+  get addressBytes(): Buffer {
+    return this.endpoint.addressBytes;
+  }
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.endpoint.inFlight--;
+  }
+
+  get isReleased(): boolean {
+    return this.released;
+  }
+}

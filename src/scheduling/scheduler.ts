@@ -1,0 +1,52 @@
+import type { Endpoint } from '../discovery/endpoint.js';
+import type { EndpointRegistry } from '../discovery/registry.js';
+import { notFound, unavailable } from '../request/errors.js';
+import type { RoutingRequest } from '../request/routing-request.js';
+import { Lease } from './ledger.js';
+import type { Picker } from './pickers.js';
+
+/**
+ * Candidates for (model, owned_by) from the registry, the built-in filters (healthy), then the
+ * picker. Throws RequestError: 404 when nothing serves the model (or not on that engine), 503
+ * when something does but none of it is usable now.
+ */
+export class Scheduler {
+  constructor(
+    private readonly registry: EndpointRegistry,
+    private readonly picker: Picker,
+  ) {}
+
+  get pickerName(): string {
+    return this.picker.name;
+  }
+
+  schedule(request: RoutingRequest): Lease {
+    const lookup = this.registry.lookup(request.model, request.ownedBy);
+    if (lookup.kind === 'unknown_model') {
+      throw notFound('model_not_found', `The model \`${request.model}\` does not exist or is not served by any backend.`);
+    }
+    if (lookup.kind === 'unknown_engine') {
+      throw notFound(
+        'model_not_found',
+        `The model \`${request.model}\` is not served by engine \`${request.ownedBy}\` (served by: ${lookup.engines.join(', ')}).`,
+      );
+    }
+    const usable = healthyOnly(lookup.candidates);
+    if (usable.length === 0) {
+      throw unavailable(
+        'no_healthy_backend',
+        `No healthy backend is available for model \`${request.model}\`${request.ownedBy ? ` on engine \`${request.ownedBy}\`` : ''}; try again later.`,
+      );
+    }
+    const key = request.ownedBy === undefined ? request.model : `${request.model}\u0000${request.ownedBy}`;
+    return new Lease(this.picker.pick(usable, key));
+  }
+}
+
+/** The list itself when every candidate is healthy (the common case: no allocation). */
+function healthyOnly(candidates: readonly Endpoint[]): readonly Endpoint[] {
+  let healthy = 0;
+  for (const endpoint of candidates) if (endpoint.healthy) healthy++;
+  if (healthy === candidates.length) return candidates;
+  return candidates.filter((endpoint) => endpoint.healthy);
+}

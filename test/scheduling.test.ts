@@ -1,0 +1,149 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Endpoint, type ModelCard } from '../src/discovery/endpoint.js';
+import { EndpointRegistry } from '../src/discovery/registry.js';
+import { RequestError } from '../src/request/errors.js';
+import type { RoutingRequest } from '../src/request/routing-request.js';
+import { Lease } from '../src/scheduling/ledger.js';
+import { LeastOutstandingPicker, RoundRobinPicker, type Picker } from '../src/scheduling/pickers.js';
+import { Scheduler } from '../src/scheduling/scheduler.js';
+
+const card = (id: string, owned_by: string): ModelCard => ({ id, object: 'model', created: 0, owned_by, root: id, parent: null });
+
+function endpoints(count: number): Endpoint[] {
+  return Array.from({ length: count }, (_, i) => {
+    const endpoint = new Endpoint({ address: `10.0.0.${i + 1}:8000`, name: `pod-${i}`, namespace: 'ns', labels: {} });
+    endpoint.healthy = true;
+    return endpoint;
+  });
+}
+
+/** The behaviour every picker must have (run once per implementation). */
+function pickerContract(name: string, create: () => Picker) {
+  describe(`${name}: shared picker contract`, () => {
+    it('always returns one of the candidates', () => {
+      const picker = create();
+      const list = endpoints(5);
+      for (let i = 0; i < 50; i++) assert.ok(list.includes(picker.pick(list, 'k')));
+    });
+    it('works with a single candidate', () => {
+      const [only] = endpoints(1);
+      assert.equal(create().pick([only!], 'k'), only);
+    });
+    it('spreads equal load over every candidate', () => {
+      const picker = create();
+      const list = endpoints(4);
+      const seen = new Set<Endpoint>();
+      for (let i = 0; i < 200; i++) seen.add(picker.pick(list, 'k'));
+      assert.equal(seen.size, 4);
+    });
+  });
+}
+
+pickerContract('least_outstanding_requests', () => new LeastOutstandingPicker());
+pickerContract('round_robin', () => new RoundRobinPicker());
+
+describe('LeastOutstandingPicker', () => {
+  it('picks the endpoint with the fewest in-flight requests', () => {
+    const list = endpoints(3);
+    list[0]!.inFlight = 5;
+    list[1]!.inFlight = 1;
+    list[2]!.inFlight = 3;
+    assert.equal(new LeastOutstandingPicker().pick(list), list[1]);
+  });
+  it('breaks ties uniformly at random', () => {
+    const list = endpoints(3);
+    const counts = new Map<Endpoint, number>();
+    const picker = new LeastOutstandingPicker();
+    for (let i = 0; i < 3000; i++) {
+      const chosen = picker.pick(list);
+      counts.set(chosen, (counts.get(chosen) ?? 0) + 1);
+    }
+    for (const endpoint of list) assert.ok((counts.get(endpoint) ?? 0) > 800, `unfair tie-break: ${[...counts.values()]}`);
+  });
+  it('N leases over K endpoints differ by at most one', () => {
+    const list = endpoints(4);
+    const picker = new LeastOutstandingPicker();
+    const leases = Array.from({ length: 43 }, () => new Lease(picker.pick(list)));
+    const loads = list.map((e) => e.inFlight);
+    assert.ok(Math.max(...loads) - Math.min(...loads) <= 1, `loads ${loads}`);
+    for (const lease of leases) lease.release();
+    assert.deepEqual(list.map((e) => e.inFlight), [0, 0, 0, 0]);
+  });
+});
+
+describe('RoundRobinPicker', () => {
+  it('takes candidates in turn, per key', () => {
+    const list = endpoints(3);
+    const picker = new RoundRobinPicker();
+    assert.deepEqual([0, 1, 2, 3].map(() => picker.pick(list, 'a').name), ['pod-0', 'pod-1', 'pod-2', 'pod-0']);
+    assert.equal(picker.pick(list, 'b').name, 'pod-0');
+  });
+});
+
+describe('Lease', () => {
+  it('releases exactly once however often release is called', () => {
+    const [endpoint] = endpoints(1);
+    const lease = new Lease(endpoint!);
+    assert.equal(endpoint!.inFlight, 1);
+    lease.release();
+    lease.release();
+    assert.equal(endpoint!.inFlight, 0);
+  });
+});
+
+describe('Scheduler', () => {
+  const request = (model: string, ownedBy?: string): RoutingRequest => ({
+    method: 'POST', path: '/v1/chat/completions', model, ownedBy, ownedBySource: ownedBy ? 'body.owned_by' : undefined, routeName: undefined, requestId: 'r',
+  });
+  function setup() {
+    const registry = new EndpointRegistry();
+    registry.replaceAll([
+      { address: '10.0.0.1:8000', name: 'v1', namespace: 'ns', labels: {} },
+      { address: '10.0.0.2:8000', name: 'v2', namespace: 'ns', labels: {} },
+      { address: '10.0.0.3:30000', name: 's1', namespace: 'ns', labels: {} },
+    ]);
+    registry.update('10.0.0.1:8000', { models: [card('qwen', 'vllm'), card('llama', 'vllm')], healthy: true });
+    registry.update('10.0.0.2:8000', { models: [card('qwen', 'vllm')], healthy: true });
+    registry.update('10.0.0.3:30000', { models: [card('qwen', 'sglang')], healthy: true });
+    return { registry, scheduler: new Scheduler(registry, new LeastOutstandingPicker()) };
+  }
+  const fails = (fn: () => unknown, status: number, pattern: RegExp) =>
+    assert.throws(fn, (err: unknown) => err instanceof RequestError && err.status === status && pattern.test(err.message));
+
+  it('routes by model and engine', () => {
+    const { scheduler } = setup();
+    assert.equal(scheduler.schedule(request('qwen', 'sglang')).address, '10.0.0.3:30000');
+    assert.equal(scheduler.schedule(request('llama')).address, '10.0.0.1:8000');
+  });
+  it('model-only routing spans engines', () => {
+    const { scheduler } = setup();
+    const seen = new Set(Array.from({ length: 6 }, () => scheduler.schedule(request('qwen')).address));
+    assert.equal(seen.size, 3);
+  });
+  it('unknown model is 404; known model on another engine is 404 naming the engines', () => {
+    const { scheduler } = setup();
+    fails(() => scheduler.schedule(request('gpt-4')), 404, /does not exist/);
+    fails(() => scheduler.schedule(request('llama', 'sglang')), 404, /served by: vllm/);
+  });
+  it('known but unhealthy is 503, and unhealthy endpoints are never picked', () => {
+    const { registry, scheduler } = setup();
+    registry.update('10.0.0.3:30000', { healthy: false });
+    fails(() => scheduler.schedule(request('qwen', 'sglang')), 503, /No healthy backend/);
+    registry.update('10.0.0.1:8000', { healthy: false });
+    for (let i = 0; i < 10; i++) assert.equal(scheduler.schedule(request('qwen')).address, '10.0.0.2:8000');
+  });
+  it('keeps endpoint objects (and their in-flight counts) across rediscovery', () => {
+    const { registry, scheduler } = setup();
+    const lease = scheduler.schedule(request('llama'));
+    registry.replaceAll([{ address: '10.0.0.1:8000', name: 'v1', namespace: 'ns', labels: { a: 'b' } }]);
+    assert.equal(registry.get('10.0.0.1:8000')!.inFlight, 1);
+    lease.release();
+    assert.equal(registry.get('10.0.0.1:8000')!.inFlight, 0);
+    assert.deepEqual(registry.lookup('qwen', 'sglang'), { kind: 'unknown_engine', engines: ['vllm'] });
+  });
+  it('aggregates one model card per (model, owned_by)', () => {
+    const { registry } = setup();
+    assert.deepEqual(registry.modelCards().map((c) => `${c.id}/${c.owned_by}`), ['llama/vllm', 'qwen/sglang', 'qwen/vllm']);
+  });
+});
