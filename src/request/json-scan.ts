@@ -27,6 +27,7 @@ const OPEN_BRACKET = 0x5b;
 const CLOSE_BRACKET = 0x5d;
 const COLON = 0x3a;
 const COMMA = 0x2c;
+const SHORT_STRING_BYTES = 48;
 /** Deeper nesting is refused rather than risking the call stack. */
 const MAX_DEPTH = 256;
 
@@ -58,10 +59,18 @@ class Scanner {
   private depth = 0;
   private readonly values = new Map<string, ScannedValue>();
 
+  /** Longer keys (in bytes, escapes included) cannot be wanted ones, so they are not decoded. */
+  private readonly longestWanted: number;
+
   constructor(
     private readonly buf: Buffer,
     private readonly wanted: ReadonlySet<string>,
-  ) {}
+  ) {
+    let longest = 0;
+    // An escaped key is at most 6 bytes per character (\uXXXX).
+    for (const key of wanted) longest = Math.max(longest, Buffer.byteLength(key) * 6);
+    this.longestWanted = longest;
+  }
 
   run(): Map<string, ScannedValue> {
     this.skipWhitespace();
@@ -99,10 +108,9 @@ class Scanner {
       if (this.buf[this.pos] !== COLON) this.fail("expected ':' after a key");
       this.pos++;
       this.skipWhitespace();
-      if (topLevel && this.wanted.size > 0) {
-        const key = this.decodeString(keyStart, keyEnd);
-        if (this.wanted.has(key)) this.values.set(key, this.scanWantedValue());
-        else this.skipValue();
+      const key = topLevel ? this.wantedKey(keyStart, keyEnd) : undefined;
+      if (key !== undefined) {
+        this.values.set(key, this.scanWantedValue());
       } else {
         this.skipValue();
       }
@@ -236,7 +244,7 @@ class Scanner {
     const buf = this.buf;
     let search = this.pos + 1;
     for (;;) {
-      const quote = buf.indexOf(QUOTE, search);
+      const quote = this.nextQuote(search);
       if (quote === -1) this.failAt(buf.length, 'unterminated string');
       // The quote is escaped when an odd number of backslashes precede it.
       let backslashes = 0;
@@ -249,15 +257,40 @@ class Scanner {
     }
   }
 
+  /**
+   * Keys and short values end within a few bytes, where a JS loop beats the native call's fixed
+   * cost; long strings (prompts) are left to Buffer.indexOf.
+   */
+  private nextQuote(from: number): number {
+    const buf = this.buf;
+    const end = Math.min(from + SHORT_STRING_BYTES, buf.length);
+    for (let i = from; i < end; i++) if (buf[i] === QUOTE) return i;
+    return end === buf.length ? -1 : buf.indexOf(QUOTE, end);
+  }
+
   /** Decodes the string whose opening quote is at `start` and closing quote at `end`. */
   private decodeString(start: number, end: number): string {
-    if (this.buf.subarray(start + 1, end).indexOf(BACKSLASH) === -1) {
-      return this.buf.toString('utf8', start + 1, end);
+    const buf = this.buf;
+    let escaped = false;
+    for (let i = start + 1; i < end; i++) {
+      if (buf[i] === BACKSLASH) {
+        escaped = true;
+        break;
+      }
     }
+    if (!escaped) return buf.toString('utf8', start + 1, end);
     try {
-      return JSON.parse(this.buf.toString('utf8', start, end + 1)) as string;
+      return JSON.parse(buf.toString('utf8', start, end + 1)) as string;
     } catch {
       return this.failAt(start, 'invalid escape in a string');
     }
+  }
+
+  /** True when the key between the quotes at `start` and `end` is one of the wanted ones. */
+  private wantedKey(start: number, end: number): string | undefined {
+    const length = end - start - 1;
+    if (length > this.longestWanted) return undefined;
+    const key = this.decodeString(start, end);
+    return this.wanted.has(key) ? key : undefined;
   }
 }

@@ -1,0 +1,42 @@
+/**
+ * Is the top-level scanner worth having? Times scanTopLevel against JSON.parse(body.toString())
+ * on chat bodies of several sizes, in the same process, and prints the ratio.
+ * Run: node dist/bench/json-scan.js
+ */
+import { scanTopLevel } from '../src/request/json-scan.js';
+
+const WANTED = new Set(['model', 'owned_by', 'engine', 'inference_server']);
+
+function chatBody(bytes: number): Buffer {
+  const filler = 'The quick brown fox jumps over the lazy dog. \\"Quoted\\" text, unicode \u00e9\u4e2d. ';
+  const content = filler.repeat(Math.max(1, Math.ceil(bytes / filler.length)));
+  return Buffer.from(
+    JSON.stringify({ model: 'Qwen/Qwen2.5-0.5B-Instruct', messages: [{ role: 'system', content: 'You are helpful.' }, { role: 'user', content }], max_tokens: 64, stream: true, owned_by: 'sglang' }),
+  );
+}
+
+function time(iterations: number, fn: () => void): number {
+  for (let i = 0; i < Math.min(iterations, 20); i++) fn();
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < iterations; i++) fn();
+  return Number(process.hrtime.bigint() - start) / 1e3 / iterations;
+}
+
+export function runJsonScanBench(): string[] {
+  const lines = ['body size | scanTopLevel µs | JSON.parse µs | parse/scan'];
+  for (const [label, size, iterations] of [['1 KiB', 1024, 20000], ['64 KiB', 65536, 2000], ['1 MiB', 1 << 20, 100], ['8 MiB', 8 << 20, 12], ['20 MiB', 20 << 20, 5]] as const) {
+    const body = chatBody(size);
+    const scanUs = time(iterations, () => {
+      const result = scanTopLevel(body, WANTED);
+      if (!result.ok) throw new Error(result.error);
+    });
+    const parseUs = time(iterations, () => {
+      const doc = JSON.parse(body.toString()) as { model?: unknown };
+      if (typeof doc.model !== 'string') throw new Error('no model');
+    });
+    lines.push(`${label.padEnd(9)} | ${scanUs.toFixed(1).padStart(15)} | ${parseUs.toFixed(1).padStart(13)} | ${(parseUs / scanUs).toFixed(2)}x`);
+  }
+  return lines;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) console.log(runJsonScanBench().join('\n'));
