@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Endpoint } from './discovery/endpoint.js';
 import type { EndpointRegistry } from './discovery/registry.js';
 
 /**
@@ -37,26 +38,19 @@ export class Metrics {
 
   constructor(endpoints: EndpointRegistry, activeStreams: () => number) {
     collectDefaultMetrics({ register: this.registry, prefix: 'llm_extproc_' });
-    new Gauge({
-      name: 'llm_extproc_endpoint_in_flight_requests',
-      help: 'Requests routed to the endpoint whose ext_proc stream has not ended.',
-      labelNames: ['endpoint', 'name'] as const,
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const endpoint of endpoints.all()) this.set({ endpoint: endpoint.address, name: endpoint.name }, endpoint.inFlight);
-      },
-    });
-    new Gauge({
-      name: 'llm_extproc_endpoint_healthy',
-      help: '1 when the endpoint passed its last probe.',
-      labelNames: ['endpoint', 'name'] as const,
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const endpoint of endpoints.all()) this.set({ endpoint: endpoint.address, name: endpoint.name }, endpoint.healthy ? 1 : 0);
-      },
-    });
+    const perEndpoint = (name: string, help: string, value: (endpoint: Endpoint) => number) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['endpoint', 'name'] as const,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const endpoint of endpoints.all()) this.set({ endpoint: endpoint.address, name: endpoint.name }, value(endpoint));
+        },
+      });
+    perEndpoint('llm_extproc_endpoint_in_flight_requests', 'Requests routed to the endpoint whose ext_proc stream has not ended.', (e) => e.inFlight);
+    perEndpoint('llm_extproc_endpoint_healthy', '1 when the endpoint passed its last probe.', (e) => (e.healthy ? 1 : 0));
     new Gauge({
       name: 'llm_extproc_active_streams',
       help: 'Open ext_proc streams (one per HTTP request passing Envoy).',

@@ -114,18 +114,7 @@ class Scanner {
       } else {
         this.skipValue();
       }
-      this.skipWhitespace();
-      const next = this.buf[this.pos];
-      if (next === COMMA) {
-        this.pos++;
-        this.skipWhitespace();
-        continue;
-      }
-      if (next === CLOSE_BRACE) {
-        this.pos++;
-        return;
-      }
-      this.fail("expected ',' or '}' in an object");
+      if (!this.anotherMember(CLOSE_BRACE, "expected ',' or '}' in an object")) return;
     }
   }
 
@@ -136,21 +125,22 @@ class Scanner {
       this.pos++;
       return;
     }
-    for (;;) {
-      this.skipValue();
+    do this.skipValue();
+    while (this.anotherMember(CLOSE_BRACKET, "expected ',' or ']' in an array"));
+  }
+
+  /** After a member: consumes ',' (true: another follows) or the closing byte (false). */
+  private anotherMember(close: number, error: string): boolean {
+    this.skipWhitespace();
+    const next = this.buf[this.pos];
+    if (next === COMMA) {
+      this.pos++;
       this.skipWhitespace();
-      const next = this.buf[this.pos];
-      if (next === COMMA) {
-        this.pos++;
-        this.skipWhitespace();
-        continue;
-      }
-      if (next === CLOSE_BRACKET) {
-        this.pos++;
-        return;
-      }
-      this.fail("expected ',' or ']' in an array");
+      return true;
     }
+    if (next !== close) this.fail(error);
+    this.pos++;
+    return false;
   }
 
   private scanWantedValue(): ScannedValue {
