@@ -29,7 +29,10 @@ export async function startDemoBackends(log: Logger): Promise<DemoBackends> {
     await Promise.all(simulators.map((simulator) => simulator.close()));
     throw err;
   }
-  for (const simulator of simulators) log.info({ backend: simulator.address, engine: simulator.engine }, 'demo backend started');
+  for (const simulator of simulators) {
+    log.info({ backend: simulator.address, engine: simulator.engine }, 'demo backend started');
+  }
+  log.info('demo: run Envoy with envoy/envoy.yaml, then: curl localhost:8080/v1/models');
   return {
     hosts: simulators.map((simulator) => parseStaticHost(simulator.address)),
     close: async () => {
