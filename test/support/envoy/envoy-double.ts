@@ -361,7 +361,11 @@ export class Exchange {
     this.processingComplete = true;
     const s = this.call;
     if (!s) return (this.closeP = Promise.resolve(this.callFailed));
-    if (s.isDone) return (this.closeP = Promise.resolve(s.finished));
+    if (s.isDone) {
+      // The server already ended the call: just finish our half so the HTTP/2 stream closes.
+      s.halfClose();
+      return (this.closeP = Promise.resolve(s.finished));
+    }
     if (how === 'end' && this.env.opts.closeMode === 'graceful') {
       s.halfClose();
       this.closeP = Promise.race([s.status, delay(1000).then(() => undefined)]).then((st) => {
@@ -989,6 +993,11 @@ export class Exchange {
       if (body.length > 0) ureq.write(body);
       ureq.addTrailers(Object.fromEntries([...this.reqTrailersOut].map(([k, v]) => [k, v.join(', ')])));
       ureq.end();
+    } else if (body.length > 0 && !h.has('content-length')) {
+      // Remove-content-length modes: the HTTP/1 upstream gets chunked encoding (§7.11). (Node
+      // would compute a content-length for end(body).)
+      ureq.write(body);
+      ureq.end();
     } else {
       ureq.end(body.length > 0 ? body : undefined);
     }
@@ -1183,6 +1192,7 @@ export class EnvoyDouble {
   /** @internal upstream connection pool (HTTP/1.1 keep-alive, like Envoy's). */
   readonly agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
   private conns: (GrpcH2Connection | undefined)[];
+  private readonly connecting: (Promise<GrpcH2Connection | undefined> | undefined)[] = [];
   private readonly retired: GrpcH2Connection[] = [];
   private rr = 0;
   private closing = false;
@@ -1222,18 +1232,28 @@ export class EnvoyDouble {
     for (let i = 0; i < this.conns.length; i++) await this.ensureConn(i);
   }
 
-  private async ensureConn(i: number): Promise<GrpcH2Connection | undefined> {
+  private ensureConn(i: number): Promise<GrpcH2Connection | undefined> {
     const c = this.conns[i];
-    if (c && !c.isGone) return c;
-    if (c) this.retired.push(c); // GOAWAY / failure: Envoy opens a new connection
-    try {
-      const n = await GrpcH2Connection.connect(this.opts.extProcTarget, { authority: this.opts.grpcAuthority });
-      this.conns[i] = n;
-      return n;
-    } catch {
+    if (c && !c.isGone) return Promise.resolve(c);
+    // One connect per slot at a time: concurrent requests share it.
+    let p = this.connecting[i];
+    if (!p) {
+      if (c) this.retired.push(c); // GOAWAY / failure: Envoy opens a new connection
       this.conns[i] = undefined;
-      return undefined;
+      p = GrpcH2Connection.connect(this.opts.extProcTarget, { authority: this.opts.grpcAuthority })
+        .then(
+          (n) => {
+            this.conns[i] = n;
+            return n;
+          },
+          () => undefined,
+        )
+        .finally(() => {
+          this.connecting[i] = undefined;
+        });
+      this.connecting[i] = p;
     }
+    return p;
   }
 
   /** @internal Next connection round-robin (already connected by `open()`). */

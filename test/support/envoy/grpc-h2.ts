@@ -163,6 +163,11 @@ export class GrpcH2Stream {
       this.trailerHeaders = trailers;
     });
     h2s.on('data', (chunk: Buffer) => this.onData(chunk));
+    // The server's status ends the call even while our side is still open (half-closed remote):
+    // 'end' comes after the last DATA and the trailers.
+    h2s.on('end', () => {
+      if (this.trailerHeaders?.['grpc-status'] !== undefined) this.onClose();
+    });
     // Errors surface through 'close' (rstCode) below; swallow the event so it never throws.
     h2s.on('error', () => {});
     h2s.on('close', () => this.onClose());
@@ -321,6 +326,7 @@ export class GrpcH2Stream {
     }
   }
 
+  /** Ends the call: on the server's status ('end' with grpc-status), or when the stream closes. */
   private onClose(): void {
     if (this.finalStatus) return;
     const s = this.h2;
