@@ -97,7 +97,7 @@ const headersResp = (dir: 'request' | 'response', set: HeaderValueOption[] = [],
 });
 const bodyResp = (dir: 'request' | 'response', common: object = {}): Res => ({ [`${dir}_body`]: { response: common } });
 /** Answers every message with an empty CONTINUE of the matching type. */
-const continueAll: Handler = (m) => {
+const continueAll = (m: Req): Res => {
   const k = m.request!;
   if (k.endsWith('_trailers')) return { [k]: {} };
   return { [k]: { response: {} } };
@@ -380,7 +380,7 @@ describe('Envoy double: request path', () => {
   });
 
   it('keeps a client x-request-id and sends content-length for a body', T, async () => {
-    const p = await startProcessor((m) => (m.request === 'request_headers' ? headersResp('request', [setHeader(DEST, backend.hostPort)]) : continueAll(m, undefined as never)));
+    const p = await startProcessor((m) => (m.request === 'request_headers' ? headersResp('request', [setHeader(DEST, backend.hostPort)]) : continueAll(m)));
     try {
       await withDouble({ extProcTarget: p.target }, async (d) => {
         const r = await d.request({ method: 'POST', path: '/v1/chat/completions', headers: { 'x-request-id': 'rid-1' }, body: '{"model":"m"}' });
@@ -410,7 +410,7 @@ describe('Envoy double: request path', () => {
         const model = JSON.parse(m.request_body!.body!.toString()).model;
         return bodyResp('request', { header_mutation: { set_headers: [setHeader(DEST, backend.hostPort), setHeader('x-model', model)] }, clear_route_cache: true });
       }
-      return continueAll(m, undefined as never);
+      return continueAll(m);
     });
     try {
       await withDouble({ extProcTarget: p.target, messageTimeoutMs: 1000, processingMode: { requestBodyMode: 'BUFFERED', responseHeaderMode: 'SKIP' } }, async (d) => {
@@ -433,7 +433,7 @@ describe('Envoy double: request path', () => {
   });
 
   it('BUFFERED body over the buffer limit: 413, body never sent to the processor or upstream', T, async () => {
-    const p = await startProcessor((m) => (m.request === 'request_headers' ? headersResp('request', [setHeader(DEST, backend.hostPort)]) : continueAll(m, undefined as never)));
+    const p = await startProcessor((m) => (m.request === 'request_headers' ? headersResp('request', [setHeader(DEST, backend.hostPort)]) : continueAll(m)));
     const before = backend.seen.length;
     try {
       await withDouble({ extProcTarget: p.target, bufferLimitBytes: 1000, processingMode: { requestBodyMode: 'BUFFERED' } }, async (d) => {
@@ -463,7 +463,7 @@ describe('Envoy double: request path', () => {
           body_mutation: { body: Buffer.from('changed') },
         });
       }
-      return continueAll(m, undefined as never);
+      return continueAll(m);
     });
     try {
       await withDouble({ extProcTarget: p.target, processingMode: { requestBodyMode: 'BUFFERED' } }, async (d) => {
@@ -479,11 +479,32 @@ describe('Envoy double: request path', () => {
     }
   });
 
+  it('BUFFERED with request headers SKIP: body is the first message; content-length removed', T, async () => {
+    const p = await startProcessor((m) =>
+      m.request === 'request_body'
+        ? bodyResp('request', { header_mutation: { set_headers: [setHeader(DEST, backend.hostPort), setHeader('content-length', '3')] }, body_mutation: { body: Buffer.from('new body') } })
+        : continueAll(m),
+    );
+    try {
+      await withDouble({ extProcTarget: p.target, processingMode: { requestHeaderMode: 'SKIP', requestBodyMode: 'BUFFERED', responseHeaderMode: 'SKIP' } }, async (d) => {
+        const r = await d.request({ method: 'POST', path: '/b', body: 'old' });
+        assert.equal(r.status, 200, r.details);
+        assert.deepEqual(kinds(p.calls[0]), ['request_body']);
+        assert.equal(p.calls[0]!.msgs[0]!.protocol_config?.request_body_mode, 'BUFFERED');
+        const seen = backend.seen.at(-1)!;
+        assert.equal(seen.body.toString(), 'new body');
+        assert.equal(seen.headers['content-length'], undefined);
+      });
+    } finally {
+      await p.close();
+    }
+  });
+
   it('STREAMED: one response per chunk, in order; chunk mutations; content-length removed', T, async () => {
     const p = await startProcessor((m) => {
       if (m.request === 'request_headers') return headersResp('request', [setHeader(DEST, backend.hostPort), setHeader('content-length', '999')]);
       if (m.request === 'request_body') return bodyResp('request', { body_mutation: { body: Buffer.from(m.request_body!.body!.toString().toUpperCase()) }, header_mutation: { set_headers: [setHeader('x-ignored', '1')] } });
-      return continueAll(m, undefined as never);
+      return continueAll(m);
     });
     try {
       await withDouble({ extProcTarget: p.target, processingMode: { requestBodyMode: 'STREAMED', responseHeaderMode: 'SKIP' } }, async (d) => {
@@ -588,7 +609,7 @@ describe('Envoy double: request path', () => {
 
   it('header mutation semantics: overwrite by default, append=true adds, refused headers ignored, :path allowed', T, async () => {
     const p = await startProcessor((m) => {
-      if (m.request !== 'request_headers') return continueAll(m, undefined as never);
+      if (m.request !== 'request_headers') return continueAll(m);
       return {
         request_headers: {
           response: {
@@ -670,7 +691,7 @@ describe('Envoy double: request path', () => {
 
   it('ORIGINAL_DST: first header value, exactly one ip:port, else 503', T, async () => {
     let value: HeaderValueOption[] = [];
-    const p = await startProcessor((m) => (m.request === 'request_headers' ? headersResp('request', value) : continueAll(m, undefined as never)));
+    const p = await startProcessor((m) => (m.request === 'request_headers' ? headersResp('request', value) : continueAll(m)));
     try {
       await withDouble({ extProcTarget: p.target }, async (d) => {
         const cases: [HeaderValueOption[], Record<string, string> | undefined, number][] = [
@@ -706,7 +727,7 @@ describe('Envoy double: request path', () => {
     await new Promise<void>((r) => closed.listen(0, '127.0.0.2', r));
     const port = (closed.address() as net.AddressInfo).port;
     await new Promise<void>((r) => closed.close(() => r()));
-    const p = await startProcessor((m) => (m.request === 'request_headers' ? headersResp('request', [setHeader(DEST, `127.0.0.2:${port}`)]) : continueAll(m, undefined as never)));
+    const p = await startProcessor((m) => (m.request === 'request_headers' ? headersResp('request', [setHeader(DEST, `127.0.0.2:${port}`)]) : continueAll(m)));
     try {
       await withDouble({ extProcTarget: p.target }, async (d) => {
         const r = await d.request({ method: 'GET', path: '/x' });
@@ -810,7 +831,7 @@ describe('Envoy double: request path', () => {
 
   it('dynamic metadata kept only for receiving namespaces', T, async () => {
     const md = { fields: { 'envoy.lb': { structValue: { fields: { a: { stringValue: '1' } } } }, 'other.ns': { structValue: { fields: { b: { numberValue: 2 } } } } } };
-    const p = await startProcessor((m) => (m.request === 'request_headers' ? headersResp('request', [setHeader(DEST, backend.hostPort)], { dynamic_metadata: md }) : continueAll(m, undefined as never)));
+    const p = await startProcessor((m) => (m.request === 'request_headers' ? headersResp('request', [setHeader(DEST, backend.hostPort)], { dynamic_metadata: md }) : continueAll(m)));
     try {
       await withDouble({ extProcTarget: p.target }, async (d) => {
         assert.deepEqual((await d.request({ method: 'GET', path: '/x' })).dynamicMetadata, { 'envoy.lb': { a: '1' } });
@@ -926,7 +947,7 @@ describe('Envoy double: response path and stream end', () => {
   });
 
   it('abort(): client goes away mid-request ⇒ END_STREAM + RST, no response path', T, async () => {
-    const p = await startProcessor((m) => (m.request === 'request_headers' ? headersResp('request', [setHeader(DEST, backend.hostPort)]) : continueAll(m, undefined as never)));
+    const p = await startProcessor((m) => (m.request === 'request_headers' ? headersResp('request', [setHeader(DEST, backend.hostPort)]) : continueAll(m)));
     try {
       await withDouble({ extProcTarget: p.target }, async (d) => {
         const ex = await d.open({ method: 'GET', path: '/x' });
@@ -942,13 +963,95 @@ describe('Envoy double: response path and stream end', () => {
     }
   });
 
+  it('abort() mid-response (SSE): upstream cut, stream closed, result marked reset', T, async () => {
+    const p = await startProcessor((m) => {
+      if (m.request === 'request_headers') return headersResp('request', [setHeader(DEST, backend.hostPort)]);
+      if (m.request === 'response_headers') return headersResp('response');
+      if (m.request === 'response_body') return bodyResp('response', { body_mutation: { streamed_response: { body: m.response_body!.body, end_of_stream: m.response_body!.end_of_stream } } });
+      return undefined;
+    });
+    const prevHandler = backend.handler;
+    let upstreamClosed = false;
+    backend.handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: first\n\n');
+      const t = setInterval(() => res.write('data: more\n\n'), 50);
+      res.on('close', () => {
+        upstreamClosed = true;
+        clearInterval(t);
+      });
+    };
+    try {
+      const mode = { responseBodyMode: 'FULL_DUPLEX_STREAMED', responseTrailerMode: 'SEND' } as const;
+      await withDouble({ extProcTarget: p.target, processingMode: mode }, async (d) => {
+        let chunks = 0;
+        const ex = await d.open({ method: 'POST', path: '/v1/chat/completions', body: '{}', onResponseChunk: () => chunks++ });
+        const pending = ex.forward();
+        const t0 = Date.now();
+        await until(() => chunks >= 2); // the stream is flowing downstream
+        await ex.abort();
+        const r = await pending;
+        assert.equal(r.reset, true);
+        assert.equal(r.details, 'downstream_remote_disconnect');
+        assert.ok(Date.now() - t0 < 5000);
+        await until(() => upstreamClosed && p.calls[0]!.events.includes('cancelled'));
+        const ev = p.calls[0]!.events;
+        assert.ok(ev.indexOf('end') < ev.indexOf('cancelled'), ev.join(','));
+        assert.ok(!ev.includes('response_trailers'));
+      });
+    } finally {
+      backend.handler = prevHandler;
+      await p.close();
+    }
+  });
+
+  it('FULL_DUPLEX_STREAMED with request trailers: trailers sent after the chunks, mutated trailers go upstream', T, async () => {
+    const p = await startProcessor((m, rec) => {
+      if (m.request === 'request_trailers') {
+        const body = Buffer.concat(rec.msgs.filter((x) => x.request_body).map((x) => x.request_body!.body!));
+        return [
+          headersResp('request', [setHeader(DEST, backend.hostPort)]),
+          bodyResp('request', { body_mutation: { streamed_response: { body } } }),
+          { request_trailers: { header_mutation: { set_headers: [setHeader('x-checksum', 'fixed')] } } },
+        ];
+      }
+      return undefined;
+    });
+    try {
+      await withDouble({ extProcTarget: p.target, processingMode: { requestBodyMode: 'FULL_DUPLEX_STREAMED', requestTrailerMode: 'SEND', responseHeaderMode: 'SKIP' } }, async (d) => {
+        const r = await d.request({ method: 'POST', path: '/t', chunks: ['ab', 'cd'], trailers: { 'x-checksum': 'orig' } });
+        assert.equal(r.status, 200, r.details);
+        const rec = p.calls[0]!;
+        assert.deepEqual(kinds(rec), ['request_headers', 'request_body', 'request_body', 'request_trailers']);
+        assert.deepEqual(rec.msgs.filter((m) => m.request_body).map((m) => m.request_body!.end_of_stream), [false, false]);
+        const seen = backend.seen.at(-1)!;
+        assert.equal(seen.body.toString(), 'abcd');
+        assert.equal(seen.trailers['x-checksum'], 'fixed');
+      });
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('sendProtocolConfig: false omits protocol_config', T, async () => {
+    const p = await startProcessor((m) => (m.request === 'request_headers' ? headersResp('request', [setHeader(DEST, '127.0.0.2:1')]) : continueAll(m)));
+    try {
+      await withDouble({ extProcTarget: p.target, sendProtocolConfig: false }, async (d) => {
+        await (await d.open({ method: 'GET', path: '/x' })).finish();
+        assert.equal(p.calls[0]!.msgs[0]!.protocol_config, undefined);
+      });
+    } finally {
+      await p.close();
+    }
+  });
+
   it('raw escape hatch: out-of-order message on a raw stream, see the server status', T, async () => {
     const p = await startProcessor((m, rec) => {
       if (rec.msgs.length === 1 && m.request !== 'request_headers') {
         rec.call.emit('error', { code: grpc.status.FAILED_PRECONDITION, details: 'expected request_headers first' });
         return;
       }
-      return continueAll(m, undefined as never);
+      return continueAll(m);
     });
     try {
       await withDouble({ extProcTarget: p.target }, async (d) => {
@@ -969,7 +1072,7 @@ describe('Envoy double: response path and stream end', () => {
   });
 
   it('streams spread over `connections`; many requests on one connection, 0 GOAWAY, 0 lost', T, async () => {
-    const p = await startProcessor((m) => (m.request === 'request_headers' ? headersResp('request', [setHeader(DEST, '127.0.0.2:1')]) : continueAll(m, undefined as never)));
+    const p = await startProcessor((m) => (m.request === 'request_headers' ? headersResp('request', [setHeader(DEST, '127.0.0.2:1')]) : continueAll(m)));
     try {
       await withDouble({ extProcTarget: p.target, connections: 3 }, async (d) => {
         await d.connect();

@@ -653,8 +653,9 @@ export class Exchange {
           const bmut = cr?.body_mutation;
           if (bmut?.mutation === 'body' || (bmut?.mutation === 'clear_body' && bmut.clear_body)) {
             const nb = bmut.mutation === 'body' ? (bmut.body ?? Buffer.alloc(0)) : Buffer.alloc(0);
-            // §2.3 BUFFERED step 5: a mutated body needs a matching content-length.
-            const cl = d.headers.get('content-length')?.[0];
+            // §2.3 BUFFERED step 5: a mutated body needs a matching content-length (BUFFERED+SEND;
+            // with headers SKIP the content-length is removed instead).
+            const cl = removeCL ? undefined : d.headers.get('content-length')?.[0];
             if (cl !== undefined && Number(cl) !== nb.length) {
               return error('mismatch_between_content_length_and_the_length_of_the_mutated_body');
             }
