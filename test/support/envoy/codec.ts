@@ -1,0 +1,140 @@
+/**
+ * Encoding/decoding of ext_proc messages with the project's package definition, plus the small
+ * conversions the Envoy double needs (header maps, Struct, HTTP status enum).
+ */
+import type { MethodDefinition, EnumTypeDefinition } from '@grpc/proto-loader';
+import { extProcPackageDefinition } from '../../../src/extproc/proto.js';
+import type { ProcessingRequest } from '../../../src/generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
+import type { ProcessingResponse, ProcessingResponse__Output } from '../../../src/generated/envoy/service/ext_proc/v3/ProcessingResponse.js';
+import type { ProcessingRequest__Output } from '../../../src/generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
+import type { HeaderMap } from '../../../src/generated/envoy/config/core/v3/HeaderMap.js';
+import type { HeaderMap__Output } from '../../../src/generated/envoy/config/core/v3/HeaderMap.js';
+import type { Struct__Output } from '../../../src/generated/google/protobuf/Struct.js';
+import type { Value__Output } from '../../../src/generated/google/protobuf/Value.js';
+
+export type { ProcessingRequest, ProcessingRequest__Output, ProcessingResponse, ProcessingResponse__Output };
+
+type ProcessMethod = MethodDefinition<ProcessingRequest, ProcessingResponse, ProcessingRequest__Output, ProcessingResponse__Output>;
+
+let method: ProcessMethod | undefined;
+function processMethod(): ProcessMethod {
+  if (!method) {
+    const svc = extProcPackageDefinition()['envoy.service.ext_proc.v3.ExternalProcessor'] as unknown as Record<string, ProcessMethod>;
+    method = svc['Process']!;
+  }
+  return method;
+}
+
+/** Serialises a ProcessingRequest (what Envoy sends) to protobuf bytes. */
+export function encodeProcessingRequest(req: ProcessingRequest): Buffer {
+  return processMethod().requestSerialize(req);
+}
+
+/** Parses protobuf bytes of a ProcessingResponse (what the server sends). Throws on garbage. */
+export function decodeProcessingResponse(buf: Buffer): ProcessingResponse__Output {
+  return processMethod().responseDeserialize(buf);
+}
+
+/** Server side helpers, for tests that play the ext_proc server on a raw stream. */
+export function encodeProcessingResponse(res: ProcessingResponse): Buffer {
+  return processMethod().responseSerialize(res);
+}
+export function decodeProcessingRequest(buf: Buffer): ProcessingRequest__Output {
+  return processMethod().requestDeserialize(buf);
+}
+
+let statusByName: Map<string, number> | undefined;
+/**
+ * `envoy.type.v3.StatusCode` arrives as an enum name (loader option enums: String), or as a number
+ * for values the proto does not list. Returns the numeric HTTP code (0 if unset/unknown).
+ */
+export function httpStatusCode(code: string | number | undefined): number {
+  if (code === undefined) return 0;
+  if (typeof code === 'number') return code;
+  if (!statusByName) {
+    statusByName = new Map();
+    const def = extProcPackageDefinition()['envoy.type.v3.StatusCode'] as EnumTypeDefinition;
+    const t = def.type as { value: { name: string; number: number }[] };
+    for (const v of t.value) statusByName.set(v.name, v.number);
+  }
+  return statusByName.get(code) ?? 0;
+}
+
+/**
+ * Headers as Envoy holds them: lower-case name → values in order (several for repeated headers).
+ * Values are byte strings (latin1), so raw_value bytes round-trip exactly.
+ */
+export type HeaderList = Map<string, string[]>;
+
+/** Public shape of headers in results: lower-case keys; a string, or an array when repeated. */
+export type HeaderRecord = Record<string, string | string[]>;
+
+export function toHeaderRecord(h: HeaderList): HeaderRecord {
+  const out: HeaderRecord = {};
+  for (const [k, v] of h) if (v.length > 0) out[k] = v.length === 1 ? v[0]! : [...v];
+  return out;
+}
+
+export function fromHeaderInput(input: Record<string, string | string[] | number | undefined> | undefined, into: HeaderList = new Map()): HeaderList {
+  if (!input) return into;
+  for (const [k, v] of Object.entries(input)) {
+    if (v === undefined) continue;
+    const key = k.toLowerCase();
+    const vals = Array.isArray(v) ? v.map(String) : [String(v)];
+    const cur = into.get(key);
+    if (cur) cur.push(...vals);
+    else into.set(key, vals);
+  }
+  return into;
+}
+
+/** Envoy → server: every value in raw_value bytes, `value` left empty (§1.6). Pseudo-headers first. */
+export function toHeaderMap(h: HeaderList): HeaderMap {
+  const headers: { key: string; raw_value: Buffer }[] = [];
+  for (const pass of [true, false]) {
+    for (const [k, vals] of h) {
+      if (k.startsWith(':') !== pass) continue;
+      for (const v of vals) headers.push({ key: k, raw_value: Buffer.from(v, 'latin1') });
+    }
+  }
+  return { headers };
+}
+
+/** Server → Envoy header map (e.g. trailers); Envoy reads raw_value only. */
+export function fromHeaderMap(m: HeaderMap__Output | undefined): HeaderList {
+  const out: HeaderList = new Map();
+  for (const hv of m?.headers ?? []) {
+    const k = (hv.key ?? '').toLowerCase();
+    const v = hv.raw_value ? hv.raw_value.toString('latin1') : '';
+    const cur = out.get(k);
+    if (cur) cur.push(v);
+    else out.set(k, [v]);
+  }
+  return out;
+}
+
+/** google.protobuf.Struct (camelCase inside, as proto-loader gives it) → plain JS. */
+export function structToJs(s: Struct__Output | undefined): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(s?.fields ?? {})) out[k] = valueToJs(v);
+  return out;
+}
+
+function valueToJs(v: Value__Output): unknown {
+  switch (v.kind) {
+    case 'nullValue':
+      return null;
+    case 'numberValue':
+      return v.numberValue;
+    case 'stringValue':
+      return v.stringValue;
+    case 'boolValue':
+      return v.boolValue;
+    case 'structValue':
+      return structToJs(v.structValue);
+    case 'listValue':
+      return (v.listValue?.values ?? []).map(valueToJs);
+    default:
+      return undefined;
+  }
+}
