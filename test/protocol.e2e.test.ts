@@ -1,0 +1,231 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { STREAMED_CHUNK_BYTES } from '../src/extproc/responses.js';
+import { decodeProcessingResponse, encodeProcessingRequest } from './support/envoy/envoy-double.js';
+import { JSON_HEADERS, LLAMA, QWEN, chatBody, startCluster, type Cluster } from './support/harness.js';
+
+/** An HttpHeaders message as Envoy fills it (raw_value only). */
+const rawHeaders = (record: Record<string, string>) => ({
+  headers: { headers: Object.entries(record).map(([key, value]) => ({ key, raw_value: Buffer.from(value) })) },
+});
+
+describe('FULL_DUPLEX_STREAMED (endpoint-picker style)', () => {
+  let cluster: Cluster;
+  before(async () => {
+    cluster = await startCluster({
+      envoy: { processingMode: { requestBodyMode: 'FULL_DUPLEX_STREAMED', requestTrailerMode: 'SEND', responseHeaderMode: 'SEND' } },
+    });
+  });
+  after(async () => cluster.close());
+
+  it('holds the headers answer until the body ends, then echoes the body in <=62,000-byte chunks', async () => {
+    const body = chatBody({ model: QWEN, owned_by: 'sglang', padding: 'p'.repeat(200_000) });
+    const chunks = [body.slice(0, 70_000), body.slice(70_000, 150_000), body.slice(150_000)].map((c) => Buffer.from(c));
+    const response = await cluster.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, chunks });
+    assert.equal(response.status, 200);
+    assert.equal(cluster.podByAddress(response.upstream)?.engine, 'sglang');
+    assert.equal(response.requestBodySentUpstream?.toString(), body, 'the body reached the backend intact');
+    const sent = response.trace.filter((t) => t.startsWith('>'));
+    const received = response.trace.filter((t) => t.startsWith('<'));
+    // All three body chunks went out before the first answer, and the headers answer came first.
+    assert.deepEqual(sent.slice(0, 4), ['>request_headers', '>request_body', '>request_body', '>request_body']);
+    assert.equal(received[0], '<request_headers');
+    const echoed = received.filter((t) => t.startsWith('<request_body'));
+    assert.equal(echoed.length, Math.ceil(Buffer.byteLength(body) / STREAMED_CHUNK_BYTES));
+    await cluster.settled();
+  });
+
+  it('answers trailers after the echoed body when the request has trailers', async () => {
+    const response = await cluster.envoy.request({
+      method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, chunks: [Buffer.from(chatBody({ model: LLAMA }))], trailers: { 'x-trailer': 'yes' },
+    });
+    assert.equal(response.status, 200);
+    assert.equal(response.upstream, cluster.pods[0]!.address);
+    const received = response.trace.filter((t) => t.startsWith('<'));
+    assert.ok(received.indexOf('<request_trailers') > received.lastIndexOf('<request_body'), received.join(' '));
+  });
+
+  it('errors still come back as immediate responses', async () => {
+    const response = await cluster.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, chunks: [Buffer.from('{"model":')] });
+    assert.equal(response.status, 400);
+    assert.equal(response.localReply, true);
+  });
+});
+
+describe('in-flight accounting', () => {
+  let cluster: Cluster;
+  before(async () => {
+    cluster = await startCluster();
+  });
+  after(async () => cluster.close());
+
+  it('N open requests over K backends differ by at most one, and return to zero when they end', async () => {
+    const open = [];
+    for (let i = 0; i < 22; i++) {
+      open.push(await cluster.envoy.open({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN }) }));
+    }
+    const counts = Object.values(cluster.inFlight());
+    assert.equal(counts.reduce((a, b) => a + b, 0), 22);
+    assert.ok(Math.max(...counts) - Math.min(...counts) <= 1, `uneven: ${counts}`);
+    await Promise.all(open.map((exchange, i) => (i % 2 ? exchange.abort() : exchange.finish())));
+    await cluster.settled();
+  });
+
+  it('a client that goes away after routing, before the backend answers, is released', async () => {
+    const exchange = await cluster.envoy.open({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN, owned_by: 'vllm' }) });
+    assert.ok(exchange.upstream);
+    assert.equal(cluster.inFlight()[exchange.upstream], 1);
+    await exchange.abort();
+    await cluster.settled();
+  });
+
+  it('a stream cancelled while its body is awaited holds nothing', async () => {
+    const stream = await cluster.envoy.openRawStream();
+    stream.send(encodeProcessingRequest({ request_headers: { ...rawHeaders({ ':method': 'POST', ':path': '/v1/chat/completions' }), end_of_stream: false } }));
+    const answer = decodeProcessingResponse((await stream.recv(2000))!);
+    assert.equal(answer.response, 'request_headers');
+    stream.closeLikeEnvoy();
+    await cluster.settled();
+  });
+
+  it('a backend that vanishes mid-request gets Envoy\'s 503 and leaves counters at zero', async () => {
+    const doomed = await startCluster({ pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.24' }] });
+    try {
+      const exchange = await doomed.envoy.open({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN }) });
+      assert.equal(doomed.inFlight()[exchange.upstream!], 1);
+      await doomed.pods[0]!.close();
+      const response = await exchange.forward();
+      assert.equal(response.status, 503);
+      await doomed.settled();
+    } finally {
+      await doomed.close();
+    }
+  });
+
+  it('a backend that dies in the middle of an SSE stream leaves counters at zero', async () => {
+    const doomed = await startCluster({ pods: [{ engine: 'sglang', models: [QWEN], host: '127.0.0.25', interTokenMs: 20 }] });
+    try {
+      const exchange = await doomed.envoy.open({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN, stream: true, max_tokens: 200 }) });
+      const forwarded = exchange.forward();
+      await new Promise((resolve) => setTimeout(resolve, 60));
+      assert.equal(doomed.inFlight()[exchange.upstream!], 1);
+      await doomed.pods[0]!.close();
+      const response = await forwarded;
+      assert.doesNotMatch(response.body.toString(), /\[DONE\]/, 'the stream was cut short');
+      await doomed.settled();
+    } finally {
+      await doomed.close();
+    }
+  });
+
+  it('a long SSE generation stays counted until its stream ends', async () => {
+    const exchange = await cluster.envoy.open({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: LLAMA, stream: true, max_tokens: 30 }) });
+    const forwarded = exchange.forward();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.equal(cluster.inFlight()[cluster.pods[0]!.address], 1);
+    const response = await forwarded;
+    assert.match(response.body.toString(), /\[DONE\]/);
+    await cluster.settled();
+  });
+});
+
+describe('protocol edge cases', () => {
+  let cluster: Cluster;
+  before(async () => {
+    cluster = await startCluster();
+  });
+  after(async () => cluster.close());
+
+  it('request_body before request_headers ends the stream with a gRPC error and is counted', async () => {
+    const before = (await cluster.service.metrics.protocolErrors.get()).values[0]?.value ?? 0;
+    const stream = await cluster.envoy.openRawStream();
+    stream.send(encodeProcessingRequest({ request_body: { body: Buffer.from('{}'), end_of_stream: true } }));
+    const status = await stream.status;
+    assert.equal(status.source, 'trailers');
+    assert.equal(status.code, 9 /* FAILED_PRECONDITION */);
+    assert.match(status.message, /request_body/);
+    assert.equal((await cluster.service.metrics.protocolErrors.get()).values[0]?.value, before + 1);
+  });
+
+  it('a second request_headers on one stream is refused', async () => {
+    const stream = await cluster.envoy.openRawStream();
+    const headers = { request_headers: { ...rawHeaders({ ':method': 'POST', ':path': '/v1/chat/completions' }) } };
+    stream.send(encodeProcessingRequest(headers));
+    await stream.recv(2000);
+    stream.send(encodeProcessingRequest(headers));
+    const status = await stream.status;
+    assert.equal(status.code, 9);
+    await cluster.settled();
+  });
+
+  it('a message with no request field is refused', async () => {
+    const stream = await cluster.envoy.openRawStream();
+    stream.send(encodeProcessingRequest({}));
+    assert.equal((await stream.status).code, 9);
+  });
+
+  it('response_headers after a routed request are refused if the request was never routed', async () => {
+    const stream = await cluster.envoy.openRawStream();
+    stream.send(encodeProcessingRequest({ response_headers: rawHeaders({ ':status': '200' }) }));
+    assert.equal((await stream.status).code, 9);
+  });
+
+  it('observability mode gets no answers', async () => {
+    const stream = await cluster.envoy.openRawStream();
+    stream.send(encodeProcessingRequest({ observability_mode: true, request_headers: { ...rawHeaders({ ':method': 'GET', ':path': '/v1/models' }), end_of_stream: true } }));
+    assert.equal(await stream.recv(300).catch(() => 'timeout'), 'timeout');
+    stream.closeLikeEnvoy();
+  });
+
+  it('a 20 MiB buffered body is routed', async () => {
+    const body = chatBody({ model: QWEN, owned_by: 'vllm', padding: 'a'.repeat(20 * 1024 * 1024) });
+    const exchange = await cluster.envoy.open({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body });
+    assert.equal(cluster.podByAddress(exchange.upstream)?.engine, 'vllm');
+    await exchange.finish();
+    await cluster.settled();
+  });
+
+  it('STREAMED bodies are routed on headers and every chunk is answered in order', async () => {
+    const streamed = await startCluster({ pods: [{ engine: 'sglang', models: [QWEN], host: '127.0.0.21' }], envoy: { processingMode: { requestBodyMode: 'STREAMED', responseHeaderMode: 'SEND' } } });
+    try {
+      const body = chatBody({ model: QWEN });
+      const response = await streamed.envoy.request({
+        method: 'POST', path: '/v1/chat/completions', headers: { ...JSON_HEADERS, 'x-gateway-model-name': QWEN },
+        chunks: [Buffer.from(body.slice(0, 10)), Buffer.from(body.slice(10))],
+      });
+      assert.equal(response.status, 200);
+      assert.equal(response.upstream, streamed.pods[0]!.address);
+      assert.equal(response.trace.filter((t) => t === '<request_body').length, 2);
+    } finally {
+      await streamed.close();
+    }
+  });
+
+  it('without protocol_config, --request-body-mode says what Envoy sends', async () => {
+    const legacy = await startCluster({
+      pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.22' }],
+      flags: ['--request-body-mode=FULL_DUPLEX_STREAMED'],
+      envoy: { sendProtocolConfig: false, processingMode: { requestBodyMode: 'FULL_DUPLEX_STREAMED', requestTrailerMode: 'SEND' } },
+    });
+    try {
+      const response = await legacy.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, chunks: [Buffer.from(chatBody({ model: QWEN }))] });
+      assert.equal(response.status, 200);
+      assert.equal(response.upstream, legacy.pods[0]!.address);
+    } finally {
+      await legacy.close();
+    }
+  });
+
+  it("Envoy's graceful close gets an OK status from llm-extproc", async () => {
+    const graceful = await startCluster({ pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.23' }], envoy: { closeMode: 'graceful' } });
+    try {
+      const response = await graceful.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN }) });
+      assert.equal(response.status, 200);
+      assert.equal(response.grpcStatus?.source, 'trailers');
+      assert.equal(response.grpcStatus?.code, 0);
+      await graceful.settled();
+    } finally {
+      await graceful.close();
+    }
+  });
+});

@@ -1,0 +1,119 @@
+import { once } from 'node:events';
+import type { Service } from '../../src/app/service.js';
+import { startService } from '../../src/app/service.js';
+import { parseConfig, type Config } from '../../src/config/config.js';
+import { createLogger } from '../../src/log.js';
+import { startSimulator, type Engine, type Simulator } from '../../src/simulator/simulator.js';
+import { EnvoyDouble, type EnvoyDoubleOptions } from './envoy/envoy-double.js';
+
+export const QWEN = 'Qwen/Qwen2.5-0.5B-Instruct';
+export const LLAMA = 'meta-llama/Llama-3.2-1B-Instruct';
+
+export interface PodSpec {
+  engine: Engine;
+  models: string[];
+  /** Loopback address of its own, e.g. 127.0.0.11. */
+  host: string;
+  timeToFirstTokenMs?: number;
+  interTokenMs?: number;
+}
+
+/** Two vLLM pods (one also serving Llama) and two SGLang pods, each on its own loopback address. */
+export const DEFAULT_PODS: PodSpec[] = [
+  { engine: 'vllm', models: [QWEN, LLAMA], host: '127.0.0.11' },
+  { engine: 'vllm', models: [QWEN], host: '127.0.0.12' },
+  { engine: 'sglang', models: [QWEN], host: '127.0.0.13' },
+  { engine: 'sglang', models: [QWEN], host: '127.0.0.14' },
+];
+
+export interface Cluster {
+  pods: Simulator[];
+  service: Service;
+  envoy: EnvoyDouble;
+  config: Config;
+  podByAddress(address: string | undefined): Simulator | undefined;
+  /** In-flight count per endpoint address, as llm-extproc's ledger holds it. */
+  inFlight(): Record<string, number>;
+  /** Resolves when every endpoint's in-flight count is zero (bounded). */
+  settled(timeoutMs?: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Simulated pods + the real llm-extproc (in-process, ephemeral ports) + an Envoy double pointed at
+ * it. `flags` are llm-extproc command-line flags, `envoy` the double's options.
+ */
+export async function startCluster(
+  options: { pods?: PodSpec[]; flags?: string[]; envoy?: Partial<EnvoyDoubleOptions>; logs?: NodeJS.WritableStream } = {},
+): Promise<Cluster> {
+  const pods: Simulator[] = [];
+  for (const spec of options.pods ?? DEFAULT_PODS) {
+    pods.push(
+      await startSimulator({
+        engine: spec.engine,
+        models: spec.models,
+        host: spec.host,
+        port: 0,
+        timeToFirstTokenMs: spec.timeToFirstTokenMs ?? 1,
+        interTokenMs: spec.interTokenMs ?? 1,
+      }),
+    );
+  }
+  const config = parseConfig([
+    `--static-hosts=${pods.map((pod) => pod.address).join(',')}`,
+    '--host=127.0.0.1',
+    '--port=0',
+    '--admin-host=127.0.0.1',
+    '--admin-port=0',
+    '--probe-interval=60s',
+    ...(options.flags ?? []),
+  ])!;
+  // TEST_LOG_LEVEL=debug shows the service's logs while debugging a test.
+  const log = options.logs ? createLogger('info', options.logs) : createLogger((process.env.TEST_LOG_LEVEL as 'debug' | undefined) ?? 'silent');
+  const service = await startService(config, log);
+  await service.prober.probeAll();
+  const envoy = new EnvoyDouble({
+    extProcTarget: `127.0.0.1:${service.grpcPort}`,
+    processingMode: { requestBodyMode: 'BUFFERED', responseHeaderMode: 'SEND' },
+    messageTimeoutMs: 10_000,
+    bufferLimitBytes: 64 * 1024 * 1024,
+    routeTimeoutMs: 0,
+    exchangeTimeoutMs: 20_000,
+    ...options.envoy,
+  });
+  await envoy.connect();
+  const inFlight = () => Object.fromEntries(service.endpoints.all().map((e) => [e.address, e.inFlight]));
+  return {
+    pods,
+    service,
+    envoy,
+    config,
+    podByAddress: (address) => pods.find((pod) => pod.address === address),
+    inFlight,
+    async settled(timeoutMs = 3000) {
+      const deadline = Date.now() + timeoutMs;
+      while (Object.values(inFlight()).some((n) => n !== 0)) {
+        if (Date.now() > deadline) throw new Error(`in-flight counts did not return to zero: ${JSON.stringify(inFlight())}`);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    },
+    async close() {
+      await envoy.close();
+      await service.stop();
+      await Promise.all(pods.map((pod) => pod.close()));
+    },
+  };
+}
+
+export function chatBody(fields: Record<string, unknown>): string {
+  return JSON.stringify({ messages: [{ role: 'user', content: 'Hello!' }], max_tokens: 4, ...fields });
+}
+
+export const JSON_HEADERS = { 'content-type': 'application/json' };
+
+/** Waits for a child process to exit; returns its code. */
+export async function exitCode(child: import('node:child_process').ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null) return child.exitCode;
+  const [code] = (await once(child, 'exit')) as [number | null];
+  return code;
+}
