@@ -1084,7 +1084,8 @@ describe('Envoy double: response path and stream end', () => {
         assert.equal(conns.length, 3);
         assert.deepEqual(conns.map((c) => c.stats.streamsOpened), [3, 3, 3]);
       });
-      await withDouble({ extProcTarget: p.target }, async (d) => {
+      // Generous message timeout: this test is about the connection, not about a loaded CI box.
+      await withDouble({ extProcTarget: p.target, messageTimeoutMs: 5000 }, async (d) => {
         const one = async (): Promise<number> => (await (await d.open({ method: 'GET', path: '/x' })).respond({ status: 200, body: 'ok' })).status;
         let ok = 0;
         for (let i = 0; i < 600; i += 30) ok += (await Promise.all(Array.from({ length: 30 }, one))).filter((s) => s === 200).length;

@@ -322,9 +322,8 @@ export class Exchange {
       this.openCall();
     }
     this.trace.push(`>${kind}`);
-    if (this.call && !this.call.send(encodeProcessingRequest(msg))) {
-      // Stream already gone; its end event is (or will be) in the queue.
-    }
+    // If the stream is already gone, send() is a no-op and its end event is in the queue.
+    this.call?.send(encodeProcessingRequest(msg));
   }
 
   private openCall(): void {
@@ -924,8 +923,8 @@ export class Exchange {
   }
 
   private assertUsable(): void {
+    if (this.localReply) throw new Error(`request path ended in a local reply (${this.localReply.status} ${this.localReply.details ?? ''}); nothing to forward`);
     if (this.done) throw new Error('exchange already finished');
-    if (this.localReply) throw new Error(`request path ended in a local reply (${this.localReply.status}); nothing to forward`);
   }
 
   // -- response path -------------------------------------------------------------------------------
