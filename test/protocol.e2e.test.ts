@@ -45,6 +45,23 @@ describe('FULL_DUPLEX_STREAMED (endpoint-picker style)', () => {
     assert.ok(received.indexOf('<request_trailers') > received.lastIndexOf('<request_body'), received.join(' '));
   });
 
+  it('a streamed body over --max-body-size is 413 as soon as it crosses the limit', async () => {
+    const limited = await startCluster({
+      pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.26' }],
+      flags: ['--max-body-size=100KiB'],
+      envoy: { processingMode: { requestBodyMode: 'FULL_DUPLEX_STREAMED', requestTrailerMode: 'SEND' } },
+    });
+    try {
+      const chunk = Buffer.alloc(60 * 1024, 'a');
+      const response = await limited.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, chunks: [chunk, chunk, chunk] });
+      assert.equal(response.status, 413);
+      assert.equal(JSON.parse(response.body.toString()).error.code, 'request_too_large');
+      await limited.settled();
+    } finally {
+      await limited.close();
+    }
+  });
+
   it('errors still come back as immediate responses', async () => {
     const response = await cluster.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, chunks: [Buffer.from('{"model":')] });
     assert.equal(response.status, 400);
@@ -155,6 +172,19 @@ describe('protocol edge cases', () => {
     stream.send(encodeProcessingRequest(headers));
     const status = await stream.status;
     assert.equal(status.code, 9);
+    await cluster.settled();
+  });
+
+  it('an out-of-order message after routing releases the routed request', async () => {
+    const stream = await cluster.envoy.openRawStream();
+    stream.send(encodeProcessingRequest({ protocol_config: { request_body_mode: 'BUFFERED' }, request_headers: rawHeaders({ ':method': 'POST', ':path': '/v1/chat/completions' }) }));
+    await stream.recv(2000);
+    stream.send(encodeProcessingRequest({ request_body: { body: Buffer.from(chatBody({ model: LLAMA })), end_of_stream: true } }));
+    const routed = decodeProcessingResponse((await stream.recv(2000))!);
+    assert.equal(routed.request_body?.response?.clear_route_cache, true);
+    assert.equal(cluster.inFlight()[cluster.pods[0]!.address], 1);
+    stream.send(encodeProcessingRequest({ request_body: { body: Buffer.from('{}'), end_of_stream: true } }));
+    assert.equal((await stream.status).code, 9);
     await cluster.settled();
   });
 
