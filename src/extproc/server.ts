@@ -43,6 +43,10 @@ export class ExtProcServer {
     this.server = new grpc.Server({
       'grpc.max_receive_message_length': options.maxReceiveMessageBytes,
       'grpc.max_send_message_length': -1,
+      // Pings find Envoy connections that died without a reset, so their streams end and their
+      // in-flight requests are released instead of being counted forever.
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
     });
     if (!raiseStreamResetLimits(this.server)) {
       log.warn('this grpc-js version hides its HTTP/2 server options: Envoy-style stream resets may trigger GOAWAY');
