@@ -1,7 +1,8 @@
 import type { HeaderValueOption } from '../generated/envoy/config/core/v3/HeaderValueOption.js';
 import type { StatusCode } from '../generated/envoy/type/v3/StatusCode.js';
 import type { ProcessingResponse } from '../generated/envoy/service/ext_proc/v3/ProcessingResponse.js';
-import type { LocalReply } from './types.js';
+import { encodeResponse, type EncodedResponse } from './encoded.js';
+import type { Destination, LocalReply } from './types.js';
 
 /** GIE's endpoint picker chunks echoed bodies at 62,000 bytes, safely under Envoy's 64 KiB advice. */
 export const STREAMED_CHUNK_BYTES = 62_000;
@@ -14,12 +15,12 @@ export function overwriteHeader(key: string, value: Buffer): HeaderValueOption {
   return { header: { key, raw_value: value }, append: { value: false } };
 }
 
-export const CONTINUE_REQUEST_HEADERS: ProcessingResponse = { request_headers: {} };
-export const CONTINUE_REQUEST_BODY: ProcessingResponse = { request_body: {} };
-export const CONTINUE_REQUEST_TRAILERS: ProcessingResponse = { request_trailers: {} };
-export const CONTINUE_RESPONSE_HEADERS: ProcessingResponse = { response_headers: {} };
-export const CONTINUE_RESPONSE_BODY: ProcessingResponse = { response_body: {} };
-export const CONTINUE_RESPONSE_TRAILERS: ProcessingResponse = { response_trailers: {} };
+export const CONTINUE_REQUEST_HEADERS = encodeResponse({ request_headers: {} });
+export const CONTINUE_REQUEST_BODY = encodeResponse({ request_body: {} });
+export const CONTINUE_REQUEST_TRAILERS = encodeResponse({ request_trailers: {} });
+export const CONTINUE_RESPONSE_HEADERS = encodeResponse({ response_headers: {} });
+export const CONTINUE_RESPONSE_BODY = encodeResponse({ response_body: {} });
+export const CONTINUE_RESPONSE_TRAILERS = encodeResponse({ response_trailers: {} });
 
 /**
  * The routing answer: the destination header (overwriting any client copy), clear_route_cache, and
@@ -89,4 +90,38 @@ export function streamedBodyResponses(
     offset = end;
   } while (offset < body.length);
   return responses;
+}
+
+/**
+ * The answers that depend only on the destination (the route on either phase, and the response
+ * header naming it), encoded once per endpoint. Bounded: endpoints come and go in a cluster.
+ */
+export class DestinationAnswers {
+  private readonly cache = new Map<string, { request_headers?: EncodedResponse; request_body?: EncodedResponse; routedTo?: EncodedResponse }>();
+
+  constructor(
+    private readonly destinationHeader: string,
+    private readonly routedToHeader: string,
+    private readonly maxEntries = 10_000,
+  ) {}
+
+  route(phase: 'request_headers' | 'request_body', destination: Destination): EncodedResponse {
+    const entry = this.entry(destination.address);
+    return (entry[phase] ??= encodeResponse(routeResponse(phase, this.destinationHeader, destination.address, destination.addressBytes)));
+  }
+
+  routedTo(destination: Destination): EncodedResponse {
+    const entry = this.entry(destination.address);
+    return (entry.routedTo ??= encodeResponse(routedToResponse(this.routedToHeader, destination.addressBytes)));
+  }
+
+  private entry(address: string) {
+    let entry = this.cache.get(address);
+    if (!entry) {
+      if (this.cache.size >= this.maxEntries) this.cache.clear();
+      entry = {};
+      this.cache.set(address, entry);
+    }
+    return entry;
+  }
 }

@@ -3,11 +3,17 @@ import { HealthImplementation, type ServingStatusMap } from 'grpc-health-check';
 import type { Logger } from 'pino';
 import type { ExternalProcessorHandlers } from '../generated/envoy/service/ext_proc/v3/ExternalProcessor.js';
 import { EXT_PROC_SERVICE, extProcPackageDefinition } from './proto.js';
-import { ExtProcStream, type StreamObserver, type StreamSettings } from './stream.js';
+import { serializeOutgoing } from './encoded.js';
+import { DestinationAnswers } from './responses.js';
+import { ExtProcStream, type ExtProcCall, type StreamObserver, type StreamSettings } from './stream.js';
 import type { RequestRouter } from './types.js';
 
 export interface ExtProcServerOptions extends StreamSettings {
   host: string;
+  /** Request header Envoy's ORIGINAL_DST cluster reads the destination from. */
+  destinationHeader: string;
+  /** Response header telling the caller which backend served it. */
+  routedToHeader: string;
   port: number;
   /** grpc-js refuses larger messages; a BUFFERED body arrives as one message. */
   maxReceiveMessageBytes: number;
@@ -54,14 +60,19 @@ export class ExtProcServer {
     const definition = grpc.loadPackageDefinition(extProcPackageDefinition()) as unknown as {
       envoy: { service: { ext_proc: { v3: { ExternalProcessor: grpc.ServiceClientConstructor } } } };
     };
+    const answers = new DestinationAnswers(options.destinationHeader, options.routedToHeader);
     const handlers: ExternalProcessorHandlers = {
       Process: (call) => {
         this.openStreams.add(call);
         call.on('close', () => this.openStreams.delete(call));
-        new ExtProcStream(call, router, options, observer, log);
+        // The serializer registered below also takes pre-encoded answers, hence the wider type.
+        new ExtProcStream(call as unknown as ExtProcCall, router, options, answers, observer, log);
       },
     };
-    this.server.addService(definition.envoy.service.ext_proc.v3.ExternalProcessor.service, handlers);
+    const service = definition.envoy.service.ext_proc.v3.ExternalProcessor.service;
+    // Answers encoded ahead of time are written as they are (see encoded.ts).
+    const process = { ...service.Process!, responseSerialize: serializeOutgoing };
+    this.server.addService({ ...service, Process: process }, handlers);
     const statuses: ServingStatusMap = {};
     for (const name of HEALTH_SERVICES) statuses[name] = 'NOT_SERVING';
     this.health = new HealthImplementation(statuses);

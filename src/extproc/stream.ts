@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { HeaderValue__Output } from '../generated/envoy/config/core/v3/HeaderValue.js';
 import type { ProcessingRequest__Output } from '../generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
-import type { ProcessingResponse } from '../generated/envoy/service/ext_proc/v3/ProcessingResponse.js';
+import type { OutgoingResponse } from './encoded.js';
 import { tooLarge } from '../request/errors.js';
 import { RequestHeaders } from '../request/headers.js';
 import {
@@ -15,21 +15,18 @@ import {
   CONTINUE_RESPONSE_HEADERS,
   CONTINUE_RESPONSE_TRAILERS,
   immediateResponse,
-  routedToResponse,
-  routeResponse,
   streamedBodyResponses,
+  type DestinationAnswers,
 } from './responses.js';
 import type { BodySendMode, Destination, LocalReply, RequestRouter, RouteDecision } from './types.js';
 
-export type ExtProcCall = ServerDuplexStream<ProcessingRequest__Output, ProcessingResponse>;
+export type ExtProcCall = ServerDuplexStream<ProcessingRequest__Output, OutgoingResponse>;
 
 export interface StreamSettings {
   /** Body modes assumed when Envoy sends no protocol_config (Envoy before 1.34). */
   defaultRequestBodyMode: BodySendMode;
   defaultResponseBodyMode: BodySendMode;
   maxBodyBytes: number;
-  destinationHeader: string;
-  routedToHeader: string;
 }
 
 /** What a stream reports about itself when it ends or decides (metrics, logs). */
@@ -75,6 +72,7 @@ export class ExtProcStream {
     private readonly call: ExtProcCall,
     private readonly router: RequestRouter,
     private readonly settings: StreamSettings,
+    private readonly answers: DestinationAnswers,
     private readonly observer: StreamObserver,
     private readonly log: Logger,
   ) {
@@ -180,10 +178,8 @@ export class ExtProcStream {
     }
   }
 
-  private responseHeadersAnswer(): ProcessingResponse {
-    return this.destination
-      ? routedToResponse(this.settings.routedToHeader, this.destination.addressBytes)
-      : CONTINUE_RESPONSE_HEADERS;
+  private responseHeadersAnswer(): OutgoingResponse {
+    return this.destination ? this.answers.routedTo(this.destination) : CONTINUE_RESPONSE_HEADERS;
   }
 
   private expectRouted(what: string): boolean {
@@ -234,7 +230,7 @@ export class ExtProcStream {
     const { destination } = decision;
     this.destination = destination;
     this.phase = 'routed';
-    this.send(routeResponse(phase, this.settings.destinationHeader, destination.address, destination.addressBytes));
+    this.send(this.answers.route(phase, destination));
     if (this.requestBodyMode === 'FULL_DUPLEX_STREAMED' && body !== undefined) {
       for (const answer of streamedBodyResponses('request_body', body, !trailersFollow)) this.send(answer);
       if (trailersFollow) this.send(CONTINUE_REQUEST_TRAILERS);
@@ -252,7 +248,7 @@ export class ExtProcStream {
     this.send(immediateResponse(reply));
   }
 
-  private send(response: ProcessingResponse): void {
+  private send(response: OutgoingResponse): void {
     if (this.phase === 'closed' || this.call.cancelled || this.call.writableEnded) return;
     this.call.write(response);
   }
@@ -283,8 +279,14 @@ export class ExtProcStream {
     this.backlog = [];
     this.bodyChunks = [];
     this.destination?.release();
-    // After Envoy's half-close, answer with OK so a graceful close completes at once.
-    if (how === 'half-close' && !this.call.cancelled && !this.call.writableEnded) this.call.end();
+    // After Envoy's half-close, answer with OK so a graceful close completes at once. Envoy's
+    // default close sends a reset right behind the half-close: wait a turn so that, in that case,
+    // no status is sent into a stream that is already gone.
+    if (how === 'half-close') setImmediate(() => this.finishCall());
+  }
+
+  private finishCall(): void {
+    if (!this.call.cancelled && !this.call.writableEnded) this.call.end();
   }
 }
 
