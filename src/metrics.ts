@@ -36,6 +36,9 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /** Counter children of routed requests by model and engine, so the hot path skips label hashing. */
+  private readonly routedChildren = new Map<string, Counter.Internal>();
+
   constructor(endpoints: EndpointRegistry, activeStreams: () => number) {
     collectDefaultMetrics({ register: this.registry, prefix: 'llm_extproc_' });
     const perEndpoint = (name: string, help: string, value: (endpoint: Endpoint) => number) =>
@@ -59,5 +62,16 @@ export class Metrics {
         this.set(activeStreams());
       },
     });
+  }
+
+  /** Counts one routed request; `model` is always one the registry serves, so the map stays small. */
+  routed(model: string, ownedBy: string): void {
+    const key = `${model}\u0000${ownedBy}`;
+    let child = this.routedChildren.get(key);
+    if (!child) {
+      child = this.requests.labels({ outcome: 'routed', status: '200', model, owned_by: ownedBy });
+      this.routedChildren.set(key, child);
+    }
+    child.inc();
   }
 }

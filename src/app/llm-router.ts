@@ -32,7 +32,7 @@ export class LlmRouter implements RequestRouter {
       model = routing.model;
       ownedBy = routing.ownedBy;
       const lease = this.scheduler.schedule(routing);
-      this.metrics.requests.inc({ outcome: 'routed', status: '200', model, owned_by: ownedBy ?? '' });
+      this.metrics.routed(model, ownedBy ?? '');
       if (this.log.isLevelEnabled('debug')) {
         this.log.debug(
           { requestId: request.requestId, model, ownedBy, ownedBySource: routing.ownedBySource, route: routing.routeName, endpoint: lease.address },
