@@ -100,8 +100,8 @@ function parseOptions(): Options {
     bareLike: values['bare-like'] ?? '',
     sections,
     closedSeconds: num(pick(values.seconds, 'BENCH_SECONDS', '15', '2.5'), '--seconds'),
-    warmupSeconds: num(pick(values.warmup, 'BENCH_WARMUP_SECONDS', '1.5', '0.5'), '--warmup'),
-    rounds: Math.round(num(pick(values.rounds, 'BENCH_ROUNDS', '2', '2'), '--rounds')),
+    warmupSeconds: num(pick(values.warmup, 'BENCH_WARMUP_SECONDS', '1', '0.5'), '--warmup'),
+    rounds: Math.round(num(pick(values.rounds, 'BENCH_ROUNDS', '4', '2'), '--rounds')),
     concurrency: list(pick(values.concurrency, 'BENCH_CONCURRENCY', '1,16,64,256', '1,16,64,256'), '--concurrency').map(Math.round),
     connections: Math.round(num(pick(values.connections, 'BENCH_CONNECTIONS', '4', '4'), '--connections')),
     rate: num(pick(values.rate, 'BENCH_RATE', '500', '500'), '--rate'),
@@ -325,6 +325,8 @@ interface Measured {
   /** Machine CPU not used by the server under test, the idle server or the load generator
    *  (other processes on the machine, kernel threads, this orchestrator): noise. */
   backgroundCores: number;
+  /** The same, in the worst slice. */
+  backgroundCoresMax: number;
   stealCores: number;
   latencyUs: Percentiles;
   headersRtUs: Percentiles;
@@ -336,6 +338,11 @@ interface Measured {
   connectionErrors: number;
   validated: number;
   destinations: Record<string, number>;
+}
+
+/** CPU time used on the machine by anything but the two servers and the load generator (ms). */
+function background(r: ScenarioResult): number {
+  return r.machineBusyMs - r.serverCpuMs - r.loadgenCpuMs - r.idleServerCpuMs;
 }
 
 function summarize(server: string, results: ScenarioResult[]): Measured {
@@ -364,7 +371,8 @@ function summarize(server: string, results: ScenarioResult[]): Measured {
     loadgenCpuUsPerRequest: (loadgenCpuMs * 1000) / completed,
     loadgenCores: loadgenCpuMs / 1000 / wallSeconds,
     idleServerCores: sum((r) => r.idleServerCpuMs) / 1000 / wallSeconds,
-    backgroundCores: Math.max(0, sum((r) => r.machineBusyMs - r.serverCpuMs - r.loadgenCpuMs - r.idleServerCpuMs)) / 1000 / wallSeconds,
+    backgroundCores: Math.max(0, sum(background)) / 1000 / wallSeconds,
+    backgroundCoresMax: Math.max(0, ...results.map((r) => background(r) / r.wallMs)),
     stealCores: sum((r) => r.machineStealMs) / 1000 / wallSeconds,
     latencyUs: percentiles(...results.map((r) => r.latencyUs)),
     headersRtUs: percentiles(...results.map((r) => r.headersRtUs)),
@@ -382,6 +390,8 @@ function summarize(server: string, results: ScenarioResult[]): Measured {
 interface Pair {
   bare: Measured;
   ext: Measured;
+  /** CPU per request llm-extproc/bare of each round (slices run back to back): the spread shows noise. */
+  cpuRatioPerRound: number[];
 }
 
 /**
@@ -415,8 +425,15 @@ async function measurePair(
       results[which].push(result);
     }
   }
-  return { bare: summarize('bare', results.bare), ext: summarize('llm-extproc', results.ext) };
+  const perRequest = (r: ScenarioResult) => r.serverCpuMs / r.completed;
+  return {
+    bare: summarize('bare', results.bare),
+    ext: summarize('llm-extproc', results.ext),
+    cpuRatioPerRound: results.ext.map((r, i) => perRequest(r) / perRequest(results.bare[i]!)),
+  };
 }
+
+let noisy = false;
 
 /** One line on what else used the machine while these were measured. */
 function noiseLine(pairs: Pair[]): void {
@@ -424,8 +441,17 @@ function noiseLine(pairs: Pair[]): void {
   const max = (f: (m: Measured) => number) => Math.max(...all.map(f));
   const idleExt = Math.max(...pairs.map((p) => p.bare.idleServerCores));
   const idleBare = Math.max(...pairs.map((p) => p.ext.idleServerCores));
-  say(`   noise: other CPU use on the machine up to ${fmt(max((m) => m.backgroundCores), 2)} cores, steal up to ${fmt(max((m) => m.stealCores), 2)}; ` +
+  const worst = max((m) => m.backgroundCoresMax);
+  say(`   noise: other CPU use on the machine ${fmt(max((m) => m.backgroundCores), 2)} cores on average, up to ${fmt(worst, 2)} in a slice; steal up to ${fmt(max((m) => m.stealCores), 2)}; ` +
     `idle server meanwhile: llm-extproc ≤ ${fmt(idleExt, 3)}, bare ≤ ${fmt(idleBare, 3)} cores`);
+  if (worst > 0.25) {
+    noisy = true;
+    say(`   WARNING: other processes used up to ${fmt(worst, 2)} cores during this section: its figures are unreliable, re-run on a quiet machine`);
+  }
+}
+
+function spread(values: number[]): string {
+  return `${Math.min(...values).toFixed(2)}–${Math.max(...values).toFixed(2)}x`;
 }
 
 function errorsCell(m: Measured): string {
@@ -468,7 +494,7 @@ async function closedLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext
       warmupMs: 0, durationMs: Math.max(1000, opts.warmupSeconds * 2000), bodyBytes: 1024, timeoutMs: 10_000, clockTicks: ticks, seed: 1,
     }));
   }
-  const rows: { concurrency: number; bare: Measured; llmExtproc: Measured; ratios: Record<string, number> }[] = [];
+  const rows: { concurrency: number; bare: Measured; llmExtproc: Measured; cpuRatioPerRound: number[]; ratios: Record<string, number> }[] = [];
   const pairs: Pair[] = [];
   for (const concurrency of opts.concurrency) {
     const pair = await measurePair(
@@ -481,6 +507,7 @@ async function closedLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext
       concurrency,
       bare: pair.bare,
       llmExtproc: pair.ext,
+      cpuRatioPerRound: pair.cpuRatioPerRound,
       ratios: {
         cpuPerRequest: pair.ext.cpuUsPerRequest / pair.bare.cpuUsPerRequest,
         requestsPerSecond: pair.ext.requestsPerSecond / pair.bare.requestsPerSecond,
@@ -509,6 +536,7 @@ async function closedLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext
   say(`   llm-extproc destinations in the decoded sample: ${Object.entries(dest).sort().map(([k, v]) => `${k} ${v}`).join(', ')}`);
   const cpuRatios = rows.map((r) => r.ratios.cpuPerRequest!);
   say(`   headline — CPU per request, llm-extproc/bare: ${rows.map((r) => `N=${r.concurrency} ${r.ratios.cpuPerRequest!.toFixed(2)}x`).join(', ')} (target ≤ 1.30x)`);
+  say(`   per round (ext slice / the bare slice next to it): ${pairs.map((p, i) => `N=${rows[i]!.concurrency} ${spread(p.cpuRatioPerRound)}`).join('; ')}`);
   say();
   return { rows, maxCpuRatio: Math.max(...cpuRatios) };
 }
@@ -539,7 +567,7 @@ async function openLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext: 
 async function largeBodies(lg: LoadGenerator, servers: { bare: ServerProcess; ext: ServerProcess }, opts: Options, ticks: number) {
   say(`== 3. Large bodies: BUFFERED, the whole body in one request_body message, N=${opts.largeConcurrency} in flight, ${opts.connections} connections`);
   say(`   baseline: bare server (same gRPC receive limit, 64 MiB); ${opts.largeSeconds} s measured per server per size in ${opts.rounds} alternating slices`);
-  const out: { bodyBytes: number; bare: Measured; llmExtproc: Measured; cpuRatio: number }[] = [];
+  const out: { bodyBytes: number; bare: Measured; llmExtproc: Measured; cpuRatio: number; cpuRatioPerRound: number[] }[] = [];
   const pairs: Pair[] = [];
   for (const size of opts.largeSizes) {
     const pair = await measurePair(
@@ -548,7 +576,7 @@ async function largeBodies(lg: LoadGenerator, servers: { bare: ServerProcess; ex
       opts.largeSeconds, `large ${size / MiB} MiB`,
     );
     pairs.push(pair);
-    out.push({ bodyBytes: size, bare: pair.bare, llmExtproc: pair.ext, cpuRatio: pair.ext.cpuUsPerRequest / pair.bare.cpuUsPerRequest });
+    out.push({ bodyBytes: size, bare: pair.bare, llmExtproc: pair.ext, cpuRatio: pair.ext.cpuUsPerRequest / pair.bare.cpuUsPerRequest, cpuRatioPerRound: pair.cpuRatioPerRound });
   }
   const header = ['body', 'server', 'req/s', 'MiB/s', 'CPU ms/req', 'server cores', 'p50 ms', 'p99 ms', 'err/lost/GOAWAY', 'loadgen ms/req'];
   const body: string[][] = [];
@@ -563,6 +591,7 @@ async function largeBodies(lg: LoadGenerator, servers: { bare: ServerProcess; ex
   say(table([header, ...body]));
   listErrors(pairs);
   noiseLine(pairs);
+  say(`   CPU ratio per round: ${out.map((r) => `${r.bodyBytes / MiB} MiB ${spread(r.cpuRatioPerRound)}`).join('; ')}`);
   say('   latency: request_headers sent → destination answer received, body transfer included');
   say();
   return out;
@@ -706,6 +735,7 @@ async function main(): Promise<void> {
     if (closed) say(`   CPU per request llm-extproc/bare (closed loop): ${closed.rows.map((r) => `N=${r.concurrency} ${r.ratios.cpuPerRequest!.toFixed(2)}x`).join(', ')}; target ≤ 1.30x: ${closed.maxCpuRatio <= 1.3 ? 'met' : 'MISSED'} (worst ${closed.maxCpuRatio.toFixed(2)}x)`);
     if (open) say(`   decision latency at ${opts.rate} req/s (llm-extproc): p50 ${fmt(open.llmExtproc.latencyUs.p50 / 1000, 3)} ms (target < 0.5), p99 ${fmt(open.llmExtproc.latencyUs.p99 / 1000, 3)} ms (target < 2)`);
     if (large) say(`   large bodies, CPU per request llm-extproc/bare: ${large.map((r) => `${r.bodyBytes / MiB} MiB ${r.cpuRatio.toFixed(2)}x`).join(', ')}`);
+    if (noisy) say('   WARNING: other processes competed for the CPUs during some sections (see their noise lines): re-run on a quiet machine');
     const finished = new Date();
     say(`   wall time ${((finished.getTime() - started.getTime()) / 1000).toFixed(0)} s; JSON report: ${opts.out.startsWith(ROOT) ? opts.out.slice(ROOT.length + 1) : opts.out}`);
     report.finishedAt = finished.toISOString();
