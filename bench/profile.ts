@@ -85,6 +85,34 @@ export function category(node: ProfileNode): string {
   return 'other';
 }
 
+/** Self and inclusive time per frame name, in ms, idle excluded. */
+export function frameTimes(file: string): { self: Map<string, number>; inclusive: Map<string, number>; category: Map<string, string> } {
+  const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const self = new Map<string, number>();
+  const inclusive = new Map<string, number>();
+  const categories = new Map<string, string>();
+  profile.samples.forEach((id, i) => {
+    const node = byId.get(id)!;
+    if (node.callFrame.functionName === '(idle)') return;
+    const ms = (profile.timeDeltas[i] ?? 0) / 1000;
+    const name = frameName(node);
+    self.set(name, (self.get(name) ?? 0) + ms);
+    const seen = new Set<string>();
+    for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
+      const n = byId.get(cur)!;
+      const fn = frameName(n);
+      if (seen.has(fn)) continue;
+      seen.add(fn);
+      categories.set(fn, category(n));
+      inclusive.set(fn, (inclusive.get(fn) ?? 0) + ms);
+    }
+  });
+  return { self, inclusive, category: categories };
+}
+
 /** Self time per category, in ms. */
 export function categoryBreakdown(file: string): Map<string, number> {
   const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;

@@ -23,7 +23,7 @@ import type { Scenario, ScenarioResult } from './loadgen.js';
 import { MODEL } from './messages.js';
 import { runPickerBench, type PickerRow } from './picker.js';
 import { canPin, clockTicksPerSecond, describeMachine, freePort, hasProcCpu, pinProcess } from './proc.js';
-import { categoryBreakdown, topFrames } from './profile.js';
+import { categoryBreakdown, frameTimes } from './profile.js';
 import { fmt, fmtInt, percentiles, ratio, table, type Percentiles } from './stats.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -781,12 +781,30 @@ function profileSection(dir: string) {
     ...names.map((k) => [k, fmt(ext.get(k) ?? 0), fmt(bare.get(k) ?? 0), fmt((ext.get(k) ?? 0) - (bare.get(k) ?? 0))]),
     ['total', fmt(busy(ext)), fmt(busy(bare)), fmt(busy(ext) - busy(bare))],
   ]));
-  const top = topFrames(extFile, 30);
+  // Frame by frame, per answered request: where llm-extproc spends more than the floor.
+  const nExt = servedTotals['llm-extproc'] ?? 0;
+  const nBare = servedTotals.bare ?? 0;
+  const extFrames = frameTimes(extFile);
+  const bareFrames = frameTimes(bareFile);
+  const us = (m: Map<string, number>, k: string, n: number) => (n ? ((m.get(k) ?? 0) * 1000) / n : 0);
+  const frames = [...new Set([...extFrames.self.keys(), ...bareFrames.self.keys()])];
+  const extra = frames
+    .map((k) => ({ frame: k, ext: us(extFrames.self, k, nExt), bare: us(bareFrames.self, k, nBare) }))
+    .sort((a, b) => b.ext - b.bare - (a.ext - a.bare))
+    .slice(0, 25);
   say();
-  say(`   llm-extproc, top frames by self time (${extFile.slice(ROOT.length + 1)}; % of the whole run, idle included):`);
-  say(table([['self %', 'total %', 'frame'], ...top.bySelf.map((f) => [fmt(f.selfPercent), fmt(f.totalPercent), f.frame])]));
+  say('   frames with the most extra self time (µs per answered request, llm-extproc − bare):');
+  say(table([['frame', 'llm-extproc', 'bare', 'extra'], ...extra.map((f) => [f.frame, fmt(f.ext), fmt(f.bare), fmt(f.ext - f.bare)])]));
+  const own = [...extFrames.inclusive.keys()]
+    .filter((k) => extFrames.category.get(k) === 'llm-extproc code (dist/src)')
+    .map((k) => ({ frame: k, inclusive: us(extFrames.inclusive, k, nExt), self: us(extFrames.self, k, nExt) }))
+    .sort((a, b) => b.inclusive - a.inclusive)
+    .slice(0, 20);
   say();
-  return { llmExtproc: Object.fromEntries(ext), bare: Object.fromEntries(bare), servedTotals, topFrames: top };
+  say("   llm-extproc's own functions by inclusive time (µs per answered request; callees in grpc-js, protobuf, prom-client included):");
+  say(table([['frame', 'inclusive', 'self'], ...own.map((f) => [f.frame, fmt(f.inclusive), fmt(f.self)])]));
+  say();
+  return { componentsUsPerRequest: { llmExtproc: Object.fromEntries(ext), bare: Object.fromEntries(bare) }, servedTotals, extraFrames: extra, ownFrames: own };
 }
 
 function sleep(ms: number): Promise<void> {

@@ -72,8 +72,9 @@ export function ratio(a: number, b: number): string {
 /** A plain-text table: the first row is the header; text columns left-aligned, numbers right-aligned. */
 export function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
-  // A column is text when some body cell has a letter and no digit (names, not figures like "1.2x").
-  const textColumn = rows[0]!.map((_, c) => rows.slice(1).some((r) => /[a-z]/i.test(r[c] ?? '') && !/\d/.test(r[c] ?? '')));
+  // A column is numeric when every body cell looks like a figure ("1,234", "1.22x", "0/0/0", "-").
+  const figure = /^[\d.,x/%–-]*$/;
+  const textColumn = rows[0]!.map((_, c) => rows.slice(1).some((r) => !figure.test(r[c] ?? '')));
   const line = (r: string[]) =>
     r.map((cell, c) => (textColumn[c] ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ').trimEnd();
   const out = [line(rows[0]!), widths.map((w) => '-'.repeat(w)).join('  ')];
