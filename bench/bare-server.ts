@@ -1,0 +1,197 @@
+/**
+ * The floor: an ext_proc server that does no work. Same stack as llm-extproc (@grpc/grpc-js, the
+ * same proto-loader package definition and codec, the same grpc.Server options and HTTP/2 stream
+ * reset limits), answering every ProcessingRequest at once:
+ *   request_headers  → CONTINUE (empty HeadersResponse)
+ *   request_body     → a fixed x-gateway-destination-endpoint header mutation + clear_route_cache
+ *   response_headers / response_body / trailers → empty answers
+ * and ending the call with OK when the client half-closes, as llm-extproc does.
+ *
+ * The server options are not copied by hand: an ExtProcServer is constructed (never started) with
+ * the same receive limit and its grpc.Server's options and HTTP/2 server options are copied, so the
+ * baseline keeps up with whatever llm-extproc sets.
+ *
+ * Run: node dist/bench/bare-server.js --port=0 --destination=127.0.0.2:8000 [--grpc-max-receive-size=64MiB]
+ * Prints one JSON line {"listening": port, ...} on stdout once bound.
+ *
+ * Diagnostics (`--like=a,b,…`, off by default; `bench/run.js --bare-like=…`): add one piece of
+ * llm-extproc's per-request work at a time, using llm-extproc's own code, to see what each costs
+ * against the floor:
+ *   responses  answers built by src/extproc/responses.ts (destination header + envoy.lb dynamic
+ *              metadata on the body answer, x-routed-to on the response_headers answer)
+ *   route      RequestHeaders + x-request-id + readRoutingRequest (body scan) + Scheduler.schedule
+ *              over 4 endpoints, the lease released when the stream ends
+ *   metrics    src/metrics.ts (prom-client, default metrics on) with the request counter and the
+ *              decision histogram updated per request, as llm-extproc does
+ */
+import * as grpc from '@grpc/grpc-js';
+import { parseArgs } from 'node:util';
+import type { ProcessingRequest__Output } from '../src/generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
+import type { ProcessingResponse } from '../src/generated/envoy/service/ext_proc/v3/ProcessingResponse.js';
+import type { HeaderValue__Output } from '../src/generated/envoy/config/core/v3/HeaderValue.js';
+import { EndpointRegistry } from '../src/discovery/registry.js';
+import { createLogger } from '../src/log.js';
+import { Metrics } from '../src/metrics.js';
+import { extProcPackageDefinition } from '../src/extproc/proto.js';
+import { routeResponse, routedToResponse } from '../src/extproc/responses.js';
+import { ExtProcServer } from '../src/extproc/server.js';
+import { RequestHeaders } from '../src/request/headers.js';
+import { readRoutingRequest } from '../src/request/routing-request.js';
+import { RouteTable } from '../src/routing/routes.js';
+import { LeastOutstandingPicker } from '../src/scheduling/pickers.js';
+import { Scheduler } from '../src/scheduling/scheduler.js';
+import type { Lease } from '../src/scheduling/ledger.js';
+
+const MiB = 1024 * 1024;
+
+const { values } = parseArgs({
+  options: {
+    host: { type: 'string', default: '127.0.0.1' },
+    port: { type: 'string', default: '0' },
+    destination: { type: 'string', default: '127.0.0.2:8000' },
+    'destination-header': { type: 'string', default: 'x-gateway-destination-endpoint' },
+    'grpc-max-receive-size': { type: 'string', default: String(64 * MiB) },
+    like: { type: 'string', default: '' },
+  },
+});
+
+const LIKE = new Set(values.like!.split(',').filter(Boolean));
+for (const name of LIKE) if (!['responses', 'route', 'metrics'].includes(name)) throw new Error(`--like: unknown "${name}"`);
+
+const maxReceive = Number(values['grpc-max-receive-size']);
+
+interface ServerInternals {
+  options: grpc.ServerOptions;
+  commonServerOptions?: Record<string, unknown>;
+}
+
+/** llm-extproc's grpc.Server, built the way llm-extproc builds it, for its settings only. */
+function llmExtprocServerSettings(): ServerInternals {
+  const reference = new ExtProcServer(
+    {
+      host: '127.0.0.1',
+      port: 0,
+      maxReceiveMessageBytes: maxReceive,
+      drainTimeoutMs: 1000,
+      defaultRequestBodyMode: 'BUFFERED',
+      defaultResponseBodyMode: 'NONE',
+      maxBodyBytes: maxReceive,
+      destinationHeader: values['destination-header']!,
+      routedToHeader: 'x-routed-to',
+    },
+    { decide: () => { throw new Error('unused'); } },
+    { decided: () => {}, protocolError: () => {} },
+    createLogger('warn'),
+  );
+  return (reference as unknown as { server: ServerInternals }).server;
+}
+
+const reference = llmExtprocServerSettings();
+const server = new grpc.Server({ ...reference.options });
+const internals = server as unknown as ServerInternals;
+if (!internals.commonServerOptions || !reference.commonServerOptions) {
+  throw new Error('grpc-js no longer exposes commonServerOptions: cannot copy the HTTP/2 settings');
+}
+Object.assign(internals.commonServerOptions, reference.commonServerOptions);
+
+const destinationAnswer: ProcessingResponse = {
+  request_body: {
+    response: {
+      header_mutation: {
+        set_headers: [{ header: { key: values['destination-header']!, raw_value: Buffer.from(values.destination!) }, append: { value: false } }],
+      },
+      clear_route_cache: true,
+    },
+  },
+};
+const ANSWERS: Record<string, ProcessingResponse> = {
+  request_headers: { request_headers: {} },
+  request_body: destinationAnswer,
+  request_trailers: { request_trailers: {} },
+  response_headers: { response_headers: {} },
+  response_body: { response_body: {} },
+  response_trailers: { response_trailers: {} },
+};
+
+const destinationBytes = Buffer.from(values.destination!);
+if (LIKE.has('responses')) {
+  ANSWERS.request_body = routeResponse('request_body', values['destination-header']!, values.destination!, destinationBytes);
+  ANSWERS.response_headers = routedToResponse('x-routed-to', destinationBytes);
+}
+
+// --like=route: llm-extproc's request reading and scheduling, over 4 endpoints serving the model.
+const MODEL = 'Qwen/Qwen2.5-0.5B-Instruct';
+const registry = new EndpointRegistry();
+const scheduler = new Scheduler(registry, new LeastOutstandingPicker());
+const routes = new RouteTable();
+if (LIKE.has('route')) {
+  const hosts = ['vllm', 'vllm', 'sglang', 'sglang'].map((engine, i) => ({ engine, address: `127.0.0.${i + 2}:8000` }));
+  registry.replaceAll(hosts.map((h) => ({ address: h.address, name: h.address, namespace: 'bench', labels: {} })));
+  for (const h of hosts) {
+    registry.update(h.address, { models: [{ id: MODEL, object: 'model', created: 0, owned_by: h.engine, root: MODEL, parent: null }], healthy: true });
+  }
+}
+const metrics = LIKE.has('metrics') ? new Metrics(registry, () => 0) : undefined;
+
+const definition = grpc.loadPackageDefinition(extProcPackageDefinition()) as unknown as {
+  envoy: { service: { ext_proc: { v3: { ExternalProcessor: grpc.ServiceClientConstructor } } } };
+};
+server.addService(definition.envoy.service.ext_proc.v3.ExternalProcessor.service, {
+  Process: (call: grpc.ServerDuplexStream<ProcessingRequest__Output, ProcessingResponse>) => {
+    let headers: RequestHeaders | undefined;
+    let requestId = '';
+    let lease: Lease | undefined;
+    let startedAt = 0;
+    call.on('data', (message: ProcessingRequest__Output) => {
+      if (LIKE.size > 0) {
+        if (message.request === 'request_headers') {
+          startedAt = performance.now();
+          headers = new RequestHeaders((message.request_headers!.headers?.headers ?? []) as HeaderValue__Output[]);
+          requestId = headers.get('x-request-id') ?? '';
+        } else if (message.request === 'request_body') {
+          let model = '';
+          let ownedBy = '';
+          if (LIKE.has('route') && headers) {
+            const routing = readRoutingRequest(headers, message.request_body!.body, routes, requestId);
+            lease = scheduler.schedule(routing);
+            model = routing.model;
+            ownedBy = routing.ownedBy ?? '';
+          }
+          if (metrics) {
+            metrics.requests.inc({ outcome: 'routed', status: '200', model, owned_by: ownedBy });
+            metrics.decisionSeconds.observe((performance.now() - startedAt) / 1000);
+          }
+        }
+      }
+      const answer = message.request ? ANSWERS[message.request] : undefined;
+      if (answer && !call.cancelled && !call.writableEnded) call.write(answer);
+    });
+    call.on('end', () => {
+      lease?.release();
+      if (!call.cancelled && !call.writableEnded) call.end();
+    });
+    call.on('close', () => lease?.release());
+    call.on('error', () => {});
+  },
+});
+
+server.bindAsync(`${values.host}:${values.port}`, grpc.ServerCredentials.createInsecure(), (err, port) => {
+  if (err) {
+    process.stderr.write(`bare-server: ${err.message}\n`);
+    process.exit(1);
+  }
+  const http2 = internals.commonServerOptions!;
+  process.stdout.write(
+    `${JSON.stringify({
+      listening: port,
+      pid: process.pid,
+      like: [...LIKE],
+      grpcOptions: reference.options,
+      http2: { streamResetBurst: http2.streamResetBurst, streamResetRate: http2.streamResetRate, maxSessionMemory: http2.maxSessionMemory },
+    })}\n`,
+  );
+});
+
+const stop = () => server.tryShutdown(() => process.exit(0));
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);

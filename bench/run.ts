@@ -1,0 +1,817 @@
+/**
+ * `make bench`: measures llm-extproc's ext_proc decision path against a bare grpc-js ext_proc
+ * server that does no work, under the same Envoy-like load, and prints a report (also written as
+ * JSON to .bench/last.json). See docs/benchmark.md for what each figure means.
+ *
+ * Processes: this orchestrator (with the simulated backends, in-process), llm-extproc and the bare
+ * server (child processes, so each one's CPU time can be read from /proc), and the load generator
+ * (child process, bench/loadgen.ts). With taskset and ≥ 2 cores, the servers run on CPU 1 and
+ * everything else on CPU 0.
+ *
+ *   node dist/bench/run.js [--quick] [--no-pin] [--profile] [--sections=closed,open,large,picker,json-scan]
+ *   env: BENCH_SECONDS BENCH_WARMUP_SECONDS BENCH_ROUNDS BENCH_CONCURRENCY BENCH_CONNECTIONS BENCH_RATE
+ *        BENCH_OPEN_SECONDS BENCH_LARGE_SECONDS BENCH_LARGE_CONCURRENCY BENCH_LARGE_SIZES BENCH_PIN BENCH_PICKER_MS
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { startSimulator, type Simulator } from '../src/simulator/simulator.js';
+import { runJsonScanBench } from './json-scan.js';
+import type { Scenario, ScenarioResult } from './loadgen.js';
+import { MODEL } from './messages.js';
+import { runPickerBench, type PickerRow } from './picker.js';
+import { canPin, clockTicksPerSecond, describeMachine, freePort, hasProcCpu, pinProcess } from './proc.js';
+import { categoryBreakdown, frameTimes } from './profile.js';
+import { fmt, fmtInt, percentiles, ratio, table, type Percentiles } from './stats.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const DIST = join(ROOT, 'dist');
+const MiB = 1024 * 1024;
+
+// ---------------------------------------------------------------- options
+
+const SECTIONS = ['closed', 'open', 'large', 'picker', 'json-scan'] as const;
+type Section = (typeof SECTIONS)[number];
+
+interface Options {
+  quick: boolean;
+  pin: boolean;
+  profile: boolean;
+  nodelay: boolean;
+  bareLike: string;
+  sections: Set<Section>;
+  closedSeconds: number;
+  warmupSeconds: number;
+  rounds: number;
+  concurrency: number[];
+  connections: number;
+  rate: number;
+  openSeconds: number;
+  largeSeconds: number;
+  largeConcurrency: number;
+  largeSizes: number[];
+  pickerMs: number;
+  out: string;
+}
+
+function parseOptions(): Options {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      'no-pin': { type: 'boolean', default: false },
+      profile: { type: 'boolean', default: false },
+      nodelay: { type: 'boolean', default: false },
+      'bare-like': { type: 'string', default: '' },
+      sections: { type: 'string' },
+      seconds: { type: 'string' },
+      warmup: { type: 'string' },
+      rounds: { type: 'string' },
+      concurrency: { type: 'string' },
+      connections: { type: 'string' },
+      rate: { type: 'string' },
+      'open-seconds': { type: 'string' },
+      'large-seconds': { type: 'string' },
+      'large-concurrency': { type: 'string' },
+      'large-sizes': { type: 'string' },
+      'picker-ms': { type: 'string' },
+      out: { type: 'string', default: '.bench/last.json' },
+    },
+  });
+  const quick = values.quick || process.env.BENCH_QUICK === '1';
+  const pick = (flag: string | undefined, env: string, full: string, short: string) => flag ?? process.env[env] ?? (quick ? short : full);
+  const num = (text: string, what: string) => {
+    const n = Number(text);
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`${what}: "${text}" is not a positive number`);
+    return n;
+  };
+  const list = (text: string, what: string, unit = 1) => text.split(',').map((part) => num(part.trim().replace(/MiB$/i, ''), what) * unit);
+  const sections = new Set<Section>();
+  for (const name of (values.sections ?? process.env.BENCH_SECTIONS ?? SECTIONS.join(',')).split(',')) {
+    if (!(SECTIONS as readonly string[]).includes(name.trim())) throw new Error(`--sections: unknown section "${name}" (${SECTIONS.join(', ')})`);
+    sections.add(name.trim() as Section);
+  }
+  return {
+    quick,
+    pin: !values['no-pin'] && process.env.BENCH_PIN !== '0',
+    profile: values.profile,
+    nodelay: values.nodelay || process.env.BENCH_NODELAY === '1',
+    bareLike: values['bare-like'] ?? '',
+    sections,
+    closedSeconds: num(pick(values.seconds, 'BENCH_SECONDS', '15', '2.5'), '--seconds'),
+    warmupSeconds: num(pick(values.warmup, 'BENCH_WARMUP_SECONDS', '1', '0.5'), '--warmup'),
+    rounds: Math.round(num(pick(values.rounds, 'BENCH_ROUNDS', '4', '2'), '--rounds')),
+    concurrency: list(pick(values.concurrency, 'BENCH_CONCURRENCY', '1,16,64,256', '1,16,64,256'), '--concurrency').map(Math.round),
+    connections: Math.round(num(pick(values.connections, 'BENCH_CONNECTIONS', '4', '4'), '--connections')),
+    rate: num(pick(values.rate, 'BENCH_RATE', '500', '500'), '--rate'),
+    openSeconds: num(pick(values['open-seconds'], 'BENCH_OPEN_SECONDS', '20', '4'), '--open-seconds'),
+    largeSeconds: num(pick(values['large-seconds'], 'BENCH_LARGE_SECONDS', '10', '2'), '--large-seconds'),
+    largeConcurrency: Math.round(num(pick(values['large-concurrency'], 'BENCH_LARGE_CONCURRENCY', '2', '2'), '--large-concurrency')),
+    largeSizes: list(pick(values['large-sizes'], 'BENCH_LARGE_SIZES', '1,8', '1,8'), '--large-sizes', MiB),
+    pickerMs: num(pick(values['picker-ms'], 'BENCH_PICKER_MS', '400', '150'), '--picker-ms'),
+    out: resolve(ROOT, values.out),
+  };
+}
+
+// ---------------------------------------------------------------- output
+
+const text: string[] = [];
+/** Report text: printed and kept for the JSON. */
+function say(line = ''): void {
+  text.push(line);
+  process.stdout.write(`${line}\n`);
+}
+/** Progress: stderr only. */
+function progress(line: string): void {
+  process.stderr.write(`  · ${line}\n`);
+}
+
+// ---------------------------------------------------------------- child processes
+
+const SERVER_CPU = '1';
+const LOADGEN_CPU = '0';
+
+function nodeCommand(pin: boolean, cpu: string, args: string[]): [string, string[]] {
+  return pin ? ['taskset', ['-c', cpu, process.execPath, ...args]] : [process.execPath, args];
+}
+
+/** Node flags for both server processes (the --nodelay experiment). */
+function serverNodeFlags(opts: Options): string[] {
+  return opts.nodelay ? [`--import=${pathToFileURL(join(DIST, 'bench', 'nodelay-preload.js')).href}`] : [];
+}
+
+interface ServerProcess {
+  name: 'bare' | 'llm-extproc';
+  child: ChildProcess;
+  pid: number;
+  target: string;
+  adminPort?: number;
+  output: string[];
+  settings?: unknown;
+}
+
+function collectLines(child: ChildProcess, into: string[], onLine?: (line: string) => void): void {
+  for (const stream of [child.stdout, child.stderr]) {
+    let rest = '';
+    stream?.setEncoding('utf8');
+    stream?.on('data', (chunk: string) => {
+      rest += chunk;
+      let i: number;
+      while ((i = rest.indexOf('\n')) >= 0) {
+        const line = rest.slice(0, i);
+        rest = rest.slice(i + 1);
+        if (onLine) onLine(line);
+        else if (line.trim()) into.push(line);
+      }
+    });
+  }
+}
+
+async function startLlmExtproc(opts: Options, backends: Simulator[], profileDir: string | undefined): Promise<ServerProcess> {
+  const port = await freePort();
+  const adminPort = await freePort();
+  const args = [
+    ...serverNodeFlags(opts),
+    ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, 'llm-extproc')}`] : []),
+    join(DIST, 'src', 'main.js'),
+    `--static-hosts=${backends.map((b) => b.address).join(',')}`,
+    '--host=127.0.0.1',
+    `--port=${port}`,
+    '--admin-host=127.0.0.1',
+    `--admin-port=${adminPort}`,
+    '--log-level=warn',
+    '--drain-timeout=2s',
+  ];
+  const [cmd, argv] = nodeCommand(opts.pin, SERVER_CPU, args);
+  const child = track(spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const output: string[] = [];
+  collectLines(child, output);
+  const server: ServerProcess = { name: 'llm-extproc', child, pid: child.pid!, target: `127.0.0.1:${port}`, adminPort, output };
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`llm-extproc exited with ${child.exitCode}:\n${output.join('\n')}`);
+    try {
+      const res = await fetch(`http://127.0.0.1:${adminPort}/ready`);
+      const body = (await res.json()) as { healthy_endpoints?: number };
+      if (res.status === 200 && body.healthy_endpoints === backends.length) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`llm-extproc not ready after 20 s:\n${output.join('\n')}`);
+    await sleep(100);
+  }
+  return server;
+}
+
+async function startBare(opts: Options, destination: string, profileDir: string | undefined): Promise<ServerProcess> {
+  const args = [
+    ...serverNodeFlags(opts),
+    ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, 'bare')}`] : []),
+    join(DIST, 'bench', 'bare-server.js'),
+    ...(opts.bareLike ? [`--like=${opts.bareLike}`] : []), '--port=0', `--destination=${destination}`, `--grpc-max-receive-size=${64 * MiB}`];
+  const [cmd, argv] = nodeCommand(opts.pin, SERVER_CPU, args);
+  const child = track(spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const output: string[] = [];
+  return new Promise((resolvePromise, reject) => {
+    let started = false;
+    collectLines(child, output, (line) => {
+      if (!started && line.startsWith('{')) {
+        started = true;
+        const info = JSON.parse(line) as { listening: number; grpcOptions: unknown; http2: unknown };
+        resolvePromise({ name: 'bare', child, pid: child.pid!, target: `127.0.0.1:${info.listening}`, output, settings: { grpcOptions: info.grpcOptions, http2: info.http2 } });
+      } else if (line.trim()) output.push(line);
+    });
+    child.once('exit', (code) => {
+      if (!started) reject(new Error(`bare server exited with ${code}:\n${output.join('\n')}`));
+    });
+  });
+}
+
+/** Every child started, so none outlives the orchestrator (Ctrl-C, a closed pipe, a crash). */
+const allChildren = new Set<ChildProcess>();
+function track(child: ChildProcess): ChildProcess {
+  allChildren.add(child);
+  child.once('exit', () => allChildren.delete(child));
+  return child;
+}
+process.on('exit', () => {
+  for (const child of allChildren) child.kill('SIGKILL');
+});
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => process.exit(130));
+process.stdout.on('error', () => process.exit(1));
+
+async function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+class LoadGenerator {
+  private pending: { resolve: (r: ScenarioResult) => void; reject: (e: Error) => void } | undefined;
+  readonly ready: Promise<void>;
+
+  private constructor(readonly child: ChildProcess) {
+    this.ready = new Promise((resolveReady, rejectReady) => {
+      child.once('exit', (code) => {
+        const err = new Error(`load generator exited (${code})`);
+        rejectReady(err);
+        this.pending?.reject(err);
+      });
+      child.on('message', (m: { type: string; result?: ScenarioResult; message?: string }) => {
+        if (m.type === 'ready') resolveReady();
+        else if (m.type === 'result') this.settle((p) => p.resolve(m.result!));
+        else if (m.type === 'error') this.settle((p) => p.reject(new Error(`load generator: ${m.message}`)));
+      });
+    });
+  }
+
+  static start(opts: Options): LoadGenerator {
+    const [cmd, argv] = nodeCommand(opts.pin, LOADGEN_CPU, [join(DIST, 'bench', 'loadgen.js')]);
+    return new LoadGenerator(track(spawn(cmd, argv, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' })));
+  }
+
+  private settle(f: (p: NonNullable<LoadGenerator['pending']>) => void): void {
+    const p = this.pending;
+    this.pending = undefined;
+    if (p) f(p);
+  }
+
+  run(scenario: Scenario): Promise<ScenarioResult> {
+    if (this.pending) throw new Error('one scenario at a time');
+    return new Promise((resolveRun, reject) => {
+      this.pending = { resolve: resolveRun, reject };
+      this.child.send({ type: 'run', scenario });
+    });
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null) return;
+    const exited = new Promise<void>((r) => this.child.once('exit', () => r()));
+    this.child.send({ type: 'exit' });
+    await exited;
+  }
+}
+
+// ---------------------------------------------------------------- measurement
+
+/** Requests each server answered completely over the whole run (warm-ups included), for --profile. */
+const servedTotals: Record<string, number> = {};
+function served(server: ServerProcess, result: ScenarioResult): ScenarioResult {
+  servedTotals[server.name] = (servedTotals[server.name] ?? 0) + result.completedTotal;
+  return result;
+}
+
+/** One server's figures for one load shape, summed over its slices. */
+interface Measured {
+  server: string;
+  slices: number;
+  completed: number;
+  started: number;
+  wallSeconds: number;
+  requestsPerSecond: number;
+  serverCpuSeconds: number;
+  /** Server CPU time / completed requests. */
+  cpuUsPerRequest: number;
+  /** Server CPU time / wall time (1.0 = one core busy). */
+  serverCores: number;
+  loadgenCpuUsPerRequest: number;
+  loadgenCores: number;
+  /** CPU the other (idle) server used meanwhile: its background work (probes, metrics timers). */
+  idleServerCores: number;
+  /** Machine CPU not used by the server under test, the idle server or the load generator
+   *  (other processes on the machine, kernel threads, this orchestrator): noise. */
+  backgroundCores: number;
+  /** The same, in the worst slice. */
+  backgroundCoresMax: number;
+  stealCores: number;
+  latencyUs: Percentiles;
+  headersRtUs: Percentiles;
+  lagUs?: Percentiles;
+  errors: Record<string, number>;
+  errorCount: number;
+  streamsLost: number;
+  goaways: number;
+  connectionErrors: number;
+  validated: number;
+  destinations: Record<string, number>;
+}
+
+/** CPU time used on the machine by anything but the two servers and the load generator (ms). */
+function background(r: ScenarioResult): number {
+  return r.machineBusyMs - r.serverCpuMs - r.loadgenCpuMs - r.idleServerCpuMs;
+}
+
+function summarize(server: string, results: ScenarioResult[]): Measured {
+  const sum = (f: (r: ScenarioResult) => number) => results.reduce((n, r) => n + f(r), 0);
+  const completed = sum((r) => r.completed);
+  const wallSeconds = sum((r) => r.wallMs) / 1000;
+  const serverCpuMs = sum((r) => r.serverCpuMs);
+  const loadgenCpuMs = sum((r) => r.loadgenCpuMs);
+  const errors: Record<string, number> = {};
+  const destinations: Record<string, number> = {};
+  for (const r of results) {
+    for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
+    for (const [k, v] of Object.entries(r.destinations)) destinations[k] = (destinations[k] ?? 0) + v;
+  }
+  const lag = results.flatMap((r) => (r.lagUs.length ? [r.lagUs] : []));
+  return {
+    server,
+    slices: results.length,
+    completed,
+    started: sum((r) => r.started),
+    wallSeconds,
+    requestsPerSecond: completed / wallSeconds,
+    serverCpuSeconds: serverCpuMs / 1000,
+    cpuUsPerRequest: (serverCpuMs * 1000) / completed,
+    serverCores: serverCpuMs / 1000 / wallSeconds,
+    loadgenCpuUsPerRequest: (loadgenCpuMs * 1000) / completed,
+    loadgenCores: loadgenCpuMs / 1000 / wallSeconds,
+    idleServerCores: sum((r) => r.idleServerCpuMs) / 1000 / wallSeconds,
+    backgroundCores: Math.max(0, sum(background)) / 1000 / wallSeconds,
+    backgroundCoresMax: Math.max(0, ...results.map((r) => background(r) / r.wallMs)),
+    stealCores: sum((r) => r.machineStealMs) / 1000 / wallSeconds,
+    latencyUs: percentiles(...results.map((r) => r.latencyUs)),
+    headersRtUs: percentiles(...results.map((r) => r.headersRtUs)),
+    ...(lag.length ? { lagUs: percentiles(...lag) } : {}),
+    errors,
+    errorCount: Object.values(errors).reduce((a, b) => a + b, 0),
+    streamsLost: sum((r) => r.streamsLost),
+    goaways: sum((r) => r.goaways),
+    connectionErrors: sum((r) => r.connectionErrors),
+    validated: sum((r) => r.validated),
+    destinations,
+  };
+}
+
+interface Pair {
+  bare: Measured;
+  ext: Measured;
+  /** CPU per request llm-extproc/bare of each round (slices run back to back): the spread shows noise. */
+  cpuRatioPerRound: number[];
+}
+
+/**
+ * Runs the same scenario against both servers, `rounds` times, alternating which goes first
+ * (bare, ext | ext, bare | …) so slow drift of a noisy machine hits both alike.
+ */
+async function measurePair(
+  lg: LoadGenerator,
+  servers: { bare: ServerProcess; ext: ServerProcess },
+  opts: Options,
+  base: Omit<Scenario, 'name' | 'target' | 'serverPid' | 'idlePid' | 'durationMs' | 'seed'>,
+  totalSeconds: number,
+  label: string,
+): Promise<Pair> {
+  const results: { bare: ScenarioResult[]; ext: ScenarioResult[] } = { bare: [], ext: [] };
+  const sliceMs = (totalSeconds * 1000) / opts.rounds;
+  for (let round = 0; round < opts.rounds; round++) {
+    const order: ('bare' | 'ext')[] = round % 2 === 0 ? ['bare', 'ext'] : ['ext', 'bare'];
+    for (const which of order) {
+      const server = servers[which];
+      progress(`${label}: ${server.name}, round ${round + 1}/${opts.rounds}`);
+      const result = served(server, await lg.run({
+        ...base,
+        name: `${label} ${server.name}`,
+        target: server.target,
+        serverPid: server.pid,
+        idlePid: servers[which === 'bare' ? 'ext' : 'bare'].pid,
+        durationMs: sliceMs,
+        seed: (round + 1) * 7919,
+      }));
+      results[which].push(result);
+    }
+  }
+  const perRequest = (r: ScenarioResult) => r.serverCpuMs / r.completed;
+  return {
+    bare: summarize('bare', results.bare),
+    ext: summarize('llm-extproc', results.ext),
+    cpuRatioPerRound: results.ext.map((r, i) => perRequest(r) / perRequest(results.bare[i]!)),
+  };
+}
+
+let noisy = false;
+
+/** One line on what else used the machine while these were measured. */
+function noiseLine(pairs: Pair[]): void {
+  const all = pairs.flatMap((p) => [p.bare, p.ext]);
+  const max = (f: (m: Measured) => number) => Math.max(...all.map(f));
+  const idleExt = Math.max(...pairs.map((p) => p.bare.idleServerCores));
+  const idleBare = Math.max(...pairs.map((p) => p.ext.idleServerCores));
+  const worst = max((m) => m.backgroundCoresMax);
+  say(`   noise: other CPU use on the machine ${fmt(max((m) => m.backgroundCores), 2)} cores on average, up to ${fmt(worst, 2)} in a slice; steal up to ${fmt(max((m) => m.stealCores), 2)}; ` +
+    `idle server meanwhile: llm-extproc ≤ ${fmt(idleExt, 3)}, bare ≤ ${fmt(idleBare, 3)} cores`);
+  if (worst > 0.25) {
+    noisy = true;
+    say(`   WARNING: other processes used up to ${fmt(worst, 2)} cores during this section: its figures are unreliable, re-run on a quiet machine`);
+  }
+}
+
+function spread(values: number[]): string {
+  return `${Math.min(...values).toFixed(2)}–${Math.max(...values).toFixed(2)}x`;
+}
+
+function errorsCell(m: Measured): string {
+  return `${m.errorCount}/${m.streamsLost}/${m.goaways}`;
+}
+
+function listErrors(pairs: Pair[]): void {
+  for (const p of pairs) {
+    for (const m of [p.bare, p.ext]) {
+      for (const [k, v] of Object.entries(m.errors)) say(`    ! ${m.server}: ${v} × ${k}`);
+      if (m.connectionErrors) say(`    ! ${m.server}: ${m.connectionErrors} HTTP/2 session errors`);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- sections
+
+/** The transport's floor on this machine: HTTP/2 PING round trips to the idle bare server. */
+async function pingFloor(lg: LoadGenerator, bare: ServerProcess, opts: Options, ticks: number) {
+  const result = await lg.run({
+    name: 'ping', target: bare.target, serverPid: bare.pid, idlePid: 0, connections: 1, mode: 'ping', concurrency: 0, rate: 0,
+    warmupMs: 0, durationMs: opts.quick ? 1000 : 3000, bodyBytes: 1024, timeoutMs: 10_000, clockTicks: ticks, seed: 3,
+  });
+  const p = percentiles(result.latencyUs);
+  say(`floor:    HTTP/2 PING round trip to the idle bare server (answered inside nghttp2, no JavaScript): p50 ${fmt(p.p50, 0)} µs,`);
+  say(`          p99 ${fmt(p.p99, 0)} µs, p99.9 ${fmt(p.p999, 0)} µs, max ${fmt(p.max, 0)} µs over ${fmtInt(p.count)} pings — no latency below this is possible here`);
+  say();
+  return p;
+}
+
+async function closedLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext: ServerProcess }, opts: Options, ticks: number) {
+  say(`== 1. Closed loop: N streams in flight, BUFFERED lifecycle, 1 KiB chat body, ${opts.connections} HTTP/2 connections`);
+  say(`   baseline: bare grpc-js ext_proc server (same stack, answers at once); ${opts.closedSeconds} s measured per server per N,`);
+  say(`   in ${opts.rounds} alternating slices, each after ${opts.warmupSeconds} s warm-up`);
+  // One untimed warm-up of both, so the first measured slice does not pay for JIT compilation.
+  for (const server of [servers.bare, servers.ext]) {
+    progress(`warm-up ${server.name}`);
+    served(server, await lg.run({
+      name: 'warm-up', target: server.target, serverPid: server.pid, idlePid: 0, connections: opts.connections, mode: 'closed', concurrency: 64, rate: 0,
+      warmupMs: 0, durationMs: Math.max(1000, opts.warmupSeconds * 2000), bodyBytes: 1024, timeoutMs: 10_000, clockTicks: ticks, seed: 1,
+    }));
+  }
+  const rows: { concurrency: number; bare: Measured; llmExtproc: Measured; cpuRatioPerRound: number[]; ratios: Record<string, number> }[] = [];
+  const pairs: Pair[] = [];
+  for (const concurrency of opts.concurrency) {
+    const pair = await measurePair(
+      lg, servers, opts,
+      { connections: opts.connections, mode: 'closed', concurrency, rate: 0, warmupMs: opts.warmupSeconds * 1000, bodyBytes: 1024, timeoutMs: 10_000, clockTicks: ticks },
+      opts.closedSeconds, `closed N=${concurrency}`,
+    );
+    pairs.push(pair);
+    rows.push({
+      concurrency,
+      bare: pair.bare,
+      llmExtproc: pair.ext,
+      cpuRatioPerRound: pair.cpuRatioPerRound,
+      ratios: {
+        cpuPerRequest: pair.ext.cpuUsPerRequest / pair.bare.cpuUsPerRequest,
+        requestsPerSecond: pair.ext.requestsPerSecond / pair.bare.requestsPerSecond,
+        p50: pair.ext.latencyUs.p50 / pair.bare.latencyUs.p50,
+        p99: pair.ext.latencyUs.p99 / pair.bare.latencyUs.p99,
+      },
+    });
+  }
+  const header = ['N', 'server', 'req/s', 'CPU µs/req', 'server cores', 'p50 µs', 'p99 µs', 'err/lost/GOAWAY', 'loadgen µs/req', 'loadgen cores'];
+  const body: string[][] = [];
+  for (const row of rows) {
+    for (const m of [row.bare, row.llmExtproc]) {
+      body.push([String(row.concurrency), m.server, fmtInt(m.requestsPerSecond), fmt(m.cpuUsPerRequest), fmt(m.serverCores, 2), fmt(m.latencyUs.p50, 0), fmt(m.latencyUs.p99, 0), errorsCell(m), fmt(m.loadgenCpuUsPerRequest), fmt(m.loadgenCores, 2)]);
+    }
+    body.push(['', 'ratio ext/bare', ratio(row.llmExtproc.requestsPerSecond, row.bare.requestsPerSecond), ratio(row.llmExtproc.cpuUsPerRequest, row.bare.cpuUsPerRequest), '', ratio(row.llmExtproc.latencyUs.p50, row.bare.latencyUs.p50), ratio(row.llmExtproc.latencyUs.p99, row.bare.latencyUs.p99), '', '', '']);
+  }
+  say(table([header, ...body]));
+  listErrors(pairs);
+  noiseLine(pairs);
+  const dest = pairs.map((p) => p.ext.destinations).reduce((acc, d) => {
+    for (const [k, v] of Object.entries(d)) acc[k] = (acc[k] ?? 0) + v;
+    return acc;
+  }, {} as Record<string, number>);
+  const validated = pairs.reduce((n, p) => n + p.ext.validated + p.bare.validated, 0);
+  say(`   checked: every answer's type and destination header; ${fmtInt(validated)} request_body answers fully decoded.`);
+  say(`   llm-extproc destinations in the decoded sample: ${Object.entries(dest).sort().map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  const cpuRatios = rows.map((r) => r.ratios.cpuPerRequest!);
+  say(`   headline — CPU per request, llm-extproc/bare: ${rows.map((r) => `N=${r.concurrency} ${r.ratios.cpuPerRequest!.toFixed(2)}x`).join(', ')} (target ≤ 1.30x)`);
+  say(`   per round (ext slice / the bare slice next to it): ${pairs.map((p, i) => `N=${rows[i]!.concurrency} ${spread(p.cpuRatioPerRound)}`).join('; ')}`);
+  say();
+  return { rows, maxCpuRatio: Math.max(...cpuRatios) };
+}
+
+async function openLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext: ServerProcess }, opts: Options, ticks: number) {
+  say(`== 2. Open loop: Poisson arrivals at ${opts.rate} req/s (not closed loop), 1 KiB body, ${opts.connections} connections`);
+  say(`   baseline: bare server at the same arrival sequence; ${opts.openSeconds} s measured per server in ${opts.rounds} alternating slices`);
+  const pair = await measurePair(
+    lg, servers, opts,
+    { connections: opts.connections, mode: 'open', concurrency: 0, rate: opts.rate, warmupMs: opts.warmupSeconds * 1000, bodyBytes: 1024, timeoutMs: 10_000, clockTicks: ticks },
+    opts.openSeconds, `open ${opts.rate}/s`,
+  );
+  const header = ['server', 'req/s', 'p50 µs', 'p90 µs', 'p99 µs', 'p99.9 µs', 'max µs', '1st RT p50/p99 µs', 'CPU µs/req', 'server cores', 'err/lost/GOAWAY', 'send lag p99 µs'];
+  const rows = [pair.bare, pair.ext].map((m) => [m.server, fmtInt(m.requestsPerSecond), fmt(m.latencyUs.p50, 0), fmt(m.latencyUs.p90, 0), fmt(m.latencyUs.p99, 0), fmt(m.latencyUs.p999, 0), fmt(m.latencyUs.max, 0), `${fmt(m.headersRtUs.p50, 0)}/${fmt(m.headersRtUs.p99, 0)}`, fmt(m.cpuUsPerRequest), fmt(m.serverCores, 2), errorsCell(m), fmt(m.lagUs?.p99 ?? NaN, 0)]);
+  rows.push(['ratio ext/bare', ratio(pair.ext.requestsPerSecond, pair.bare.requestsPerSecond), ratio(pair.ext.latencyUs.p50, pair.bare.latencyUs.p50), ratio(pair.ext.latencyUs.p90, pair.bare.latencyUs.p90), ratio(pair.ext.latencyUs.p99, pair.bare.latencyUs.p99), ratio(pair.ext.latencyUs.p999, pair.bare.latencyUs.p999), '', '', ratio(pair.ext.cpuUsPerRequest, pair.bare.cpuUsPerRequest), '', '', '']);
+  say(table([header, ...rows]));
+  listErrors([pair]);
+  noiseLine([pair]);
+  const p50ok = pair.ext.latencyUs.p50 < 500;
+  const p99ok = pair.ext.latencyUs.p99 < 2000;
+  say(`   llm-extproc targets: p50 ${fmt(pair.ext.latencyUs.p50 / 1000, 3)} ms (< 0.5 ms: ${p50ok ? 'met' : 'MISSED'}), p99 ${fmt(pair.ext.latencyUs.p99 / 1000, 3)} ms (< 2 ms: ${p99ok ? 'met' : 'MISSED'})`);
+  say('   latency = request_headers sent → destination answer (two round trips); "1st RT" = the request_headers round trip alone');
+  say('   (stream set-up included); measured from the actual send; "send lag" = how late the load generator sent vs the schedule');
+  say();
+  return { rate: opts.rate, bare: pair.bare, llmExtproc: pair.ext, targets: { p50Met: p50ok, p99Met: p99ok } };
+}
+
+async function largeBodies(lg: LoadGenerator, servers: { bare: ServerProcess; ext: ServerProcess }, opts: Options, ticks: number) {
+  say(`== 3. Large bodies: BUFFERED, the whole body in one request_body message, N=${opts.largeConcurrency} in flight, ${opts.connections} connections`);
+  say(`   baseline: bare server (same gRPC receive limit, 64 MiB); ${opts.largeSeconds} s measured per server per size in ${opts.rounds} alternating slices`);
+  const out: { bodyBytes: number; bare: Measured; llmExtproc: Measured; cpuRatio: number; cpuRatioPerRound: number[] }[] = [];
+  const pairs: Pair[] = [];
+  for (const size of opts.largeSizes) {
+    const pair = await measurePair(
+      lg, servers, opts,
+      { connections: opts.connections, mode: 'closed', concurrency: opts.largeConcurrency, rate: 0, warmupMs: opts.warmupSeconds * 1000, bodyBytes: size, timeoutMs: 30_000, clockTicks: ticks },
+      opts.largeSeconds, `large ${size / MiB} MiB`,
+    );
+    pairs.push(pair);
+    out.push({ bodyBytes: size, bare: pair.bare, llmExtproc: pair.ext, cpuRatio: pair.ext.cpuUsPerRequest / pair.bare.cpuUsPerRequest, cpuRatioPerRound: pair.cpuRatioPerRound });
+  }
+  const header = ['body', 'server', 'req/s', 'MiB/s', 'CPU ms/req', 'server cores', 'p50 ms', 'p99 ms', 'err/lost/GOAWAY', 'loadgen ms/req'];
+  const body: string[][] = [];
+  for (const row of out) {
+    const mib = row.bodyBytes / MiB;
+    for (const m of [row.bare, row.llmExtproc]) {
+      body.push([`${mib} MiB`, m.server, fmt(m.requestsPerSecond, 1), fmt(m.requestsPerSecond * mib, 0), fmt(m.cpuUsPerRequest / 1000, 2), fmt(m.serverCores, 2), fmt(m.latencyUs.p50 / 1000, 2), fmt(m.latencyUs.p99 / 1000, 2), errorsCell(m), fmt(m.loadgenCpuUsPerRequest / 1000, 2)]);
+    }
+    body.push(['', 'ratio ext/bare', ratio(row.llmExtproc.requestsPerSecond, row.bare.requestsPerSecond), '', ratio(row.llmExtproc.cpuUsPerRequest, row.bare.cpuUsPerRequest), '', ratio(row.llmExtproc.latencyUs.p50, row.bare.latencyUs.p50), ratio(row.llmExtproc.latencyUs.p99, row.bare.latencyUs.p99), '', '']);
+    body.push(['', 'extra CPU', '', '', fmt((row.llmExtproc.cpuUsPerRequest - row.bare.cpuUsPerRequest) / 1000, 2), '', '', '', '', '']);
+  }
+  say(table([header, ...body]));
+  listErrors(pairs);
+  noiseLine(pairs);
+  say(`   CPU ratio per round: ${out.map((r) => `${r.bodyBytes / MiB} MiB ${spread(r.cpuRatioPerRound)}`).join('; ')}`);
+  say('   latency: request_headers sent → destination answer received, body transfer included');
+  say();
+  return out;
+}
+
+function pickerSection(opts: Options): PickerRow[] {
+  say(`== 4. Picker cost per decision: Scheduler.schedule() + Lease.release(), in-process, ${opts.pickerMs} ms per case, fresh process per case`);
+  say('   registry: N healthy endpoints all serving one model on one engine; baseline: the 1-endpoint case of each picker');
+  say('   idle = every endpoint has the same in-flight count (all tie: worst case for least_outstanding_requests); busy = in-flight spread 0..15');
+  const rows = runPickerBench(opts.pickerMs);
+  const baseline = new Map(rows.filter((r) => r.endpoints === 1).map((r) => [r.picker, r.nsPerDecision]));
+  say(table([
+    ['endpoints', 'picker', 'state', 'ns/decision', 'vs 1 endpoint', 'decisions timed'],
+    ...rows.map((r) => [fmtInt(r.endpoints), r.picker, r.state, fmtInt(r.nsPerDecision), ratio(r.nsPerDecision, baseline.get(r.picker) ?? NaN), fmtInt(r.decisions)]),
+  ]));
+  say();
+  return rows;
+}
+
+function jsonScanSection(): string[] {
+  say('== 5. Body scanner: scanTopLevel (finds model/owned_by) vs JSON.parse(body.toString()), in-process');
+  say('   baseline: JSON.parse; the ratio is parse time / scan time (above 1x: the scanner is faster)');
+  const lines = runJsonScanBench();
+  for (const line of lines) say(`   ${line}`);
+  say();
+  return lines;
+}
+
+/** What llm-extproc itself counted, from its /metrics: a cross-check of the load generator. */
+async function serverCheck(ext: ServerProcess, extDecisions: number) {
+  const res = await fetch(`http://127.0.0.1:${ext.adminPort}/metrics`);
+  const metrics = await res.text();
+  const sumOf = (name: string, filter: (labels: string) => boolean = () => true) => {
+    let total = 0;
+    for (const m of metrics.matchAll(new RegExp(`^${name}(\\{[^}]*\\})? ([0-9.e+-]+)$`, 'gm'))) if (filter(m[1] ?? '')) total += Number(m[2]);
+    return total;
+  };
+  const routed = sumOf('llm_extproc_requests_total', (l) => l.includes('outcome="routed"'));
+  const refused = sumOf('llm_extproc_requests_total', (l) => !l.includes('outcome="routed"'));
+  const protocolErrors = sumOf('llm_extproc_protocol_errors_total');
+  const inFlight = sumOf('llm_extproc_endpoint_in_flight_requests');
+  const activeStreams = sumOf('llm_extproc_active_streams');
+  say(`== llm-extproc's own counters (/metrics) after the load: routed ${fmtInt(routed)}, refused ${fmtInt(refused)}, protocol errors ${protocolErrors},`);
+  say(`   endpoint in-flight now ${inFlight} (leases all released: ${inFlight === 0 ? 'yes' : 'NO'}), open streams now ${activeStreams}; the load generator received ${fmtInt(extDecisions)} destinations from it`);
+  say();
+  return { routed, refused, protocolErrors, inFlightAfter: inFlight, activeStreamsAfter: activeStreams, loadgenDecisions: extDecisions };
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  const opts = parseOptions();
+  const started = new Date();
+  const machine = describeMachine();
+  const pin = opts.pin && machine.cores >= 2 && canPin();
+  opts.pin = pin;
+  if (!hasProcCpu()) throw new Error('this benchmark reads CPU time from /proc/<pid>/stat (Linux only)');
+  const ticks = clockTicksPerSecond();
+  const via = [process.env.MAKELEVEL ? 'make bench' : '', process.env.npm_lifecycle_event ? `npm run ${process.env.npm_lifecycle_event}` : ''].filter(Boolean).join(' → ');
+  const command = `node ${process.argv.slice(1).map((a) => (a.startsWith(ROOT) ? a.slice(ROOT.length + 1) : a)).join(' ')}`;
+
+  say(`llm-extproc benchmark — ${started.toISOString()}${opts.quick ? '  [--quick: smoke run, short durations]' : ''}${opts.profile ? '  [--profile: llm-extproc runs under --cpu-prof, figures are skewed]' : ''}${opts.nodelay ? '  [--nodelay: experiment, both servers get TCP_NODELAY]' : ''}${opts.bareLike ? `  [--bare-like=${opts.bareLike}: diagnostic, the "bare" server does part of llm-extproc's work]` : ''}`);
+  say(`command:  ${via ? `${via} → ` : ''}${command}`);
+  say(`machine:  ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}`);
+  say(`node:     ${machine.node} (V8 ${machine.v8})`);
+  say(`cpu time: utime+stime of /proc/<pid>/stat (all threads), ${ticks} ticks/s, read by the load generator at the window edges`);
+  say(pin
+    ? `pinning:  servers on CPU ${SERVER_CPU}; load generator, orchestrator and simulated backends on CPU ${LOADGEN_CPU} (taskset)`
+    : `pinning:  none (${opts.pin ? 'no taskset' : machine.cores < 2 ? 'one core' : '--no-pin'}): load generator and servers share the cores`);
+  say();
+
+  if (opts.pin) pinProcess(process.pid, LOADGEN_CPU);
+  const profileDir = opts.profile ? join(ROOT, '.bench', 'profile') : undefined;
+  if (profileDir) rmSync(profileDir, { recursive: true, force: true });
+
+  const backends: Simulator[] = [];
+  const children: ChildProcess[] = [];
+  let lg: LoadGenerator | undefined;
+  const report: Record<string, unknown> = { version: 1, startedAt: started.toISOString(), command, via, machine, pinned: pin, options: { ...opts, sections: [...opts.sections] } };
+  try {
+    const needServers = opts.sections.has('closed') || opts.sections.has('open') || opts.sections.has('large');
+    if (needServers) {
+      for (const engine of ['vllm', 'vllm', 'sglang', 'sglang'] as const) backends.push(await startSimulator({ engine, models: [MODEL], host: '127.0.0.1' }));
+      const ext = await startLlmExtproc(opts, backends, profileDir);
+      children.push(ext.child);
+      const bare = await startBare(opts, backends[0]!.address, profileDir);
+      children.push(bare.child);
+      lg = LoadGenerator.start(opts);
+      children.push(lg.child);
+      await lg.ready;
+      const servers = { bare, ext };
+      say(`backends: ${backends.map((b) => `${b.engine}@${b.address}`).join(', ')} (simulators, serving ${MODEL}; llm-extproc discovers them by probing)`);
+      say(`servers:  llm-extproc pid ${ext.pid} at ${ext.target} (--log-level=warn, defaults otherwise: least_outstanding_requests, 32 MiB body limit, 64 MiB gRPC receive limit)`);
+      say(`          bare pid ${bare.pid} at ${bare.target}, settings copied from llm-extproc's grpc.Server: ${JSON.stringify(bare.settings)}`);
+      say(`load:     load generator pid ${lg.child.pid}; raw HTTP/2 gRPC client (test/support/envoy/grpc-h2.ts); per request: request_headers → request_body → response_headers → END_STREAM+RST_STREAM(CANCEL)`);
+      say();
+      report.pingFloorUs = await pingFloor(lg, bare, opts, ticks);
+      report.servers = { llmExtproc: { pid: ext.pid, target: ext.target }, bare: { pid: bare.pid, target: bare.target, settings: bare.settings } };
+
+      const sections: Record<string, unknown> = {};
+      let extDecisions = 0;
+      const countDecisions = (m: Measured) => (extDecisions += m.latencyUs.count);
+      if (opts.sections.has('closed')) {
+        const result = await closedLoop(lg, servers, opts, ticks);
+        result.rows.forEach((r) => countDecisions(r.llmExtproc));
+        sections.closedLoop = result;
+      }
+      if (opts.sections.has('open')) {
+        const result = await openLoop(lg, servers, opts, ticks);
+        countDecisions(result.llmExtproc);
+        sections.openLoop = result;
+      }
+      if (opts.sections.has('large')) {
+        const result = await largeBodies(lg, servers, opts, ticks);
+        result.forEach((r) => countDecisions(r.llmExtproc));
+        sections.largeBodies = result;
+      }
+      sections.serverCheck = await serverCheck(ext, extDecisions);
+      for (const server of [ext, bare]) {
+        if (server.output.length) {
+          say(`${server.name} wrote ${server.output.length} log lines (warn and above); first ones:`);
+          for (const line of server.output.slice(0, 5)) say(`   ${line.slice(0, 300)}`);
+          say();
+        }
+      }
+      report.sections = sections;
+      await lg.stop();
+      await stopChild(ext.child);
+      await stopChild(bare.child);
+      await Promise.all(backends.splice(0).map((b) => b.close()));
+      if (profileDir) report.profile = profileSection(profileDir);
+    }
+    const sections = (report.sections ??= {}) as Record<string, unknown>;
+    if (opts.sections.has('picker')) sections.picker = pickerSection(opts);
+    if (opts.sections.has('json-scan')) sections.jsonScan = jsonScanSection();
+
+    const closed = sections.closedLoop as { maxCpuRatio: number; rows: { concurrency: number; ratios: Record<string, number> }[] } | undefined;
+    const open = sections.openLoop as { llmExtproc: Measured } | undefined;
+    const large = sections.largeBodies as { bodyBytes: number; cpuRatio: number }[] | undefined;
+    say('== Summary (figures are reported, not asserted)');
+    if (closed) say(`   CPU per request llm-extproc/bare (closed loop): ${closed.rows.map((r) => `N=${r.concurrency} ${r.ratios.cpuPerRequest!.toFixed(2)}x`).join(', ')}; target ≤ 1.30x: ${closed.maxCpuRatio <= 1.3 ? 'met' : 'MISSED'} (worst ${closed.maxCpuRatio.toFixed(2)}x)`);
+    if (open) say(`   decision latency at ${opts.rate} req/s (llm-extproc): p50 ${fmt(open.llmExtproc.latencyUs.p50 / 1000, 3)} ms (target < 0.5), p99 ${fmt(open.llmExtproc.latencyUs.p99 / 1000, 3)} ms (target < 2)`);
+    if (large) say(`   large bodies, CPU per request llm-extproc/bare: ${large.map((r) => `${r.bodyBytes / MiB} MiB ${r.cpuRatio.toFixed(2)}x`).join(', ')}`);
+    if (noisy) say('   WARNING: other processes competed for the CPUs during some sections (see their noise lines): re-run on a quiet machine');
+    const finished = new Date();
+    say(`   wall time ${((finished.getTime() - started.getTime()) / 1000).toFixed(0)} s; JSON report: ${opts.out.startsWith(ROOT) ? opts.out.slice(ROOT.length + 1) : opts.out}`);
+    report.finishedAt = finished.toISOString();
+    report.text = text;
+    mkdirSync(dirname(opts.out), { recursive: true });
+    writeFileSync(opts.out, `${JSON.stringify(report, (_k, v: unknown) => (v instanceof Float64Array ? undefined : v), 2)}\n`);
+  } finally {
+    await lg?.stop().catch(() => {});
+    for (const child of children) await stopChild(child).catch(() => {});
+    await Promise.all(backends.map((b) => b.close()));
+  }
+}
+
+function profileSection(dir: string) {
+  const fileOf = (server: string) => {
+    try {
+      const f = readdirSync(join(dir, server)).find((name) => name.endsWith('.cpuprofile'));
+      return f ? join(dir, server, f) : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const extFile = fileOf('llm-extproc');
+  const bareFile = fileOf('bare');
+  if (!extFile || !bareFile) {
+    say('== Profile: no .cpuprofile was written');
+    return undefined;
+  }
+  const perRequest = (file: string, server: string) => {
+    const n = servedTotals[server] ?? 0;
+    const ms = categoryBreakdown(file);
+    return new Map([...ms].map(([k, v]) => [k, n ? (v * 1000) / n : NaN]));
+  };
+  const ext = perRequest(extFile, 'llm-extproc');
+  const bare = perRequest(bareFile, 'bare');
+  const names = [...new Set([...ext.keys(), ...bare.keys()])].filter((k) => k !== '(idle)' && k !== '(root)');
+  names.sort((a, b) => (ext.get(b) ?? 0) - (bare.get(b) ?? 0) - ((ext.get(a) ?? 0) - (bare.get(a) ?? 0)));
+  const busy = (m: Map<string, number>) => names.reduce((sum, k) => sum + (m.get(k) ?? 0), 0);
+  say(`== Profile (--cpu-prof, 1 ms sampling, whole run): sampled busy time per answered request, by component`);
+  say(`   requests answered: llm-extproc ${fmtInt(servedTotals['llm-extproc'] ?? 0)}, bare ${fmtInt(servedTotals.bare ?? 0)} (warm-ups included)`);
+  say(table([
+    ['component (self time)', 'llm-extproc µs/req', 'bare µs/req', 'extra µs/req'],
+    ...names.map((k) => [k, fmt(ext.get(k) ?? 0), fmt(bare.get(k) ?? 0), fmt((ext.get(k) ?? 0) - (bare.get(k) ?? 0))]),
+    ['total', fmt(busy(ext)), fmt(busy(bare)), fmt(busy(ext) - busy(bare))],
+  ]));
+  // Frame by frame, per answered request: where llm-extproc spends more than the floor.
+  const nExt = servedTotals['llm-extproc'] ?? 0;
+  const nBare = servedTotals.bare ?? 0;
+  const extFrames = frameTimes(extFile);
+  const bareFrames = frameTimes(bareFile);
+  const us = (m: Map<string, number>, k: string, n: number) => (n ? ((m.get(k) ?? 0) * 1000) / n : 0);
+  const frames = [...new Set([...extFrames.self.keys(), ...bareFrames.self.keys()])];
+  const extra = frames
+    .map((k) => ({ frame: k, ext: us(extFrames.self, k, nExt), bare: us(bareFrames.self, k, nBare) }))
+    .sort((a, b) => b.ext - b.bare - (a.ext - a.bare))
+    .slice(0, 25);
+  say();
+  say('   frames with the most extra self time (µs per answered request, llm-extproc − bare):');
+  say(table([['frame', 'llm-extproc', 'bare', 'extra'], ...extra.map((f) => [f.frame, fmt(f.ext), fmt(f.bare), fmt(f.ext - f.bare)])]));
+  const own = [...extFrames.inclusive.keys()]
+    .filter((k) => extFrames.category.get(k) === 'llm-extproc code (dist/src)')
+    .map((k) => ({ frame: k, inclusive: us(extFrames.inclusive, k, nExt), self: us(extFrames.self, k, nExt) }))
+    .sort((a, b) => b.inclusive - a.inclusive)
+    .slice(0, 20);
+  say();
+  say("   llm-extproc's own functions by inclusive time (µs per answered request; callees in grpc-js, protobuf, prom-client included):");
+  say(table([['frame', 'inclusive', 'self'], ...own.map((f) => [f.frame, fmt(f.inclusive), fmt(f.self)])]));
+  say();
+  return { componentsUsPerRequest: { llmExtproc: Object.fromEntries(ext), bare: Object.fromEntries(bare) }, servedTotals, extraFrames: extra, ownFrames: own };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});
