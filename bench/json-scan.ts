@@ -3,9 +3,9 @@
  * on chat bodies of several sizes, in the same process, and prints the ratio.
  * Run: node dist/bench/json-scan.js
  */
-import { scanTopLevel } from '../src/request/json-scan.js';
+import { WantedKeys, scanTopLevel } from '../src/request/json-scan.js';
 
-const WANTED = new Set(['model', 'owned_by', 'engine', 'inference_server']);
+const WANTED = new WantedKeys(['model', 'owned_by', 'engine', 'inference_server']);
 
 function chatBody(bytes: number): Buffer {
   const filler = 'The quick brown fox jumps over the lazy dog. \\"Quoted\\" text, unicode \u00e9\u4e2d. ';

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { scanTopLevel } from '../src/request/json-scan.js';
+import { WantedKeys, scanTopLevel } from '../src/request/json-scan.js';
 
-const WANTED = new Set(['model', 'owned_by', 'engine']);
+const WANTED = new WantedKeys(['model', 'owned_by', 'engine']);
 
 function scan(text: string | Buffer) {
   return scanTopLevel(Buffer.isBuffer(text) ? text : Buffer.from(text), WANTED);
@@ -25,6 +25,11 @@ describe('scanTopLevel', () => {
     const doc = JSON.stringify({ prompt: 'x\\"y"', model: value, engine: 'vllm' });
     assert.deepEqual(strings(doc), { model: value, engine: 'vllm' });
     assert.deepEqual(strings('{"model":"\\u0041\\u00e9"}'), { model: 'A\u00e9' });
+  });
+
+  it('matches a wanted key spelt with escapes, as JSON.parse would', () => {
+    assert.deepEqual(strings('{"mod\\u0065l":"escaped","m\\u006fdel2":"x"}'), { model: 'escaped' });
+    assert.deepEqual(strings('{"owned_byX":"no","ownedby":"no","owned_by":"yes"}'), { owned_by: 'yes' });
   });
 
   it('handles a string ending in escaped backslashes before the closing quote', () => {

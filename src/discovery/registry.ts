@@ -1,8 +1,16 @@
 import { Endpoint, type EndpointIdentity, type ModelCard } from './endpoint.js';
 
+/** The endpoints serving one model (or one model on one engine), built when the index is. */
+export interface CandidateSet {
+  kind: 'found';
+  all: readonly Endpoint[];
+  /** The subset that passed its last probe: what the picker chooses from. */
+  healthy: readonly Endpoint[];
+}
+
 /** Endpoints able to take a request, as the picker sees them. */
 export type CandidateLookup =
-  | { kind: 'found'; candidates: readonly Endpoint[] }
+  | CandidateSet
   /** No endpoint lists the model at all. */
   | { kind: 'unknown_model' }
   /** The model exists, but no endpoint of that engine serves it; `engines` lists who does. */
@@ -16,9 +24,10 @@ const SEPARATOR = '\u0000';
  */
 export class EndpointRegistry {
   private readonly endpoints = new Map<string, Endpoint>();
-  private byModel = new Map<string, Endpoint[]>();
-  private byModelAndEngine = new Map<string, Endpoint[]>();
-  /** Set when models or membership changed; the index is rebuilt on the next read. */
+  private byModel = new Map<string, CandidateSet>();
+  /** model → owned_by → endpoints; nested so a lookup never builds a key string. */
+  private byModelAndEngine = new Map<string, Map<string, CandidateSet>>();
+  /** Set when models, membership or health changed; the index is rebuilt on the next read. */
   private stale = false;
 
   /** Makes the registry hold exactly these identities, keeping existing Endpoint objects. */
@@ -51,7 +60,10 @@ export class EndpointRegistry {
       if (!sameModels(endpoint.models, change.models)) this.stale = true;
       endpoint.models = change.models;
     }
-    if (change.healthy !== undefined) endpoint.healthy = change.healthy;
+    if (change.healthy !== undefined && change.healthy !== endpoint.healthy) {
+      endpoint.healthy = change.healthy;
+      this.stale = true;
+    }
     if (change.healthy) {
       endpoint.lastSeen = new Date();
       endpoint.lastError = undefined;
@@ -60,18 +72,13 @@ export class EndpointRegistry {
     }
   }
 
-  /** Endpoints serving `model` (of engine `ownedBy` when given), healthy or not. */
+  /** Endpoints serving `model` (of engine `ownedBy` when given), all and healthy. */
   lookup(model: string, ownedBy: string | undefined): CandidateLookup {
     if (this.stale) this.reindex();
-    if (ownedBy === undefined) {
-      const candidates = this.byModel.get(model);
-      return candidates ? { kind: 'found', candidates } : { kind: 'unknown_model' };
-    }
-    const candidates = this.byModelAndEngine.get(model + SEPARATOR + ownedBy);
-    if (candidates) return { kind: 'found', candidates };
     const anyEngine = this.byModel.get(model);
-    if (!anyEngine) return { kind: 'unknown_model' };
-    return { kind: 'unknown_engine', engines: enginesOf(anyEngine, model) };
+    if (!anyEngine) return UNKNOWN_MODEL;
+    if (ownedBy === undefined) return anyEngine;
+    return this.byModelAndEngine.get(model)?.get(ownedBy) ?? { kind: 'unknown_engine', engines: enginesOf(anyEngine.all, model) };
   }
 
   /** Every (model, owned_by) pair served, one card each, for the aggregated `/v1/models`. */
@@ -87,24 +94,32 @@ export class EndpointRegistry {
   }
 
   private reindex(): void {
-    const byModel = new Map<string, Endpoint[]>();
-    const byModelAndEngine = new Map<string, Endpoint[]>();
-    const add = (index: Map<string, Endpoint[]>, key: string, endpoint: Endpoint) => {
-      const list = index.get(key);
-      if (!list) index.set(key, [endpoint]);
-      // An endpoint's cards are visited together, so a repeat can only be the last entry.
-      else if (list[list.length - 1] !== endpoint) list.push(endpoint);
-    };
+    const byModel = new Map<string, CandidateSet>();
+    const byModelAndEngine = new Map<string, Map<string, CandidateSet>>();
     for (const endpoint of this.endpoints.values()) {
       for (const card of endpoint.models) {
-        add(byModel, card.id, endpoint);
-        add(byModelAndEngine, card.id + SEPARATOR + card.owned_by, endpoint);
+        addTo(byModel, card.id, endpoint);
+        let engines = byModelAndEngine.get(card.id);
+        if (!engines) byModelAndEngine.set(card.id, (engines = new Map()));
+        addTo(engines, card.owned_by, endpoint);
       }
     }
     this.byModel = byModel;
     this.byModelAndEngine = byModelAndEngine;
     this.stale = false;
   }
+}
+
+const UNKNOWN_MODEL: CandidateLookup = { kind: 'unknown_model' };
+
+function addTo(index: Map<string, CandidateSet>, key: string, endpoint: Endpoint): void {
+  let set = index.get(key);
+  if (!set) index.set(key, (set = { kind: 'found', all: [], healthy: [] }));
+  const all = set.all as Endpoint[];
+  // An endpoint's cards are visited together, so a repeat can only be the last entry.
+  if (all[all.length - 1] === endpoint) return;
+  all.push(endpoint);
+  if (endpoint.healthy) (set.healthy as Endpoint[]).push(endpoint);
 }
 
 function sameModels(a: readonly ModelCard[], b: readonly ModelCard[]): boolean {

@@ -2,16 +2,24 @@ import type { HeaderValue__Output } from '../generated/envoy/config/core/v3/Head
 
 /**
  * Read-only view of the headers Envoy sent (lower-case keys, values in raw_value bytes).
- * Lookups scan the list: a request has a few dozen headers, and most are never read.
+ * Values are decoded on first lookup only: a request has a few dozen headers and most are never read.
  */
 export class RequestHeaders {
+  private readonly seen = new Map<string, string | undefined>();
+
   constructor(private readonly list: readonly HeaderValue__Output[]) {}
 
   get(name: string): string | undefined {
+    if (this.seen.has(name)) return this.seen.get(name);
+    let value: string | undefined;
     for (const header of this.list) {
-      if (header.key === name) return headerText(header);
+      if (header.key === name) {
+        value = headerText(header);
+        break;
+      }
     }
-    return undefined;
+    this.seen.set(name, value);
+    return value;
   }
 
   /** Every header as a plain object (first value wins), for plugins and logs. */

@@ -28,6 +28,7 @@ const CLOSE_BRACKET = 0x5d;
 const COLON = 0x3a;
 const COMMA = 0x2c;
 const SHORT_STRING_BYTES = 48;
+const NO_KEYS: readonly { name: string; bytes: Buffer }[] = [];
 /** Deeper nesting is refused rather than risking the call stack. */
 const MAX_DEPTH = 256;
 
@@ -44,8 +45,30 @@ function isWhitespace(byte: number): boolean {
   return byte === 0x20 || byte === 0x0a || byte === 0x0d || byte === 0x09;
 }
 
+/** The top-level keys a scan collects, prepared once so that most keys are rejected by length. */
+export class WantedKeys {
+  readonly names: ReadonlySet<string>;
+  /** Key bytes by byte length. */
+  readonly byLength = new Map<number, { name: string; bytes: Buffer }[]>();
+  /** An escaped key takes at most 6 bytes per character (\uXXXX); longer keys are never wanted. */
+  readonly longestEscaped: number;
+
+  constructor(names: readonly string[]) {
+    this.names = new Set(names);
+    let longest = 0;
+    for (const name of names) {
+      const bytes = Buffer.from(name);
+      const sameLength = this.byLength.get(bytes.length) ?? [];
+      sameLength.push({ name, bytes });
+      this.byLength.set(bytes.length, sameLength);
+      longest = Math.max(longest, bytes.length * 6);
+    }
+    this.longestEscaped = longest;
+  }
+}
+
 /** Scans `body`, which must be one JSON object, collecting the values of the `wanted` top-level keys. */
-export function scanTopLevel(body: Buffer, wanted: ReadonlySet<string>): ScanResult {
+export function scanTopLevel(body: Buffer, wanted: WantedKeys): ScanResult {
   try {
     return { ok: true, values: new Scanner(body, wanted).run() };
   } catch (err) {
@@ -59,18 +82,10 @@ class Scanner {
   private depth = 0;
   private readonly values = new Map<string, ScannedValue>();
 
-  /** Longer keys (in bytes, escapes included) cannot be wanted ones, so they are not decoded. */
-  private readonly longestWanted: number;
-
   constructor(
     private readonly buf: Buffer,
-    private readonly wanted: ReadonlySet<string>,
-  ) {
-    let longest = 0;
-    // An escaped key is at most 6 bytes per character (\uXXXX).
-    for (const key of wanted) longest = Math.max(longest, Buffer.byteLength(key) * 6);
-    this.longestWanted = longest;
-  }
+    private readonly wanted: WantedKeys,
+  ) {}
 
   run(): Map<string, ScannedValue> {
     this.skipWhitespace();
@@ -276,11 +291,18 @@ class Scanner {
     }
   }
 
-  /** True when the key between the quotes at `start` and `end` is one of the wanted ones. */
+  /** The wanted key between the quotes at `start` and `end`, if it is one. */
   private wantedKey(start: number, end: number): string | undefined {
+    const buf = this.buf;
     const length = end - start - 1;
-    if (length > this.longestWanted) return undefined;
+    for (const { name, bytes } of this.wanted.byLength.get(length) ?? NO_KEYS) {
+      let i = 0;
+      while (i < length && buf[start + 1 + i] === bytes[i]) i++;
+      if (i === length) return name;
+    }
+    // Only a key spelt with escapes (e.g. "mod\u0065l") can still be a wanted one.
+    if (length > this.wanted.longestEscaped || buf.subarray(start + 1, end).indexOf(BACKSLASH) === -1) return undefined;
     const key = this.decodeString(start, end);
-    return this.wanted.has(key) ? key : undefined;
+    return this.wanted.names.has(key) ? key : undefined;
   }
 }

@@ -1,7 +1,7 @@
 import type { RouteTable } from '../routing/routes.js';
 import { badRequest } from './errors.js';
 import type { RequestHeaders } from './headers.js';
-import { scanTopLevel } from './json-scan.js';
+import { WantedKeys, scanTopLevel } from './json-scan.js';
 
 /** Where the engine selector came from, in the order they are consulted. */
 export type OwnedBySource = 'body.owned_by' | 'body.engine' | 'body.inference_server' | 'header' | 'query' | 'route';
@@ -19,7 +19,7 @@ export interface RoutingRequest {
   requestId: string;
 }
 
-const BODY_KEYS = new Set(['model', 'owned_by', 'engine', 'inference_server']);
+const BODY_KEYS = new WantedKeys(['model', 'owned_by', 'engine', 'inference_server']);
 const ENGINE_KEYS = [
   ['owned_by', 'body.owned_by'],
   ['engine', 'body.engine'],

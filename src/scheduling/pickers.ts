@@ -6,27 +6,33 @@ export interface Picker {
   pick(candidates: readonly Endpoint[], key: string): Endpoint;
 }
 
-/** Fewest in-flight requests; ties broken uniformly at random so equal pods share load. */
+/**
+ * Fewest in-flight requests; ties broken uniformly at random so equal pods share load. Two passes
+ * (find the minimum and count its ties, then take the k-th tie) cost one random number per
+ * decision, however many endpoints tie.
+ */
 export class LeastOutstandingPicker implements Picker {
   readonly name = 'least_outstanding_requests';
 
   constructor(private readonly random: () => number = Math.random) {}
 
   pick(candidates: readonly Endpoint[]): Endpoint {
-    let best = candidates[0]!;
-    let ties = 1;
-    for (let i = 1; i < candidates.length; i++) {
-      const candidate = candidates[i]!;
-      if (candidate.inFlight < best.inFlight) {
-        best = candidate;
+    let least = Infinity;
+    let ties = 0;
+    for (let i = 0; i < candidates.length; i++) {
+      const load = candidates[i]!.inFlight;
+      if (load < least) {
+        least = load;
         ties = 1;
-      } else if (candidate.inFlight === best.inFlight) {
-        // Reservoir sampling: the k-th tie replaces the choice with probability 1/k.
+      } else if (load === least) {
         ties++;
-        if (this.random() * ties < 1) best = candidate;
       }
     }
-    return best;
+    let chosen = ties === 1 ? 0 : Math.floor(this.random() * ties);
+    for (let i = 0; i < candidates.length; i++) {
+      if (candidates[i]!.inFlight === least && chosen-- === 0) return candidates[i]!;
+    }
+    throw new Error('least-outstanding picker: the minimum was not found twice');
   }
 }
 

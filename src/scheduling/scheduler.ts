@@ -1,4 +1,3 @@
-import type { Endpoint } from '../discovery/endpoint.js';
 import type { EndpointRegistry } from '../discovery/registry.js';
 import { notFound, unavailable } from '../request/errors.js';
 import type { RoutingRequest } from '../request/routing-request.js';
@@ -31,7 +30,7 @@ export class Scheduler {
         `The model \`${request.model}\` is not served by engine \`${request.ownedBy}\` (served by: ${lookup.engines.join(', ')}).`,
       );
     }
-    const usable = healthyOnly(lookup.candidates);
+    const usable = lookup.healthy;
     if (usable.length === 0) {
       throw unavailable(
         'no_healthy_backend',
@@ -41,12 +40,4 @@ export class Scheduler {
     const key = request.ownedBy === undefined ? request.model : `${request.model}\u0000${request.ownedBy}`;
     return new Lease(this.picker.pick(usable, key));
   }
-}
-
-/** The list itself when every candidate is healthy (the common case: no allocation). */
-function healthyOnly(candidates: readonly Endpoint[]): readonly Endpoint[] {
-  let healthy = 0;
-  for (const endpoint of candidates) if (endpoint.healthy) healthy++;
-  if (healthy === candidates.length) return candidates;
-  return candidates.filter((endpoint) => endpoint.healthy);
 }
