@@ -8,6 +8,7 @@ import { Lease } from '../src/scheduling/ledger.js';
 import { LeastOutstandingPicker, RoundRobinPicker, type Picker } from '../src/scheduling/pickers.js';
 import { Scheduler } from '../src/scheduling/scheduler.js';
 
+const GROUP = {};
 const card = (id: string, owned_by: string): ModelCard => ({ id, object: 'model', created: 0, owned_by, root: id, parent: null });
 
 function endpoints(count: number): Endpoint[] {
@@ -24,17 +25,17 @@ function pickerContract(name: string, create: () => Picker) {
     it('always returns one of the candidates', () => {
       const picker = create();
       const list = endpoints(5);
-      for (let i = 0; i < 50; i++) assert.ok(list.includes(picker.pick(list, 'k')));
+      for (let i = 0; i < 50; i++) assert.ok(list.includes(picker.pick(list, GROUP)));
     });
     it('works with a single candidate', () => {
       const [only] = endpoints(1);
-      assert.equal(create().pick([only!], 'k'), only);
+      assert.equal(create().pick([only!], GROUP), only);
     });
     it('spreads equal load over every candidate', () => {
       const picker = create();
       const list = endpoints(4);
       const seen = new Set<Endpoint>();
-      for (let i = 0; i < 200; i++) seen.add(picker.pick(list, 'k'));
+      for (let i = 0; i < 200; i++) seen.add(picker.pick(list, GROUP));
       assert.equal(seen.size, 4);
     });
   });
@@ -73,11 +74,12 @@ describe('LeastOutstandingPicker', () => {
 });
 
 describe('RoundRobinPicker', () => {
-  it('takes candidates in turn, per key', () => {
+  it('takes candidates in turn, per candidate set', () => {
     const list = endpoints(3);
     const picker = new RoundRobinPicker();
-    assert.deepEqual([0, 1, 2, 3].map(() => picker.pick(list, 'a').name), ['pod-0', 'pod-1', 'pod-2', 'pod-0']);
-    assert.equal(picker.pick(list, 'b').name, 'pod-0');
+    const [a, b] = [{}, {}];
+    assert.deepEqual([0, 1, 2, 3].map(() => picker.pick(list, a).name), ['pod-0', 'pod-1', 'pod-2', 'pod-0']);
+    assert.equal(picker.pick(list, b).name, 'pod-0');
   });
 });
 

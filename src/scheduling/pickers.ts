@@ -3,7 +3,8 @@ import type { Endpoint } from '../discovery/endpoint.js';
 /** Chooses one endpoint among usable candidates (never called with an empty list). */
 export interface Picker {
   readonly name: string;
-  pick(candidates: readonly Endpoint[], key: string): Endpoint;
+  /** `group` identifies the candidate set (stable while the set is), for pickers that keep state per set. */
+  pick(candidates: readonly Endpoint[], group: object): Endpoint;
 }
 
 /**
@@ -36,14 +37,14 @@ export class LeastOutstandingPicker implements Picker {
   }
 }
 
-/** Takes candidates in turn, separately for each (model, owned_by) key. */
+/** Takes candidates in turn, separately for each candidate set (model, or model and engine). */
 export class RoundRobinPicker implements Picker {
   readonly name = 'round_robin';
-  private readonly next = new Map<string, number>();
+  private readonly next = new WeakMap<object, number>();
 
-  pick(candidates: readonly Endpoint[], key: string): Endpoint {
-    const turn = this.next.get(key) ?? 0;
-    this.next.set(key, turn + 1 >= Number.MAX_SAFE_INTEGER ? 0 : turn + 1);
+  pick(candidates: readonly Endpoint[], group: object): Endpoint {
+    const turn = this.next.get(group) ?? 0;
+    this.next.set(group, turn + 1 >= Number.MAX_SAFE_INTEGER ? 0 : turn + 1);
     return candidates[turn % candidates.length]!;
   }
 }

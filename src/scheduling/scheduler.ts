@@ -37,7 +37,6 @@ export class Scheduler {
         `No healthy backend is available for model \`${request.model}\`${request.ownedBy ? ` on engine \`${request.ownedBy}\`` : ''}; try again later.`,
       );
     }
-    const key = request.ownedBy === undefined ? request.model : `${request.model}\u0000${request.ownedBy}`;
-    return new Lease(this.picker.pick(usable, key));
+    return new Lease(this.picker.pick(usable, lookup));
   }
 }
