@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { STREAMED_CHUNK_BYTES } from '../src/extproc/responses.js';
 import { decodeProcessingResponse, encodeProcessingRequest } from './support/envoy/envoy-double.js';
-import { JSON_HEADERS, LLAMA, QWEN, chatBody, startCluster, type Cluster } from './support/harness.js';
+import { JSON_HEADERS, LLAMA, QWEN, chatBody, startCluster, withCluster, type Cluster } from './support/harness.js';
 
 /** An HttpHeaders message as Envoy fills it (raw_value only). */
 const rawHeaders = (record: Record<string, string>) => ({
@@ -46,20 +46,17 @@ describe('FULL_DUPLEX_STREAMED (endpoint-picker style)', () => {
   });
 
   it('a streamed body over --max-body-size is 413 as soon as it crosses the limit', async () => {
-    const limited = await startCluster({
+    await withCluster({
       pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.26' }],
       flags: ['--max-body-size=100KiB'],
       envoy: { processingMode: { requestBodyMode: 'FULL_DUPLEX_STREAMED', requestTrailerMode: 'SEND' } },
-    });
-    try {
+    }, async (limited) => {
       const chunk = Buffer.alloc(60 * 1024, 'a');
       const response = await limited.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, chunks: [chunk, chunk, chunk] });
       assert.equal(response.status, 413);
       assert.equal(JSON.parse(response.body.toString()).error.code, 'request_too_large');
       await limited.settled();
-    } finally {
-      await limited.close();
-    }
+    });
   });
 
   it('errors still come back as immediate responses', async () => {
@@ -106,22 +103,18 @@ describe('in-flight accounting', () => {
   });
 
   it('a backend that vanishes mid-request gets Envoy\'s 503 and leaves counters at zero', async () => {
-    const doomed = await startCluster({ pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.24' }] });
-    try {
+    await withCluster({ pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.24' }] }, async (doomed) => {
       const exchange = await doomed.envoy.open({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN }) });
       assert.equal(doomed.inFlight()[exchange.upstream!], 1);
       await doomed.pods[0]!.close();
       const response = await exchange.forward();
       assert.equal(response.status, 503);
       await doomed.settled();
-    } finally {
-      await doomed.close();
-    }
+    });
   });
 
   it('a backend that dies in the middle of an SSE stream leaves counters at zero', async () => {
-    const doomed = await startCluster({ pods: [{ engine: 'sglang', models: [QWEN], host: '127.0.0.25', interTokenMs: 20 }] });
-    try {
+    await withCluster({ pods: [{ engine: 'sglang', models: [QWEN], host: '127.0.0.25', interTokenMs: 20 }] }, async (doomed) => {
       const exchange = await doomed.envoy.open({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN, stream: true, max_tokens: 200 }) });
       const forwarded = exchange.forward();
       await new Promise((resolve) => setTimeout(resolve, 60));
@@ -130,9 +123,7 @@ describe('in-flight accounting', () => {
       const response = await forwarded;
       assert.doesNotMatch(response.body.toString(), /\[DONE\]/, 'the stream was cut short');
       await doomed.settled();
-    } finally {
-      await doomed.close();
-    }
+    });
   });
 
   it('a long SSE generation stays counted until its stream ends', async () => {
@@ -216,8 +207,7 @@ describe('protocol edge cases', () => {
   });
 
   it('STREAMED bodies are routed on headers and every chunk is answered in order', async () => {
-    const streamed = await startCluster({ pods: [{ engine: 'sglang', models: [QWEN], host: '127.0.0.21' }], envoy: { processingMode: { requestBodyMode: 'STREAMED', responseHeaderMode: 'SEND' } } });
-    try {
+    await withCluster({ pods: [{ engine: 'sglang', models: [QWEN], host: '127.0.0.21' }], envoy: { processingMode: { requestBodyMode: 'STREAMED', responseHeaderMode: 'SEND' } } }, async (streamed) => {
       const body = chatBody({ model: QWEN });
       const response = await streamed.envoy.request({
         method: 'POST', path: '/v1/chat/completions', headers: { ...JSON_HEADERS, 'x-gateway-model-name': QWEN },
@@ -226,36 +216,28 @@ describe('protocol edge cases', () => {
       assert.equal(response.status, 200);
       assert.equal(response.upstream, streamed.pods[0]!.address);
       assert.equal(response.trace.filter((t) => t === '<request_body').length, 2);
-    } finally {
-      await streamed.close();
-    }
+    });
   });
 
   it('without protocol_config, --request-body-mode says what Envoy sends', async () => {
-    const legacy = await startCluster({
+    await withCluster({
       pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.22' }],
       flags: ['--request-body-mode=FULL_DUPLEX_STREAMED'],
       envoy: { sendProtocolConfig: false, processingMode: { requestBodyMode: 'FULL_DUPLEX_STREAMED', requestTrailerMode: 'SEND' } },
-    });
-    try {
+    }, async (legacy) => {
       const response = await legacy.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, chunks: [Buffer.from(chatBody({ model: QWEN }))] });
       assert.equal(response.status, 200);
       assert.equal(response.upstream, legacy.pods[0]!.address);
-    } finally {
-      await legacy.close();
-    }
+    });
   });
 
   it("Envoy's graceful close gets an OK status from llm-extproc", async () => {
-    const graceful = await startCluster({ pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.23' }], envoy: { closeMode: 'graceful' } });
-    try {
+    await withCluster({ pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.23' }], envoy: { closeMode: 'graceful' } }, async (graceful) => {
       const response = await graceful.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN }) });
       assert.equal(response.status, 200);
       assert.equal(response.grpcStatus?.source, 'trailers');
       assert.equal(response.grpcStatus?.code, 0);
       await graceful.settled();
-    } finally {
-      await graceful.close();
-    }
+    });
   });
 });

@@ -105,6 +105,16 @@ export async function startCluster(
   };
 }
 
+/** Runs `fn` against a cluster of its own, closed afterwards whatever happens. */
+export async function withCluster<T>(options: Parameters<typeof startCluster>[0], fn: (cluster: Cluster) => Promise<T>): Promise<T> {
+  const cluster = await startCluster(options);
+  try {
+    return await fn(cluster);
+  } finally {
+    await cluster.close();
+  }
+}
+
 export function chatBody(fields: Record<string, unknown>): string {
   return JSON.stringify({ messages: [{ role: 'user', content: 'Hello!' }], max_tokens: 4, ...fields });
 }
