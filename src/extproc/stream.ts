@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { HeaderValue__Output } from '../generated/envoy/config/core/v3/HeaderValue.js';
 import type { ProcessingRequest__Output } from '../generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
 import type { OutgoingResponse } from './encoded.js';
-import { tooLarge } from '../request/errors.js';
+import { openAIErrorBody, tooLarge } from '../request/errors.js';
 import { RequestHeaders } from '../request/headers.js';
 import {
   CONTINUE_REQUEST_BODY,
@@ -257,7 +257,7 @@ export class ExtProcStream {
     this.log.error({ err, requestId: this.requestId }, 'routing failed unexpectedly');
     this.reply({
       status: 500,
-      body: JSON.stringify({ error: { message: 'llm-extproc failed to route the request.', type: 'internal_error', param: null, code: 'internal_error' } }),
+      body: openAIErrorBody('llm-extproc failed to route the request.', 'internal_error', 'internal_error'),
       contentType: JSON_TYPE,
       reason: 'llm_extproc_internal_error',
     });

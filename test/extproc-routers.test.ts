@@ -27,28 +27,37 @@ const headers = (record: Record<string, string>) => ({
   headers: { headers: Object.entries(record).map(([key, value]) => ({ key, raw_value: Buffer.from(value) })) },
 });
 
+/** The real ext_proc server with `router`, and an Envoy double (BUFFERED) in front of it. */
+async function serve(router: RequestRouter): Promise<{ envoy: EnvoyDouble; stop(): Promise<void> }> {
+  const server = new ExtProcServer(
+    {
+      host: '127.0.0.1', port: 0, maxReceiveMessageBytes: 1 << 20, drainTimeoutMs: 1000, defaultRequestBodyMode: 'BUFFERED',
+      defaultResponseBodyMode: 'NONE', maxBodyBytes: 1 << 20, destinationHeader: 'x-gateway-destination-endpoint', routedToHeader: 'x-routed-to',
+    },
+    router,
+    { decided: () => undefined, protocolError: () => undefined },
+    createLogger('silent'),
+  );
+  const port = await server.start();
+  const envoy = new EnvoyDouble({ extProcTarget: `127.0.0.1:${port}`, processingMode: { requestBodyMode: 'BUFFERED' }, messageTimeoutMs: 5000 });
+  await envoy.connect();
+  return {
+    envoy,
+    async stop() {
+      await envoy.close();
+      await server.stop();
+    },
+  };
+}
+
 describe('ext_proc streams with an asynchronous router', () => {
   const router = new SlowRouter(50);
-  let server: ExtProcServer;
   let envoy: EnvoyDouble;
+  let stop: () => Promise<void>;
   before(async () => {
-    server = new ExtProcServer(
-      {
-        host: '127.0.0.1', port: 0, maxReceiveMessageBytes: 1 << 20, drainTimeoutMs: 1000, defaultRequestBodyMode: 'BUFFERED',
-        defaultResponseBodyMode: 'NONE', maxBodyBytes: 1 << 20, destinationHeader: 'x-gateway-destination-endpoint', routedToHeader: 'x-routed-to',
-      },
-      router,
-      { decided: () => undefined, protocolError: () => undefined },
-      createLogger('silent'),
-    );
-    const port = await server.start();
-    envoy = new EnvoyDouble({ extProcTarget: `127.0.0.1:${port}`, messageTimeoutMs: 5000 });
-    await envoy.connect();
+    ({ envoy, stop } = await serve(router));
   });
-  after(async () => {
-    await envoy.close();
-    await server.stop();
-  });
+  after(async () => stop());
 
   it('messages that arrive while deciding are answered afterwards, in order', async () => {
     const stream = await envoy.openRawStream();
@@ -82,4 +91,23 @@ describe('ext_proc streams with an asynchronous router', () => {
     assert.equal(router.decided, decidedBefore + 1, 'the decision completed after the stream ended');
     assert.equal(router.releases, releasesBefore + 1, 'and was released exactly once');
   });
+});
+
+describe('a router that fails', () => {
+  for (const [name, router] of [
+    ['throws', { decide: () => { throw new Error('boom'); } }],
+    ['rejects', { decide: () => Promise.reject(new Error('boom')) }],
+  ] as const) {
+    it(`${name}: the request gets a 500 OpenAI-style immediate response`, async () => {
+      const { envoy, stop } = await serve(router as RequestRouter);
+      try {
+        const response = await envoy.request({ method: 'POST', path: '/v1/chat/completions', body: '{"model":"m"}' });
+        assert.equal(response.status, 500);
+        assert.equal(response.localReply, true);
+        assert.equal(JSON.parse(response.body.toString()).error.code, 'internal_error');
+      } finally {
+        await stop();
+      }
+    });
+  }
 });
