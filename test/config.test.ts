@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { ConfigError, parseBytes, parseConfig, parseDuration } from '../src/config/config.js';
 import { StaticConfigError, parseStaticHost, staticModelCards } from '../src/discovery/static.js';
@@ -76,6 +77,11 @@ describe('route config files', () => {
     assert.equal((await loadRouteTable(join(dir, 'routes.json'))).match('/v1/chat/completions')?.model, 'gpt-3.5-turbo');
     assert.equal((await loadRouteTable(join(dir, 'routes.yaml'))).match('/v1/x')?.owned_by, 'sglang');
   });
+  it('the example config/routes.json shipped with the project loads', async () => {
+    const table = await loadRouteTable(fileURLToPath(new URL('../../config/routes.json', import.meta.url)));
+    assert.equal(table.match('/v1/completions')?.owned_by, 'vllm');
+  });
+
   it('rejects bad files naming the field', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'routes-'));
     const cases: [string, RegExp][] = [
