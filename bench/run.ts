@@ -101,7 +101,7 @@ function parseOptions(): Options {
     nodelay: values.nodelay || process.env.BENCH_NODELAY === '1',
     bareLike: values['bare-like'] ?? '',
     sections,
-    closedSeconds: num(pick(values.seconds, 'BENCH_SECONDS', '15', '2.5'), '--seconds'),
+    closedSeconds: num(pick(values.seconds, 'BENCH_SECONDS', '10', '2.5'), '--seconds'),
     warmupSeconds: num(pick(values.warmup, 'BENCH_WARMUP_SECONDS', '1', '0.5'), '--warmup'),
     rounds: Math.round(num(pick(values.rounds, 'BENCH_ROUNDS', '4', '2'), '--rounds')),
     concurrency: list(pick(values.concurrency, 'BENCH_CONCURRENCY', '1,16,64,256', '1,16,64,256'), '--concurrency').map(Math.round),
