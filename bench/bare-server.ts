@@ -1,10 +1,18 @@
 /**
  * The floor: an ext_proc server that does no work. Same stack as llm-extproc (@grpc/grpc-js, the
  * same proto-loader package definition and codec, the same grpc.Server options and HTTP/2 stream
- * reset limits), answering every ProcessingRequest at once:
+ * reset limits), answering every ProcessingRequest at once. BUFFERED (or no protocol_config):
  *   request_headers  → CONTINUE (empty HeadersResponse)
  *   request_body     → a fixed x-gateway-destination-endpoint header mutation + clear_route_cache
  *   response_headers / response_body / trailers → empty answers
+ * FULL_DUPLEX_STREAMED request body (protocol_config on the first message), the least a correct
+ * server must do:
+ *   request_headers  → nothing yet; the body chunks are collected
+ *   request_body with end_of_stream (or request_trailers, which end the body when it had no
+ *                    end_of_stream) → the request_headers answer with the fixed destination header
+ *                    mutation + clear_route_cache, then the body echoed as request_body answers with
+ *                    body_mutation.streamed_response chunks of ≤ 62,000 bytes, the last with
+ *                    end_of_stream (after trailers: end_of_stream false, then the trailers answer)
  * and ending the call with OK when the client half-closes, as llm-extproc does.
  *
  * The server options are not copied by hand: an ExtProcServer is constructed (never started) with
@@ -41,8 +49,10 @@ import { RouteTable } from '../src/routing/routes.js';
 import { LeastOutstandingPicker } from '../src/scheduling/pickers.js';
 import { Scheduler } from '../src/scheduling/scheduler.js';
 import type { Lease } from '../src/scheduling/ledger.js';
+import { MAX_STREAMED_CHUNK_BYTES } from './messages.js';
 
 const MiB = 1024 * 1024;
+const EMPTY = Buffer.alloc(0);
 
 const { values } = parseArgs({
   options: {
@@ -94,29 +104,42 @@ if (!internals.commonServerOptions || !reference.commonServerOptions) {
 }
 Object.assign(internals.commonServerOptions, reference.commonServerOptions);
 
-const destinationAnswer: ProcessingResponse = {
-  request_body: {
-    response: {
-      header_mutation: {
-        set_headers: [{ header: { key: values['destination-header']!, raw_value: Buffer.from(values.destination!) }, append: { value: false } }],
-      },
-      clear_route_cache: true,
+const destinationMutation = {
+  response: {
+    header_mutation: {
+      set_headers: [{ header: { key: values['destination-header']!, raw_value: Buffer.from(values.destination!) }, append: { value: false } }],
     },
+    clear_route_cache: true,
   },
 };
 const ANSWERS: Record<string, ProcessingResponse> = {
   request_headers: { request_headers: {} },
-  request_body: destinationAnswer,
+  request_body: { request_body: destinationMutation },
   request_trailers: { request_trailers: {} },
   response_headers: { response_headers: {} },
   response_body: { response_body: {} },
   response_trailers: { response_trailers: {} },
 };
+/** FULL_DUPLEX_STREAMED: the destination goes on the request_headers answer. */
+let fullDuplexRoute: ProcessingResponse = { request_headers: destinationMutation };
 
 const destinationBytes = Buffer.from(values.destination!);
 if (LIKE.has('responses')) {
   ANSWERS.request_body = routeResponse('request_body', values['destination-header']!, values.destination!, destinationBytes);
   ANSWERS.response_headers = routedToResponse('x-routed-to', destinationBytes);
+  fullDuplexRoute = routeResponse('request_headers', values['destination-header']!, values.destination!, destinationBytes);
+}
+
+/** FULL_DUPLEX_STREAMED: write `body` back as streamed_response chunks; the last carries `endOfStream`. */
+function echo(call: grpc.ServerDuplexStream<ProcessingRequest__Output, ProcessingResponse>, body: Buffer, endOfStream: boolean): void {
+  let offset = 0;
+  do {
+    const end = Math.min(offset + MAX_STREAMED_CHUNK_BYTES, body.length);
+    call.write({
+      request_body: { response: { body_mutation: { streamed_response: { body: body.subarray(offset, end), end_of_stream: endOfStream && end === body.length } } } },
+    });
+    offset = end;
+  } while (offset < body.length);
 }
 
 // --like=route: llm-extproc's request reading and scheduling, over 4 endpoints serving the model.
@@ -142,26 +165,61 @@ server.addService(definition.envoy.service.ext_proc.v3.ExternalProcessor.service
     let requestId = '';
     let lease: Lease | undefined;
     let startedAt = 0;
+    let fullDuplex = false;
+    /** FULL_DUPLEX: the request_headers answer is held until the body is complete. */
+    let holding = false;
+    let chunks: Buffer[] = [];
+    /** --like=route/metrics: the work llm-extproc does once it has the body. */
+    const decide = (body: Buffer) => {
+      let model = '';
+      let ownedBy = '';
+      if (LIKE.has('route') && headers) {
+        const routing = readRoutingRequest(headers, body, routes, requestId);
+        lease = scheduler.schedule(routing);
+        model = routing.model;
+        ownedBy = routing.ownedBy ?? '';
+      }
+      if (metrics) {
+        metrics.requests.inc({ outcome: 'routed', status: '200', model, owned_by: ownedBy });
+        metrics.decisionSeconds.observe((performance.now() - startedAt) / 1000);
+      }
+    };
+    /** FULL_DUPLEX: the body is complete: the route on the headers answer, then the echo. */
+    const release = (trailersFollow: boolean) => {
+      holding = false;
+      const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+      chunks = [];
+      if (LIKE.size > 0) decide(body);
+      if (call.cancelled || call.writableEnded) return;
+      call.write(fullDuplexRoute);
+      echo(call, body, !trailersFollow);
+      if (trailersFollow) call.write(ANSWERS.request_trailers!);
+    };
     call.on('data', (message: ProcessingRequest__Output) => {
-      if (LIKE.size > 0) {
+      if (message.protocol_config) fullDuplex = message.protocol_config.request_body_mode === 'FULL_DUPLEX_STREAMED';
+      if (LIKE.size > 0 && message.request === 'request_headers') {
+        startedAt = performance.now();
+        headers = new RequestHeaders((message.request_headers!.headers?.headers ?? []) as HeaderValue__Output[]);
+        requestId = headers.get('x-request-id') ?? '';
+      }
+      if (fullDuplex) {
         if (message.request === 'request_headers') {
-          startedAt = performance.now();
-          headers = new RequestHeaders((message.request_headers!.headers?.headers ?? []) as HeaderValue__Output[]);
-          requestId = headers.get('x-request-id') ?? '';
-        } else if (message.request === 'request_body') {
-          let model = '';
-          let ownedBy = '';
-          if (LIKE.has('route') && headers) {
-            const routing = readRoutingRequest(headers, message.request_body!.body, routes, requestId);
-            lease = scheduler.schedule(routing);
-            model = routing.model;
-            ownedBy = routing.ownedBy ?? '';
+          if (!message.request_headers!.end_of_stream) {
+            holding = true;
+            return;
           }
-          if (metrics) {
-            metrics.requests.inc({ outcome: 'routed', status: '200', model, owned_by: ownedBy });
-            metrics.decisionSeconds.observe((performance.now() - startedAt) / 1000);
-          }
+          // No body will come: the route goes on the headers answer at once.
+          if (!call.cancelled && !call.writableEnded) call.write(fullDuplexRoute);
+          return;
         }
+        if (holding && message.request === 'request_body') {
+          chunks.push(message.request_body!.body ?? EMPTY);
+          if (message.request_body!.end_of_stream) release(false);
+          return;
+        }
+        if (holding && message.request === 'request_trailers') return release(true);
+      } else if (LIKE.size > 0 && message.request === 'request_body') {
+        decide(message.request_body!.body ?? EMPTY);
       }
       const answer = message.request ? ANSWERS[message.request] : undefined;
       if (answer && !call.cancelled && !call.writableEnded) call.write(answer);

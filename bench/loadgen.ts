@@ -1,33 +1,46 @@
 /**
  * The Envoy-like load generator, run as a child process of bench/run.ts (IPC, advanced
- * serialization). Each request is one ext_proc stream with Envoy's BUFFERED lifecycle:
+ * serialization). Each request is one ext_proc stream with one of Envoy's two lifecycles:
  *
- *   open stream + request_headers (protocol_config BUFFERED/NONE) → wait for the answer
+ * BUFFERED (`requestMode: 'buffered'`):
+ *   open stream + request_headers (protocol_config BUFFERED/NONE) → wait for the answer (CONTINUE)
  *   → request_body (whole body, end_of_stream) → wait for the answer carrying the destination
  *   → response_headers (:status 200) → wait → closeLikeEnvoy() (END_STREAM + RST_STREAM(CANCEL))
+ *
+ * FULL_DUPLEX_STREAMED (`requestMode: 'full_duplex'`):
+ *   open stream + request_headers (protocol_config FULL_DUPLEX_STREAMED/NONE) and request_body
+ *   (whole body, end_of_stream) back to back, without waiting → wait for the request_headers answer
+ *   carrying the destination (sent by the server only once it has read the body) → the body echoed
+ *   as request_body answers with body_mutation.streamed_response chunks (≤ 62,000 bytes, the last
+ *   with end_of_stream), checked to re-assemble the body → response_headers → wait → closeLikeEnvoy()
  *
  * Streams are spread round-robin over several HTTP/2 connections (as Envoy's workers each hold
  * one). Closed loop: N requests in flight, a finished one starts the next at once. Open loop:
  * Poisson arrivals at a fixed rate, independent of completions.
  *
- * Decision latency = from opening the stream with request_headers to receiving the request_body
- * answer (which carries x-gateway-destination-endpoint): both round trips of a BUFFERED decision.
+ * Decision latency = from opening the stream with request_headers to receiving the answer that
+ * carries x-gateway-destination-endpoint: the request_body answer in BUFFERED (both round trips),
+ * the request_headers answer in FULL_DUPLEX (one round trip, the body travelling with the headers).
  *
  * Every answer is checked cheaply (the oneof tag in its first byte, the destination header name in
- * the body answer); one request_body answer in VALIDATE_EVERY is fully decoded and its destination
- * tallied. The measured server's CPU time and our own are read from /proc at the exact window edges.
+ * the routing answer, the echoed chunks read off the wire and compared with the body); one routing
+ * answer in VALIDATE_EVERY is fully decoded and its destination tallied (in FULL_DUPLEX, the first
+ * echo answer of that request is fully decoded too, as a cross-check of the wire reader). The measured server's CPU time and our own are read from /proc at the exact window edges.
  */
 import { performance } from 'node:perf_hooks';
 import { EXT_PROC_METHOD_PATH } from '../src/extproc/proto.js';
 import { GrpcH2Connection, type GrpcCallStatus, type GrpcH2Stream } from '../test/support/envoy/grpc-h2.js';
 import {
   DESTINATION_HEADER,
+  MAX_STREAMED_CHUNK_BYTES,
   RESPONSE_TAG,
   RequestHeadersTemplate,
   chatBody,
+  decodedStreamedChunk,
   destinationOf,
   requestBodyMessage,
   responseHeadersMessage,
+  streamedChunkOf,
 } from './messages.js';
 import { machineCpuMs, processCpuMs } from './proc.js';
 import { Samples } from './stats.js';
@@ -43,6 +56,9 @@ export interface Scenario {
   connections: number;
   /** ping: HTTP/2 PING round trips only (answered inside nghttp2: the transport's floor). */
   mode: 'closed' | 'open' | 'ping';
+  /** Envoy's request body mode: BUFFERED (two round trips to the decision) or FULL_DUPLEX_STREAMED
+   *  (headers and body sent at once, the decision on the headers answer, the body echoed). */
+  requestMode: 'buffered' | 'full_duplex';
   /** Closed loop: requests in flight. */
   concurrency: number;
   /** Open loop: arrivals per second (Poisson). */
@@ -75,15 +91,18 @@ export interface ScenarioResult {
   /** Decision latency samples (µs) of requests whose decision arrived inside the window
    *  (ping mode: PING round trips). */
   latencyUs: Float64Array;
-  /** First round trip only: request_headers sent (stream opened) → its answer (µs). */
+  /** BUFFERED, first round trip only: request_headers sent (stream opened) → its answer (µs). */
   headersRtUs: Float64Array;
+  /** FULL_DUPLEX: request_headers sent → the echoed body's last chunk (end_of_stream) received (µs),
+   *  i.e. until Envoy would have the whole body back to send upstream. */
+  echoUs: Float64Array;
   /** Open loop: how late each arrival was sent compared to its schedule (µs). */
   lagUs: Float64Array;
   errors: Record<string, number>;
   goaways: number;
   streamsLost: number;
   connectionErrors: number;
-  /** Fully decoded request_body answers and the destinations they named. */
+  /** Fully decoded routing answers and the destinations they named. */
   validated: number;
   destinations: Record<string, number>;
 }
@@ -107,9 +126,16 @@ function prng(seed: number): () => number {
 interface Active {
   stream: GrpcH2Stream;
   startedAt: number;
+  /** 0: awaiting the request_headers answer; 1: the request_body answer (BUFFERED) or the echo
+   *  (FULL_DUPLEX); 2: the response_headers answer; 3: done. */
   stage: number;
   done: boolean;
   onDone: (() => void) | undefined;
+  /** The raw body sent (FULL_DUPLEX: what the echo must re-assemble) and how much came back. */
+  body: Buffer;
+  echoed: number;
+  /** FULL_DUPLEX: cross-check the echo of this request with a full decode. */
+  sampled: boolean;
 }
 
 class Run {
@@ -117,6 +143,9 @@ class Run {
   private readonly retired: GrpcH2Connection[] = [];
   private rr = 0;
   private readonly headers: RequestHeadersTemplate;
+  private readonly fullDuplex: boolean;
+  /** Per engine: the raw body and its serialized request_body message. */
+  private readonly rawBodies: Buffer[];
   private readonly bodies: Buffer[];
   private readonly responseHeaders = responseHeadersMessage();
   private bodyTurn = 0;
@@ -128,17 +157,21 @@ class Run {
   private started = 0;
   private readonly latency = new Samples();
   private readonly headersRt = new Samples();
+  private readonly echo = new Samples();
   private readonly lag = new Samples(1024);
   private readonly errors: Record<string, number> = {};
   private validated = 0;
-  private bodyAnswers = 0;
+  /** Routing answers received (the validation sample counts them). */
+  private routed = 0;
   private readonly destinations: Record<string, number> = {};
   private reconnecting = 0;
 
   constructor(private readonly s: Scenario) {
-    this.headers = new RequestHeadersTemplate(s.bodyBytes, s.seed);
+    this.fullDuplex = s.requestMode === 'full_duplex';
+    this.headers = new RequestHeadersTemplate(s.bodyBytes, s.seed, this.fullDuplex ? 'FULL_DUPLEX_STREAMED' : 'BUFFERED');
     // Alternate between the two engines so both (model, owned_by) pools are used.
-    this.bodies = ['vllm', 'sglang'].map((engine) => requestBodyMessage(chatBody(s.bodyBytes, engine)));
+    this.rawBodies = ['vllm', 'sglang'].map((engine) => chatBody(s.bodyBytes, engine));
+    this.bodies = this.rawBodies.map(requestBodyMessage);
   }
 
   async execute(): Promise<ScenarioResult> {
@@ -186,6 +219,7 @@ class Run {
       machineStealMs: cpu1.machine.steal - cpu0.machine.steal,
       latencyUs: this.latency.toArray(),
       headersRtUs: this.headersRt.toArray(),
+      echoUs: this.echo.toArray(),
       lagUs: this.lag.toArray(),
       errors: this.errors,
       goaways: stats.reduce((n, st) => n + st.goawayCount, 0),
@@ -213,7 +247,7 @@ class Run {
     return {
       name: this.s.name, completed: this.latency.length, started: this.latency.length, completedTotal: 0, wallMs,
       serverCpuMs: 0, loadgenCpuMs: 0, idleServerCpuMs: 0, machineBusyMs: 0, machineStealMs: 0,
-      latencyUs: this.latency.toArray(), headersRtUs: new Float64Array(0), lagUs: new Float64Array(0), errors: {},
+      latencyUs: this.latency.toArray(), headersRtUs: new Float64Array(0), echoUs: new Float64Array(0), lagUs: new Float64Array(0), errors: {},
       goaways: 0, streamsLost: 0, connectionErrors: 0, validated: 0, destinations: {},
     };
   }
@@ -295,29 +329,82 @@ class Run {
     if (this.measuring) this.started++;
     const startedAt = performance.now();
     const stream = conn.openStream(EXT_PROC_METHOD_PATH);
-    const a: Active = { stream, startedAt, stage: 0, done: false, onDone };
+    const turn = this.bodyTurn++ & 1;
+    const a: Active = { stream, startedAt, stage: 0, done: false, onDone, body: this.rawBodies[turn]!, echoed: 0, sampled: false };
     this.active.add(a);
-    stream.onMessage = (m) => this.onAnswer(a, m);
+    stream.onMessage = this.fullDuplex ? (m) => this.onFullDuplexAnswer(a, m) : (m) => this.onAnswer(a, m, turn);
     stream.onEnd = (st) => this.onEnd(a, st);
     stream.send(this.headers.next());
+    // FULL_DUPLEX: Envoy streams the body right behind the headers, without waiting for an answer.
+    if (this.fullDuplex) stream.send(this.bodies[turn]!);
   }
 
-  private onAnswer(a: Active, m: Buffer): void {
+  /** BUFFERED: request_headers → CONTINUE, request_body → destination, response_headers. */
+  private onAnswer(a: Active, m: Buffer, turn: number): void {
     switch (a.stage) {
       case 0:
         if (m[0] !== RESPONSE_TAG.request_headers) return this.fail(a, unexpected('request_headers', m));
         if (this.measuring) this.headersRt.push((performance.now() - a.startedAt) * 1000);
         a.stage = 1;
-        a.stream.send(this.bodies[this.bodyTurn++ & 1]!);
+        a.stream.send(this.bodies[turn]!);
         return;
       case 1: {
         if (m[0] !== RESPONSE_TAG.request_body || m.indexOf(DEST_BYTES) < 0) return this.fail(a, unexpected('request_body', m));
         if (this.measuring) this.latency.push((performance.now() - a.startedAt) * 1000);
-        if (++this.bodyAnswers % VALIDATE_EVERY === 1) this.validate(m);
+        if (++this.routed % VALIDATE_EVERY === 1) this.validate(m);
         a.stage = 2;
         a.stream.send(this.responseHeaders);
         return;
       }
+      default:
+        return this.onResponseHeadersAnswer(a, m);
+    }
+  }
+
+  /** FULL_DUPLEX: request_headers → destination (after the body), the body echoed, response_headers. */
+  private onFullDuplexAnswer(a: Active, m: Buffer): void {
+    switch (a.stage) {
+      case 0:
+        if (m[0] !== RESPONSE_TAG.request_headers || m.indexOf(DEST_BYTES) < 0) return this.fail(a, unexpected('request_headers', m));
+        if (this.measuring) this.latency.push((performance.now() - a.startedAt) * 1000);
+        if (++this.routed % VALIDATE_EVERY === 1) {
+          this.validate(m);
+          a.sampled = true;
+        }
+        a.stage = 1;
+        return;
+      case 1: {
+        if (m[0] !== RESPONSE_TAG.request_body) return this.fail(a, unexpected('request_body (echo)', m));
+        const chunk = streamedChunkOf(m);
+        if (!chunk) return this.fail(a, 'request_body answer without body_mutation.streamed_response');
+        if (a.sampled) {
+          // Once per sampled request: the codec must read the same chunk as the wire reader.
+          a.sampled = false;
+          const decoded = decodedStreamedChunk(m);
+          if (!decoded || !decoded.body.equals(chunk.body) || decoded.endOfStream !== chunk.endOfStream) {
+            return this.fail(a, 'streamed_response read off the wire differs from the decoded one');
+          }
+        }
+        const n = chunk.body.length;
+        if (n > MAX_STREAMED_CHUNK_BYTES) return this.fail(a, `echoed chunk of ${n} bytes (> ${MAX_STREAMED_CHUNK_BYTES})`);
+        if (a.echoed + n > a.body.length || a.body.compare(chunk.body, 0, n, a.echoed, a.echoed + n) !== 0) {
+          return this.fail(a, 'echoed body differs from the body sent');
+        }
+        a.echoed += n;
+        if (!chunk.endOfStream) return;
+        if (a.echoed !== a.body.length) return this.fail(a, `echo ended (end_of_stream) after ${a.echoed} of ${a.body.length} bytes`);
+        if (this.measuring) this.echo.push((performance.now() - a.startedAt) * 1000);
+        a.stage = 2;
+        a.stream.send(this.responseHeaders);
+        return;
+      }
+      default:
+        return this.onResponseHeadersAnswer(a, m);
+    }
+  }
+
+  private onResponseHeadersAnswer(a: Active, m: Buffer): void {
+    switch (a.stage) {
       case 2:
         if (m[0] !== RESPONSE_TAG.response_headers) return this.fail(a, unexpected('response_headers', m));
         a.stage = 3;
@@ -334,7 +421,7 @@ class Run {
   private validate(m: Buffer): void {
     const destination = destinationOf(m);
     if (destination === undefined) {
-      this.count('request_body answer without destination (decoded)');
+      this.count('routing answer without destination (decoded)');
       return;
     }
     this.validated++;

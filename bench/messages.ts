@@ -1,7 +1,10 @@
 /**
  * The ext_proc messages the load generator sends, serialized once with the same proto-loader codec
- * the servers use, exactly as Envoy's BUFFERED lifecycle sends them: request_headers (with
- * protocol_config), request_body (the whole body, end_of_stream), response_headers.
+ * the servers use, exactly as Envoy sends them: request_headers (with protocol_config naming the
+ * request body mode, BUFFERED or FULL_DUPLEX_STREAMED), request_body (the whole body,
+ * end_of_stream), response_headers. And the cheap readers for the answers: the destination
+ * (sampled full decode) and the streamed_response chunk of a FULL_DUPLEX body echo (a few varints,
+ * no decode).
  */
 import type { MethodDefinition, PackageDefinition } from '@grpc/proto-loader';
 import type { ProcessingRequest } from '../src/generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
@@ -10,6 +13,12 @@ import { EXT_PROC_SERVICE, extProcPackageDefinition } from '../src/extproc/proto
 
 export const MODEL = 'Qwen/Qwen2.5-0.5B-Instruct';
 export const DESTINATION_HEADER = 'x-gateway-destination-endpoint';
+/** FULL_DUPLEX_STREAMED: the largest body chunk a server may echo in one streamed_response (GIE's
+ *  endpoint picker cuts at 62,000 bytes, under Envoy's 64 KiB advice). */
+export const MAX_STREAMED_CHUNK_BYTES = 62_000;
+
+/** The request body modes the benchmark drives, as protocol_config names them. */
+export type RequestBodyMode = 'BUFFERED' | 'FULL_DUPLEX_STREAMED';
 
 /** First byte of a serialized ProcessingResponse: the tag of the oneof field that is set. */
 export const RESPONSE_TAG = {
@@ -41,7 +50,7 @@ export class RequestHeadersTemplate {
   private readonly idOffset: number;
   private counter = 0;
 
-  constructor(bodyBytes: number, prefix: number) {
+  constructor(bodyBytes: number, prefix: number, requestBodyMode: RequestBodyMode = 'BUFFERED') {
     const h = (key: string, value: string) => ({ key, raw_value: Buffer.from(value) });
     const message: ProcessingRequest = {
       request_headers: {
@@ -63,7 +72,9 @@ export class RequestHeadersTemplate {
         },
         end_of_stream: false,
       },
-      protocol_config: { request_body_mode: 'BUFFERED', response_body_mode: 'NONE' },
+      // FULL_DUPLEX_STREAMED also needs request trailer mode SEND in Envoy's filter config; that is
+      // not part of protocol_config, and without request trailers nothing else changes on the wire.
+      protocol_config: { request_body_mode: requestBodyMode, response_body_mode: 'NONE' },
     };
     this.bytes = processMethod().requestSerialize(message);
     this.idOffset = this.bytes.indexOf(REQUEST_ID_PLACEHOLDER);
@@ -120,12 +131,119 @@ export function responseHeadersMessage(): Buffer {
   });
 }
 
-/** The destination header value of a request_body answer, or undefined (full decode: sampling only). */
+/**
+ * The destination header value of a routing answer (request_body in BUFFERED, request_headers in
+ * FULL_DUPLEX_STREAMED), or undefined (full decode: sampling only).
+ */
 export function destinationOf(answer: Buffer): string | undefined {
   const decoded = processMethod().responseDeserialize(answer);
-  const set = decoded.request_body?.response?.header_mutation?.set_headers ?? [];
+  const set = (decoded.request_body ?? decoded.request_headers)?.response?.header_mutation?.set_headers ?? [];
   for (const option of set) {
     if (option.header?.key === DESTINATION_HEADER) return option.header.raw_value?.toString() ?? option.header.value;
   }
   return undefined;
+}
+
+/** The streamed_response of a request_body answer, fully decoded (sampling only, to cross-check
+ *  {@link streamedChunkOf}). */
+export function decodedStreamedChunk(answer: Buffer): { body: Buffer; endOfStream: boolean } | undefined {
+  const streamed = processMethod().responseDeserialize(answer).request_body?.response?.body_mutation?.streamed_response;
+  return streamed ? { body: Buffer.from(streamed.body ?? []), endOfStream: !!streamed.end_of_stream } : undefined;
+}
+
+/**
+ * The streamed_response chunk of a serialized request_body answer, read straight off the wire:
+ * ProcessingResponse.request_body (3) → BodyResponse.response (1) → CommonResponse.body_mutation (3)
+ * → BodyMutation.streamed_response (3) → StreamedBodyResponse {body (1), end_of_stream (2)}.
+ * `body` is a view into `answer` (no copy). Undefined when the path is absent or the bytes are not
+ * well-formed protobuf. Unknown fields are skipped, as a decoder would.
+ */
+export function streamedChunkOf(answer: Buffer): { body: Buffer; endOfStream: boolean } | undefined {
+  let range: Range | undefined = [0, answer.length];
+  for (const field of [3, 1, 3, 3]) {
+    range = lengthDelimited(answer, range[0], range[1], field);
+    if (!range) return undefined;
+  }
+  const [start, end] = range;
+  let body: Buffer = EMPTY;
+  let endOfStream = false;
+  let at = start;
+  while (at < end) {
+    const key = varint(answer, at, end);
+    if (!key) return undefined;
+    at = key[1];
+    const field = key[0] >>> 3;
+    const wire = key[0] & 7;
+    if (field === 1 && wire === 2) {
+      const len = varint(answer, at, end);
+      if (!len || len[1] + len[0] > end) return undefined;
+      body = answer.subarray(len[1], len[1] + len[0]);
+      at = len[1] + len[0];
+    } else if (field === 2 && wire === 0) {
+      const v = varint(answer, at, end);
+      if (!v) return undefined;
+      endOfStream = v[0] !== 0;
+      at = v[1];
+    } else {
+      const next = skip(answer, at, end, wire);
+      if (next < 0) return undefined;
+      at = next;
+    }
+  }
+  return { body, endOfStream };
+}
+
+type Range = [start: number, end: number];
+const EMPTY = Buffer.alloc(0);
+
+/** The payload range of the first length-delimited `field` in buf[start, end). */
+function lengthDelimited(buf: Buffer, start: number, end: number, field: number): Range | undefined {
+  let at = start;
+  while (at < end) {
+    const key = varint(buf, at, end);
+    if (!key) return undefined;
+    at = key[1];
+    const wire = key[0] & 7;
+    if (wire === 2 && key[0] >>> 3 === field) {
+      const len = varint(buf, at, end);
+      if (!len || len[1] + len[0] > end) return undefined;
+      return [len[1], len[1] + len[0]];
+    }
+    at = skip(buf, at, end, wire);
+    if (at < 0) return undefined;
+  }
+  return undefined;
+}
+
+/** A varint at buf[at] (up to 2^53): [value, offset after it], or undefined. */
+function varint(buf: Buffer, at: number, end: number): [number, number] | undefined {
+  let value = 0;
+  let scale = 1;
+  for (let i = at; i < end && i < at + 8; i++) {
+    const b = buf[i]!;
+    value += (b & 0x7f) * scale;
+    if (b < 0x80) return [value, i + 1];
+    scale *= 128;
+  }
+  return undefined;
+}
+
+/** The offset after a field's value of wire type `wire` at buf[at], or -1. */
+function skip(buf: Buffer, at: number, end: number, wire: number): number {
+  switch (wire) {
+    case 0: {
+      for (let i = at; i < end && i < at + 10; i++) if (buf[i]! < 0x80) return i + 1;
+      return -1;
+    }
+    case 1:
+      return at + 8 <= end ? at + 8 : -1;
+    case 2: {
+      const len = varint(buf, at, end);
+      return len && len[1] + len[0] <= end ? len[1] + len[0] : -1;
+    }
+    case 5:
+      return at + 4 <= end ? at + 4 : -1;
+    default:
+      return -1;
+  }
 }

@@ -9,7 +9,7 @@
  * everything else on CPU 0.
  *
  *   node dist/bench/run.js [--quick] [--no-pin] [--profile] [--sections=closed,open,large,picker,json-scan]
- *   env: BENCH_SECONDS BENCH_WARMUP_SECONDS BENCH_ROUNDS BENCH_CONCURRENCY BENCH_CONNECTIONS BENCH_RATE
+ *   env: BENCH_SECONDS BENCH_WARMUP_SECONDS BENCH_ROUNDS BENCH_CONCURRENCY BENCH_FULL_DUPLEX_CONCURRENCY BENCH_CONNECTIONS BENCH_RATE
  *        BENCH_OPEN_SECONDS BENCH_LARGE_SECONDS BENCH_LARGE_CONCURRENCY BENCH_LARGE_SIZES BENCH_PIN BENCH_PICKER_MS
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -46,6 +46,7 @@ interface Options {
   warmupSeconds: number;
   rounds: number;
   concurrency: number[];
+  fullDuplexConcurrency: number;
   connections: number;
   rate: number;
   openSeconds: number;
@@ -69,6 +70,7 @@ function parseOptions(): Options {
       warmup: { type: 'string' },
       rounds: { type: 'string' },
       concurrency: { type: 'string' },
+      'full-duplex-concurrency': { type: 'string' },
       connections: { type: 'string' },
       rate: { type: 'string' },
       'open-seconds': { type: 'string' },
@@ -99,10 +101,11 @@ function parseOptions(): Options {
     nodelay: values.nodelay || process.env.BENCH_NODELAY === '1',
     bareLike: values['bare-like'] ?? '',
     sections,
-    closedSeconds: num(pick(values.seconds, 'BENCH_SECONDS', '15', '2.5'), '--seconds'),
+    closedSeconds: num(pick(values.seconds, 'BENCH_SECONDS', '10', '2.5'), '--seconds'),
     warmupSeconds: num(pick(values.warmup, 'BENCH_WARMUP_SECONDS', '1', '0.5'), '--warmup'),
     rounds: Math.round(num(pick(values.rounds, 'BENCH_ROUNDS', '4', '2'), '--rounds')),
     concurrency: list(pick(values.concurrency, 'BENCH_CONCURRENCY', '1,16,64,256', '1,16,64,256'), '--concurrency').map(Math.round),
+    fullDuplexConcurrency: Math.round(num(pick(values['full-duplex-concurrency'], 'BENCH_FULL_DUPLEX_CONCURRENCY', '64', '64'), '--full-duplex-concurrency')),
     connections: Math.round(num(pick(values.connections, 'BENCH_CONNECTIONS', '4', '4'), '--connections')),
     rate: num(pick(values.rate, 'BENCH_RATE', '500', '500'), '--rate'),
     openSeconds: num(pick(values['open-seconds'], 'BENCH_OPEN_SECONDS', '20', '4'), '--open-seconds'),
@@ -330,6 +333,8 @@ interface Measured {
   stealCores: number;
   latencyUs: Percentiles;
   headersRtUs: Percentiles;
+  /** FULL_DUPLEX: request_headers sent → last echoed body chunk. */
+  echoUs: Percentiles;
   lagUs?: Percentiles;
   errors: Record<string, number>;
   errorCount: number;
@@ -376,6 +381,7 @@ function summarize(server: string, results: ScenarioResult[]): Measured {
     stealCores: sum((r) => r.machineStealMs) / 1000 / wallSeconds,
     latencyUs: percentiles(...results.map((r) => r.latencyUs)),
     headersRtUs: percentiles(...results.map((r) => r.headersRtUs)),
+    echoUs: percentiles(...results.map((r) => r.echoUs)),
     ...(lag.length ? { lagUs: percentiles(...lag) } : {}),
     errors,
     errorCount: Object.values(errors).reduce((a, b) => a + b, 0),
@@ -472,7 +478,7 @@ function listErrors(pairs: Pair[]): void {
 /** The transport's floor on this machine: HTTP/2 PING round trips to the idle bare server. */
 async function pingFloor(lg: LoadGenerator, bare: ServerProcess, opts: Options, ticks: number) {
   const result = await lg.run({
-    name: 'ping', target: bare.target, serverPid: bare.pid, idlePid: 0, connections: 1, mode: 'ping', concurrency: 0, rate: 0,
+    name: 'ping', target: bare.target, serverPid: bare.pid, idlePid: 0, connections: 1, mode: 'ping', requestMode: 'buffered', concurrency: 0, rate: 0,
     warmupMs: 0, durationMs: opts.quick ? 1000 : 3000, bodyBytes: 1024, timeoutMs: 10_000, clockTicks: ticks, seed: 3,
   });
   const p = percentiles(result.latencyUs);
@@ -482,28 +488,48 @@ async function pingFloor(lg: LoadGenerator, bare: ServerProcess, opts: Options, 
   return p;
 }
 
+type RequestMode = Scenario['requestMode'];
+const MODE_NAME: Record<RequestMode, string> = { buffered: 'BUFFERED', full_duplex: 'FULL_DUPLEX' };
+
+interface ClosedRow {
+  mode: RequestMode;
+  concurrency: number;
+  bare: Measured;
+  llmExtproc: Measured;
+  cpuRatioPerRound: number[];
+  ratios: Record<string, number>;
+}
+
 async function closedLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext: ServerProcess }, opts: Options, ticks: number) {
-  say(`== 1. Closed loop: N streams in flight, BUFFERED lifecycle, 1 KiB chat body, ${opts.connections} HTTP/2 connections`);
-  say(`   baseline: bare grpc-js ext_proc server (same stack, answers at once); ${opts.closedSeconds} s measured per server per N,`);
+  say(`== 1. Closed loop: N streams in flight, 1 KiB chat body, ${opts.connections} HTTP/2 connections; BUFFERED lifecycle at N = ${opts.concurrency.join(', ')},`);
+  say(`   FULL_DUPLEX_STREAMED at N = ${opts.fullDuplexConcurrency}`);
+  say(`   baseline: bare grpc-js ext_proc server (same stack, answers at once); ${opts.closedSeconds} s measured per server per row,`);
   say(`   in ${opts.rounds} alternating slices, each after ${opts.warmupSeconds} s warm-up`);
-  // One untimed warm-up of both, so the first measured slice does not pay for JIT compilation.
-  for (const server of [servers.bare, servers.ext]) {
-    progress(`warm-up ${server.name}`);
-    served(server, await lg.run({
-      name: 'warm-up', target: server.target, serverPid: server.pid, idlePid: 0, connections: opts.connections, mode: 'closed', concurrency: 64, rate: 0,
-      warmupMs: 0, durationMs: Math.max(1000, opts.warmupSeconds * 2000), bodyBytes: 1024, timeoutMs: 10_000, clockTicks: ticks, seed: 1,
-    }));
+  // One untimed warm-up of both, in both modes, so the first measured slice does not pay for JIT compilation.
+  for (const requestMode of ['buffered', 'full_duplex'] as const) {
+    for (const server of [servers.bare, servers.ext]) {
+      progress(`warm-up ${server.name} (${MODE_NAME[requestMode]})`);
+      served(server, await lg.run({
+        name: 'warm-up', target: server.target, serverPid: server.pid, idlePid: 0, connections: opts.connections, mode: 'closed', requestMode, concurrency: 64, rate: 0,
+        warmupMs: 0, durationMs: Math.max(1000, opts.warmupSeconds * (requestMode === 'buffered' ? 2000 : 1000)), bodyBytes: 1024, timeoutMs: 10_000, clockTicks: ticks, seed: 1,
+      }));
+    }
   }
-  const rows: { concurrency: number; bare: Measured; llmExtproc: Measured; cpuRatioPerRound: number[]; ratios: Record<string, number> }[] = [];
+  const rows: ClosedRow[] = [];
   const pairs: Pair[] = [];
-  for (const concurrency of opts.concurrency) {
+  const shapes: { mode: RequestMode; concurrency: number }[] = [
+    ...opts.concurrency.map((concurrency) => ({ mode: 'buffered' as const, concurrency })),
+    { mode: 'full_duplex', concurrency: opts.fullDuplexConcurrency },
+  ];
+  for (const { mode, concurrency } of shapes) {
     const pair = await measurePair(
       lg, servers, opts,
-      { connections: opts.connections, mode: 'closed', concurrency, rate: 0, warmupMs: opts.warmupSeconds * 1000, bodyBytes: 1024, timeoutMs: 10_000, clockTicks: ticks },
-      opts.closedSeconds, `closed N=${concurrency}`,
+      { connections: opts.connections, mode: 'closed', requestMode: mode, concurrency, rate: 0, warmupMs: opts.warmupSeconds * 1000, bodyBytes: 1024, timeoutMs: 10_000, clockTicks: ticks },
+      opts.closedSeconds, `closed ${MODE_NAME[mode]} N=${concurrency}`,
     );
     pairs.push(pair);
     rows.push({
+      mode,
       concurrency,
       bare: pair.bare,
       llmExtproc: pair.ext,
@@ -516,13 +542,13 @@ async function closedLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext
       },
     });
   }
-  const header = ['N', 'server', 'req/s', 'CPU µs/req', 'server cores', 'p50 µs', 'p99 µs', 'err/lost/GOAWAY', 'loadgen µs/req', 'loadgen cores'];
+  const header = ['mode', 'N', 'server', 'req/s', 'CPU µs/req', 'server cores', 'p50 µs', 'p99 µs', 'err/lost/GOAWAY', 'loadgen µs/req', 'loadgen cores'];
   const body: string[][] = [];
   for (const row of rows) {
     for (const m of [row.bare, row.llmExtproc]) {
-      body.push([String(row.concurrency), m.server, fmtInt(m.requestsPerSecond), fmt(m.cpuUsPerRequest), fmt(m.serverCores, 2), fmt(m.latencyUs.p50, 0), fmt(m.latencyUs.p99, 0), errorsCell(m), fmt(m.loadgenCpuUsPerRequest), fmt(m.loadgenCores, 2)]);
+      body.push([MODE_NAME[row.mode], String(row.concurrency), m.server, fmtInt(m.requestsPerSecond), fmt(m.cpuUsPerRequest), fmt(m.serverCores, 2), fmt(m.latencyUs.p50, 0), fmt(m.latencyUs.p99, 0), errorsCell(m), fmt(m.loadgenCpuUsPerRequest), fmt(m.loadgenCores, 2)]);
     }
-    body.push(['', 'ratio ext/bare', ratio(row.llmExtproc.requestsPerSecond, row.bare.requestsPerSecond), ratio(row.llmExtproc.cpuUsPerRequest, row.bare.cpuUsPerRequest), '', ratio(row.llmExtproc.latencyUs.p50, row.bare.latencyUs.p50), ratio(row.llmExtproc.latencyUs.p99, row.bare.latencyUs.p99), '', '', '']);
+    body.push(['', '', 'ratio ext/bare', ratio(row.llmExtproc.requestsPerSecond, row.bare.requestsPerSecond), ratio(row.llmExtproc.cpuUsPerRequest, row.bare.cpuUsPerRequest), '', ratio(row.llmExtproc.latencyUs.p50, row.bare.latencyUs.p50), ratio(row.llmExtproc.latencyUs.p99, row.bare.latencyUs.p99), '', '', '']);
   }
   say(table([header, ...body]));
   listErrors(pairs);
@@ -532,36 +558,75 @@ async function closedLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext
     return acc;
   }, {} as Record<string, number>);
   const validated = pairs.reduce((n, p) => n + p.ext.validated + p.bare.validated, 0);
-  say(`   checked: every answer's type and destination header; ${fmtInt(validated)} request_body answers fully decoded.`);
+  say('   latency = request_headers sent → the answer carrying the destination: BUFFERED, the request_body answer (two round trips);');
+  say('   FULL_DUPLEX, the request_headers answer (one round trip, the body sent with the headers); stream set-up included');
+  say(`   checked: every answer's type and destination header, every FULL_DUPLEX echo against the body sent; ${fmtInt(validated)} routing answers fully decoded.`);
   say(`   llm-extproc destinations in the decoded sample: ${Object.entries(dest).sort().map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  const label = (r: ClosedRow) => `${r.mode === 'buffered' ? '' : `${MODE_NAME[r.mode]} `}N=${r.concurrency}`;
   const cpuRatios = rows.map((r) => r.ratios.cpuPerRequest!);
-  say(`   headline — CPU per request, llm-extproc/bare: ${rows.map((r) => `N=${r.concurrency} ${r.ratios.cpuPerRequest!.toFixed(2)}x`).join(', ')} (target ≤ 1.30x)`);
-  say(`   per round (ext slice / the bare slice next to it): ${pairs.map((p, i) => `N=${rows[i]!.concurrency} ${spread(p.cpuRatioPerRound)}`).join('; ')}`);
+  say(`   headline — CPU per request, llm-extproc/bare: ${rows.map((r) => `${label(r)} ${r.ratios.cpuPerRequest!.toFixed(2)}x`).join(', ')} (target ≤ 1.30x)`);
+  say(`   per round (ext slice / the bare slice next to it): ${pairs.map((p, i) => `${label(rows[i]!)} ${spread(p.cpuRatioPerRound)}`).join('; ')}`);
+  const fd = rows.find((r) => r.mode === 'full_duplex');
+  const sameN = fd && rows.find((r) => r.mode === 'buffered' && r.concurrency === fd.concurrency);
+  if (fd && sameN) {
+    const vs = (f: (m: Measured) => number) => `bare ${ratio(f(fd.bare), f(sameN.bare))}, llm-extproc ${ratio(f(fd.llmExtproc), f(sameN.llmExtproc))}`;
+    say(`   FULL_DUPLEX / BUFFERED at N=${fd.concurrency}: CPU per request ${vs((m) => m.cpuUsPerRequest)}; req/s ${vs((m) => m.requestsPerSecond)}; p50 ${vs((m) => m.latencyUs.p50)}`);
+  }
   say();
   return { rows, maxCpuRatio: Math.max(...cpuRatios) };
 }
 
+interface OpenResult {
+  mode: RequestMode;
+  bare: Measured;
+  llmExtproc: Measured;
+  cpuRatioPerRound: number[];
+  targets: { p50Met: boolean; p99Met: boolean };
+}
+
 async function openLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext: ServerProcess }, opts: Options, ticks: number) {
-  say(`== 2. Open loop: Poisson arrivals at ${opts.rate} req/s (not closed loop), 1 KiB body, ${opts.connections} connections`);
-  say(`   baseline: bare server at the same arrival sequence; ${opts.openSeconds} s measured per server in ${opts.rounds} alternating slices`);
-  const pair = await measurePair(
-    lg, servers, opts,
-    { connections: opts.connections, mode: 'open', concurrency: 0, rate: opts.rate, warmupMs: opts.warmupSeconds * 1000, bodyBytes: 1024, timeoutMs: 10_000, clockTicks: ticks },
-    opts.openSeconds, `open ${opts.rate}/s`,
-  );
-  const header = ['server', 'req/s', 'p50 µs', 'p90 µs', 'p99 µs', 'p99.9 µs', 'max µs', '1st RT p50/p99 µs', 'CPU µs/req', 'server cores', 'err/lost/GOAWAY', 'send lag p99 µs'];
-  const rows = [pair.bare, pair.ext].map((m) => [m.server, fmtInt(m.requestsPerSecond), fmt(m.latencyUs.p50, 0), fmt(m.latencyUs.p90, 0), fmt(m.latencyUs.p99, 0), fmt(m.latencyUs.p999, 0), fmt(m.latencyUs.max, 0), `${fmt(m.headersRtUs.p50, 0)}/${fmt(m.headersRtUs.p99, 0)}`, fmt(m.cpuUsPerRequest), fmt(m.serverCores, 2), errorsCell(m), fmt(m.lagUs?.p99 ?? NaN, 0)]);
-  rows.push(['ratio ext/bare', ratio(pair.ext.requestsPerSecond, pair.bare.requestsPerSecond), ratio(pair.ext.latencyUs.p50, pair.bare.latencyUs.p50), ratio(pair.ext.latencyUs.p90, pair.bare.latencyUs.p90), ratio(pair.ext.latencyUs.p99, pair.bare.latencyUs.p99), ratio(pair.ext.latencyUs.p999, pair.bare.latencyUs.p999), '', '', ratio(pair.ext.cpuUsPerRequest, pair.bare.cpuUsPerRequest), '', '', '']);
-  say(table([header, ...rows]));
-  listErrors([pair]);
-  noiseLine([pair]);
-  const p50ok = pair.ext.latencyUs.p50 < 500;
-  const p99ok = pair.ext.latencyUs.p99 < 2000;
-  say(`   llm-extproc targets: p50 ${fmt(pair.ext.latencyUs.p50 / 1000, 3)} ms (< 0.5 ms: ${p50ok ? 'met' : 'MISSED'}), p99 ${fmt(pair.ext.latencyUs.p99 / 1000, 3)} ms (< 2 ms: ${p99ok ? 'met' : 'MISSED'})`);
-  say('   latency = request_headers sent → destination answer (two round trips); "1st RT" = the request_headers round trip alone');
-  say('   (stream set-up included); measured from the actual send; "send lag" = how late the load generator sent vs the schedule');
+  say(`== 2. Open loop: Poisson arrivals at ${opts.rate} req/s (not closed loop), 1 KiB body, ${opts.connections} connections, BUFFERED then FULL_DUPLEX_STREAMED`);
+  say(`   baseline: bare server at the same arrival sequence; ${opts.openSeconds} s measured per server per mode in ${opts.rounds} alternating slices`);
+  const out: OpenResult[] = [];
+  for (const mode of ['buffered', 'full_duplex'] as const) {
+    const pair = await measurePair(
+      lg, servers, opts,
+      { connections: opts.connections, mode: 'open', requestMode: mode, concurrency: 0, rate: opts.rate, warmupMs: opts.warmupSeconds * 1000, bodyBytes: 1024, timeoutMs: 10_000, clockTicks: ticks },
+      opts.openSeconds, `open ${opts.rate}/s ${MODE_NAME[mode]}`,
+    );
+    const fullDuplex = mode === 'full_duplex';
+    say(fullDuplex
+      ? '   2b. FULL_DUPLEX_STREAMED: request_headers + request_body sent at once → request_headers answer with the destination → body echoed'
+      : '   2a. BUFFERED: request_headers → CONTINUE, then request_body → the answer with the destination');
+    // BUFFERED: the first round trip (request_headers → CONTINUE) on its own. FULL_DUPLEX: the
+    // decision is that first round trip; what follows is the echo of the body.
+    const extra = fullDuplex ? 'echo p50/p99 µs' : '1st RT p50/p99 µs';
+    const header = ['server', 'req/s', 'p50 µs', 'p90 µs', 'p99 µs', 'p99.9 µs', 'max µs', extra, 'CPU µs/req', 'server cores', 'err/lost/GOAWAY', 'send lag p99 µs'];
+    const rows = [pair.bare, pair.ext].map((m) => {
+      const second = fullDuplex ? m.echoUs : m.headersRtUs;
+      return [m.server, fmtInt(m.requestsPerSecond), fmt(m.latencyUs.p50, 0), fmt(m.latencyUs.p90, 0), fmt(m.latencyUs.p99, 0), fmt(m.latencyUs.p999, 0), fmt(m.latencyUs.max, 0), `${fmt(second.p50, 0)}/${fmt(second.p99, 0)}`, fmt(m.cpuUsPerRequest), fmt(m.serverCores, 2), errorsCell(m), fmt(m.lagUs?.p99 ?? NaN, 0)];
+    });
+    rows.push(['ratio ext/bare', ratio(pair.ext.requestsPerSecond, pair.bare.requestsPerSecond), ratio(pair.ext.latencyUs.p50, pair.bare.latencyUs.p50), ratio(pair.ext.latencyUs.p90, pair.bare.latencyUs.p90), ratio(pair.ext.latencyUs.p99, pair.bare.latencyUs.p99), ratio(pair.ext.latencyUs.p999, pair.bare.latencyUs.p999), '', '', ratio(pair.ext.cpuUsPerRequest, pair.bare.cpuUsPerRequest), '', '', '']);
+    say(table([header, ...rows]));
+    listErrors([pair]);
+    noiseLine([pair]);
+    const p50ok = pair.ext.latencyUs.p50 < 500;
+    const p99ok = pair.ext.latencyUs.p99 < 2000;
+    say(`   llm-extproc targets: p50 ${fmt(pair.ext.latencyUs.p50 / 1000, 3)} ms (< 0.5 ms: ${p50ok ? 'met' : 'MISSED'}), p99 ${fmt(pair.ext.latencyUs.p99 / 1000, 3)} ms (< 2 ms: ${p99ok ? 'met' : 'MISSED'}); CPU ratio per round ${spread(pair.cpuRatioPerRound)}`);
+    say(fullDuplex
+      ? '   latency = request_headers sent → request_headers answer with the destination (one round trip, the body sent with the headers);'
+      : '   latency = request_headers sent → request_body answer with the destination (two round trips); "1st RT" = the request_headers round trip alone;');
+    say(fullDuplex
+      ? '   "echo" = request_headers sent → the last echoed body chunk (end_of_stream), when Envoy has the whole body back to send upstream'
+      : '   stream set-up included; measured from the actual send; "send lag" = how late the load generator sent vs the schedule');
+    say();
+    out.push({ mode, bare: pair.bare, llmExtproc: pair.ext, cpuRatioPerRound: pair.cpuRatioPerRound, targets: { p50Met: p50ok, p99Met: p99ok } });
+  }
+  const [buffered, fd] = out as [OpenResult, OpenResult];
+  const vs = (f: (m: Measured) => number) => `bare ${ratio(f(fd.bare), f(buffered.bare))}, llm-extproc ${ratio(f(fd.llmExtproc), f(buffered.llmExtproc))}`;
+  say(`   FULL_DUPLEX / BUFFERED at ${opts.rate} req/s: decision p50 ${vs((m) => m.latencyUs.p50)}; p99 ${vs((m) => m.latencyUs.p99)}; CPU per request ${vs((m) => m.cpuUsPerRequest)}`);
   say();
-  return { rate: opts.rate, bare: pair.bare, llmExtproc: pair.ext, targets: { p50Met: p50ok, p99Met: p99ok } };
+  return { rate: opts.rate, modes: out };
 }
 
 async function largeBodies(lg: LoadGenerator, servers: { bare: ServerProcess; ext: ServerProcess }, opts: Options, ticks: number) {
@@ -572,7 +637,7 @@ async function largeBodies(lg: LoadGenerator, servers: { bare: ServerProcess; ex
   for (const size of opts.largeSizes) {
     const pair = await measurePair(
       lg, servers, opts,
-      { connections: opts.connections, mode: 'closed', concurrency: opts.largeConcurrency, rate: 0, warmupMs: opts.warmupSeconds * 1000, bodyBytes: size, timeoutMs: 30_000, clockTicks: ticks },
+      { connections: opts.connections, mode: 'closed', requestMode: 'buffered', concurrency: opts.largeConcurrency, rate: 0, warmupMs: opts.warmupSeconds * 1000, bodyBytes: size, timeoutMs: 30_000, clockTicks: ticks },
       opts.largeSeconds, `large ${size / MiB} MiB`,
     );
     pairs.push(pair);
@@ -686,7 +751,10 @@ async function main(): Promise<void> {
       say(`backends: ${backends.map((b) => `${b.engine}@${b.address}`).join(', ')} (simulators, serving ${MODEL}; llm-extproc discovers them by probing)`);
       say(`servers:  llm-extproc pid ${ext.pid} at ${ext.target} (--log-level=warn, defaults otherwise: least_outstanding_requests, 32 MiB body limit, 64 MiB gRPC receive limit)`);
       say(`          bare pid ${bare.pid} at ${bare.target}, settings copied from llm-extproc's grpc.Server: ${JSON.stringify(bare.settings)}`);
-      say(`load:     load generator pid ${lg.child.pid}; raw HTTP/2 gRPC client (test/support/envoy/grpc-h2.ts); per request: request_headers → request_body → response_headers → END_STREAM+RST_STREAM(CANCEL)`);
+      say(`load:     load generator pid ${lg.child.pid}; raw HTTP/2 gRPC client (test/support/envoy/grpc-h2.ts); per request, one ext_proc stream:`);
+      say('          BUFFERED     request_headers → CONTINUE, request_body → destination, response_headers → answer, END_STREAM+RST_STREAM(CANCEL)');
+      say('          FULL_DUPLEX  request_headers + request_body at once → destination on the headers answer, body echoed (streamed_response),');
+      say('                       response_headers → answer, END_STREAM+RST_STREAM(CANCEL)');
       say();
       report.pingFloorUs = await pingFloor(lg, bare, opts, ticks);
       report.servers = { llmExtproc: { pid: ext.pid, target: ext.target }, bare: { pid: bare.pid, target: bare.target, settings: bare.settings } };
@@ -701,7 +769,7 @@ async function main(): Promise<void> {
       }
       if (opts.sections.has('open')) {
         const result = await openLoop(lg, servers, opts, ticks);
-        countDecisions(result.llmExtproc);
+        result.modes.forEach((r) => countDecisions(r.llmExtproc));
         sections.openLoop = result;
       }
       if (opts.sections.has('large')) {
@@ -728,12 +796,23 @@ async function main(): Promise<void> {
     if (opts.sections.has('picker')) sections.picker = pickerSection(opts);
     if (opts.sections.has('json-scan')) sections.jsonScan = jsonScanSection();
 
-    const closed = sections.closedLoop as { maxCpuRatio: number; rows: { concurrency: number; ratios: Record<string, number> }[] } | undefined;
-    const open = sections.openLoop as { llmExtproc: Measured } | undefined;
+    const closed = sections.closedLoop as { maxCpuRatio: number; rows: ClosedRow[] } | undefined;
+    const open = sections.openLoop as { modes: OpenResult[] } | undefined;
     const large = sections.largeBodies as { bodyBytes: number; cpuRatio: number }[] | undefined;
     say('== Summary (figures are reported, not asserted)');
-    if (closed) say(`   CPU per request llm-extproc/bare (closed loop): ${closed.rows.map((r) => `N=${r.concurrency} ${r.ratios.cpuPerRequest!.toFixed(2)}x`).join(', ')}; target ≤ 1.30x: ${closed.maxCpuRatio <= 1.3 ? 'met' : 'MISSED'} (worst ${closed.maxCpuRatio.toFixed(2)}x)`);
-    if (open) say(`   decision latency at ${opts.rate} req/s (llm-extproc): p50 ${fmt(open.llmExtproc.latencyUs.p50 / 1000, 3)} ms (target < 0.5), p99 ${fmt(open.llmExtproc.latencyUs.p99 / 1000, 3)} ms (target < 2)`);
+    if (closed) {
+      const byMode = (mode: RequestMode) => closed.rows.filter((r) => r.mode === mode).map((r) => `N=${r.concurrency} ${r.ratios.cpuPerRequest!.toFixed(2)}x`).join(', ');
+      say(`   CPU per request llm-extproc/bare (closed loop): BUFFERED ${byMode('buffered')}; FULL_DUPLEX ${byMode('full_duplex')};`);
+      say(`   target ≤ 1.30x: ${closed.maxCpuRatio <= 1.3 ? 'met' : 'MISSED'} (worst ${closed.maxCpuRatio.toFixed(2)}x)`);
+    }
+    if (open) {
+      say(`   decision latency at ${opts.rate} req/s, llm-extproc (targets p50 < 0.5 ms, p99 < 2 ms; bare server in brackets):`);
+      for (const r of open.modes) {
+        const ms = (us: number) => fmt(us / 1000, 3);
+        say(`     ${MODE_NAME[r.mode].padEnd(11)}  p50 ${ms(r.llmExtproc.latencyUs.p50)} ms ${r.targets.p50Met ? 'met' : 'MISSED'}, p99 ${ms(r.llmExtproc.latencyUs.p99)} ms ${r.targets.p99Met ? 'met' : 'MISSED'}` +
+          `  (bare p50 ${ms(r.bare.latencyUs.p50)} ms, p99 ${ms(r.bare.latencyUs.p99)} ms)`);
+      }
+    }
     if (large) say(`   large bodies, CPU per request llm-extproc/bare: ${large.map((r) => `${r.bodyBytes / MiB} MiB ${r.cpuRatio.toFixed(2)}x`).join(', ')}`);
     if (noisy) say('   WARNING: other processes competed for the CPUs during some sections (see their noise lines): re-run on a quiet machine');
     const finished = new Date();
