@@ -184,6 +184,10 @@ describe('route config, body limit and unhealthy backends', () => {
     const response = await cluster.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN, owned_by: 'sglang' }) });
     assert.equal(response.status, 503);
     assert.equal(JSON.parse(response.body.toString()).error.code, 'no_healthy_backend');
+    const ready = (await (await fetch(`http://127.0.0.1:${cluster.service.adminPort}/ready`)).json()) as { healthy_endpoints: number; unhealthy: { endpoint: string; error: string }[] };
+    assert.equal(ready.healthy_endpoints, 2);
+    assert.deepEqual(ready.unhealthy.map((u) => u.endpoint).sort(), [sglangA!.address, sglangB!.address].sort());
+    assert.match(ready.unhealthy[0]!.error, /503/, '/ready says why a backend is out of rotation');
     for (let i = 0; i < 4; i++) {
       const ok = await cluster.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN }) });
       assert.equal(cluster.podByAddress(ok.upstream)?.engine, 'vllm', 'model-only routing avoids unhealthy pods');

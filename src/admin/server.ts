@@ -51,10 +51,13 @@ export class AdminServer {
       case 'GET /ready': {
         const ready = this.deps.isReady();
         const endpoints = this.deps.endpoints.all();
+        const unhealthy = endpoints.filter((endpoint) => !endpoint.healthy);
         return sendJson(res, ready ? 200 : 503, {
           status: ready ? 'ready' : 'starting',
           endpoints: endpoints.length,
-          healthy_endpoints: endpoints.filter((endpoint) => endpoint.healthy).length,
+          healthy_endpoints: endpoints.length - unhealthy.length,
+          // Why each backend is out of rotation, so an operator need not search the logs.
+          unhealthy: unhealthy.map((endpoint) => ({ endpoint: endpoint.address, name: endpoint.name, error: endpoint.lastError ?? null })),
         });
       }
       case 'GET /metrics': {

@@ -21,13 +21,6 @@ export class RequestHeaders {
     this.seen.set(name, value);
     return value;
   }
-
-  /** Every header as a plain object (first value wins), for plugins and logs. */
-  toRecord(): Record<string, string> {
-    const record: Record<string, string> = {};
-    for (const header of this.list) if (header.key) record[header.key] ??= headerText(header);
-    return record;
-  }
 }
 
 function headerText(header: HeaderValue__Output): string {

@@ -26,8 +26,4 @@ export class Lease implements Destination {
     this.released = true;
     this.endpoint.inFlight--;
   }
-
-  get isReleased(): boolean {
-    return this.released;
-  }
 }
