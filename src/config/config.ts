@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import type { BodySendMode } from '../extproc/types.js';
 import { ROUTING_LOGICS, type RoutingLogic } from '../scheduling/pickers.js';
 import { parseStaticHost, type StaticHost } from '../discovery/static.js';
+import { DESTINATION_HEADER, ROUTED_TO_HEADER } from '../wire-names.js';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -53,8 +54,8 @@ const FLAGS = {
   'log-level': ['string', 'info', LOG_LEVELS.join(' | ')],
   'max-body-size': ['string', '32MiB', 'largest request body accepted (413 above)'],
   'grpc-max-receive-size': ['string', '64MiB', 'largest gRPC message accepted from Envoy'],
-  'destination-header': ['string', 'x-gateway-destination-endpoint', 'header Envoy\'s ORIGINAL_DST cluster reads'],
-  'routed-to-header': ['string', 'x-routed-to', 'response header telling the caller which backend served it'],
+  'destination-header': ['string', DESTINATION_HEADER, 'header Envoy\'s ORIGINAL_DST cluster reads'],
+  'routed-to-header': ['string', ROUTED_TO_HEADER, 'response header telling the caller which backend served it'],
   'request-body-mode': ['string', 'BUFFERED', 'request body mode assumed when Envoy sends no protocol_config (Envoy < 1.34)'],
   'response-body-mode': ['string', 'NONE', 'response body mode assumed when Envoy sends no protocol_config'],
   'probe-interval': ['string', '5s', 'time between backend probes'],

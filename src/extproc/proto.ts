@@ -1,6 +1,5 @@
 import * as protoLoader from '@grpc/proto-loader';
 import { fileURLToPath } from 'node:url';
-import type { ProtoGrpcType } from '../generated/external_processor.js';
 
 /** Directory holding llm-extproc's own copies of Envoy's protos. */
 export const PROTO_DIR = fileURLToPath(new URL('../../../proto', import.meta.url));
@@ -28,5 +27,3 @@ export function extProcPackageDefinition(): protoLoader.PackageDefinition {
   cached ??= protoLoader.loadSync(EXT_PROC_PROTO, LOADER_OPTIONS);
   return cached;
 }
-
-export type ExtProcGrpcType = ProtoGrpcType;

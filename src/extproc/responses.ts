@@ -2,13 +2,12 @@ import type { HeaderValueOption } from '../generated/envoy/config/core/v3/Header
 import type { StatusCode } from '../generated/envoy/type/v3/StatusCode.js';
 import type { ProcessingResponse } from '../generated/envoy/service/ext_proc/v3/ProcessingResponse.js';
 import { encodeResponse, type EncodedResponse } from './encoded.js';
+import { LB_METADATA_NAMESPACE } from '../wire-names.js';
 import type { Destination, LocalReply } from './types.js';
 
 /** GIE's endpoint picker chunks echoed bodies at 62,000 bytes, safely under Envoy's 64 KiB advice. */
 export const STREAMED_CHUNK_BYTES = 62_000;
 
-/** The dynamic metadata namespace Envoy's load balancers read the destination from. */
-export const LB_METADATA_NAMESPACE = 'envoy.lb';
 
 /** A header to overwrite: raw_value only (Envoy ignores `value`), `append` false. */
 export function overwriteHeader(key: string, value: Buffer): HeaderValueOption {

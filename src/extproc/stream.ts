@@ -7,6 +7,7 @@ import type { ProcessingRequest__Output } from '../generated/envoy/service/ext_p
 import type { OutgoingResponse } from './encoded.js';
 import { openAIErrorBody, tooLarge } from '../request/errors.js';
 import { RequestHeaders } from '../request/headers.js';
+import { REQUEST_ID_HEADER } from '../wire-names.js';
 import {
   CONTINUE_REQUEST_BODY,
   CONTINUE_REQUEST_HEADERS,
@@ -128,7 +129,7 @@ export class ExtProcStream {
     if (this.phase !== 'awaiting_request_headers') return this.protocolError(`request_headers in phase ${this.phase}`);
     this.startedAt = performance.now();
     this.headers = new RequestHeaders(list);
-    this.requestId = this.headers.get('x-request-id') || randomUUID();
+    this.requestId = this.headers.get(REQUEST_ID_HEADER) || randomUUID();
     if (endOfStream || this.requestBodyMode === 'NONE' || this.requestBodyMode === 'STREAMED') {
       // No body will come before the headers go upstream: route on the headers alone.
       return this.decide(undefined, 'request_headers');

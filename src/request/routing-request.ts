@@ -1,6 +1,7 @@
 import type { RouteTable } from '../routing/routes.js';
 import { badRequest } from './errors.js';
 import type { RequestHeaders } from './headers.js';
+import { MODEL_HEADER, OWNED_BY_HEADER, OWNED_BY_QUERY } from '../wire-names.js';
 import { WantedKeys, scanTopLevel } from './json-scan.js';
 
 /** Where the engine selector came from, in the order they are consulted. */
@@ -25,11 +26,6 @@ const ENGINE_KEYS = [
   ['engine', 'body.engine'],
   ['inference_server', 'body.inference_server'],
 ] as const;
-
-export const OWNED_BY_HEADER = 'x-owned-by';
-export const OWNED_BY_QUERY = 'owned_by';
-/** Model named in a header, for requests routed without reading the body (GIE's body-based router sets it). */
-export const MODEL_HEADER = 'x-gateway-model-name';
 
 /**
  * Builds the RoutingRequest from the headers and, when there is one, the whole body.
