@@ -23,7 +23,7 @@ import YAML from 'yaml';
 import { REPO_ROOT, XDS_INCLUDE_DIRS, ProtoSet, fullName } from './support/xds-protos.js';
 
 // ---------------------------------------------------------------------------------------------
-// Allow-list: names newer than the grpc-js-xds copy (versions from /work/shared/reference/envoy-extproc.md).
+// Allow-list: names newer than the grpc-js-xds copy (versions from ../shared/reference/envoy-extproc.md (the team's reference notes)).
 // Each entry still has its value type-checked; a test below fails once the xds copy gains the
 // name (then the entry is stale and must go).
 // ---------------------------------------------------------------------------------------------

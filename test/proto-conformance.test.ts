@@ -6,7 +6,7 @@
  * extra fields / values must not reuse a number the reference gives to another name.
  *
  * The xds copy predates Envoy 1.34, so our newer additions cannot be checked against it; they are
- * checked against the field numbers recorded in /work/shared/reference/envoy-extproc.md (§1.2-1.4,
+ * checked against the field numbers recorded in ../shared/reference/envoy-extproc.md (the team's reference notes) (§1.2-1.4,
  * §2.1) instead, and anything we define that the xds copy lacks must be on that list.
  */
 import { describe, it } from 'node:test';

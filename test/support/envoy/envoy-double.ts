@@ -2,7 +2,7 @@
  * A test double of Envoy's side of ext_proc: the ext_proc HTTP filter, the router and an
  * ORIGINAL_DST cluster reading the destination from a request header (envoy.yaml §5.a), as far as an
  * ext_proc server can observe them. Section numbers (§) refer to
- * /work/shared/reference/envoy-extproc.md.
+ * ../shared/reference/envoy-extproc.md (the team's reference notes).
  *
  * One `request()` = one downstream HTTP exchange = one ext_proc gRPC stream, opened lazily on the
  * first message (§1.1) over one of `connections` long-lived HTTP/2 connections.
