@@ -87,3 +87,30 @@ describe('the service process: health, readiness and SIGTERM', () => {
     assert.equal(await exitCode(child), 0, stderr);
   });
 });
+
+describe("the README's first command: --demo", () => {
+  it('starts its simulated vLLM and SGLang pods, turns ready, and stops cleanly', async () => {
+    const [grpcPort, adminPort] = [await freePort('127.0.0.1'), await freePort('127.0.0.1')];
+    const child = spawn(process.execPath, [MAIN, '--demo', '--host=127.0.0.1', `--port=${grpcPort}`, '--admin-host=127.0.0.1', `--admin-port=${adminPort}`, '--log-level=warn'], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    try {
+      const ready = await until(
+        'demo ready',
+        () => fetch(`http://127.0.0.1:${adminPort}/ready`).then(async (r) => ({ status: r.status, body: (await r.json()) as { healthy_endpoints: number } })),
+        (r) => (r as { status?: number }).status === 200,
+      );
+      assert.equal(ready.body.healthy_endpoints, 4);
+      const envoy = new EnvoyDouble({ extProcTarget: `127.0.0.1:${grpcPort}` });
+      await envoy.connect();
+      const models = await envoy.request({ method: 'GET', path: '/v1/models' });
+      await envoy.close();
+      const owners = (JSON.parse(models.body.toString()) as { data: { id: string; owned_by: string }[] }).data.filter((m) => m.id === QWEN).map((m) => m.owned_by);
+      assert.deepEqual(owners.sort(), ['sglang', 'vllm']);
+      child.kill('SIGTERM');
+      assert.equal(await exitCode(child), 0);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  });
+});
