@@ -118,14 +118,16 @@ describe('routing through Envoy (BUFFERED)', () => {
       assert.match(error.message, /vllm/);
     });
     it('counters stay at zero after errors', async () => cluster.settled());
-    it('requests are counted by outcome, and unknown models never become label values', async () => {
+    it('requests are counted by outcome, and unknown models or engines never become label values', async () => {
+      await post(chatBody({ model: QWEN, owned_by: 'made-up-engine' }));
       const text = await cluster.service.metrics.registry.metrics();
       const value = (labels: string) => Number(new RegExp(`llm_extproc_requests_total\\{${labels}\\} (\\d+)`).exec(text)?.[1] ?? 0);
       assert.ok(value(`outcome="routed",status="200",model="${LLAMA}",owned_by=""`) >= 1);
       assert.ok(value(`outcome="routed",status="200",model="${QWEN}",owned_by="sglang"`) >= 1);
       assert.ok(value('outcome="model_not_found",status="404",model="",owned_by=""') >= 1);
       assert.ok(value(`outcome="model_not_found",status="404",model="${LLAMA}",owned_by="sglang"`) >= 1);
-      assert.doesNotMatch(text, /gpt-9/);
+      assert.ok(value(`outcome="model_not_found",status="404",model="${QWEN}",owned_by=""`) >= 1);
+      assert.doesNotMatch(text, /gpt-9|made-up-engine/);
     });
     it('each refusal is logged as JSON with the x-request-id and the reason', async () => {
       await post(chatBody({ model: 'gpt-9' }), { 'x-request-id': 'trace-me-404' });

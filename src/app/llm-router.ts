@@ -47,9 +47,10 @@ export class LlmRouter implements RequestRouter {
   }
 
   private refuse(err: RequestError, request: HttpRequestView, model: string | undefined, ownedBy: string | undefined): LocalReply {
-    // Only models the registry knows become label values, so bad input cannot grow the series.
+    // Only models and engines the registry knows become label values, so bad input cannot grow the series.
     const knownModel = model !== undefined && this.endpoints.lookup(model, undefined).kind === 'found' ? model : '';
-    this.metrics.requests.inc({ outcome: err.code, status: String(err.status), model: knownModel, owned_by: knownModel ? (ownedBy ?? '') : '' });
+    const knownEngine = ownedBy !== undefined && this.endpoints.hasEngine(ownedBy) ? ownedBy : '';
+    this.metrics.requests.inc({ outcome: err.code, status: String(err.status), model: knownModel, owned_by: knownEngine });
     this.log.info(
       { requestId: request.requestId, status: err.status, code: err.code, model, ownedBy, path: request.headers.get(':path') },
       `request refused: ${err.message}`,

@@ -27,6 +27,8 @@ export class EndpointRegistry {
   private byModel = new Map<string, CandidateSet>();
   /** model → owned_by → endpoints; nested so a lookup never builds a key string. */
   private byModelAndEngine = new Map<string, Map<string, CandidateSet>>();
+  /** Every owned_by value some endpoint reports. */
+  private engines = new Set<string>();
   /** Set when models, membership or health changed; the index is rebuilt on the next read. */
   private stale = false;
 
@@ -81,6 +83,12 @@ export class EndpointRegistry {
     return this.byModelAndEngine.get(model)?.get(ownedBy) ?? { kind: 'unknown_engine', engines: enginesOf(anyEngine.all, model) };
   }
 
+  /** Whether any endpoint reports this engine (bounds metric labels taken from requests). */
+  hasEngine(ownedBy: string): boolean {
+    if (this.stale) this.reindex();
+    return this.engines.has(ownedBy);
+  }
+
   /** Every (model, owned_by) pair served, one card each, for the aggregated `/v1/models`. */
   modelCards(): ModelCard[] {
     const cards = new Map<string, ModelCard>();
@@ -96,8 +104,10 @@ export class EndpointRegistry {
   private reindex(): void {
     const byModel = new Map<string, CandidateSet>();
     const byModelAndEngine = new Map<string, Map<string, CandidateSet>>();
+    const engineNames = new Set<string>();
     for (const endpoint of this.endpoints.values()) {
       for (const card of endpoint.models) {
+        engineNames.add(card.owned_by);
         addTo(byModel, card.id, endpoint);
         let engines = byModelAndEngine.get(card.id);
         if (!engines) byModelAndEngine.set(card.id, (engines = new Map()));
@@ -106,6 +116,7 @@ export class EndpointRegistry {
     }
     this.byModel = byModel;
     this.byModelAndEngine = byModelAndEngine;
+    this.engines = engineNames;
     this.stale = false;
   }
 }
