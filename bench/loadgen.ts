@@ -350,8 +350,7 @@ class Run {
         return;
       case 1: {
         if (m[0] !== RESPONSE_TAG.request_body || m.indexOf(DEST_BYTES) < 0) return this.fail(a, unexpected('request_body', m));
-        if (this.measuring) this.latency.push((performance.now() - a.startedAt) * 1000);
-        if (++this.routed % VALIDATE_EVERY === 1) this.validate(m);
+        this.onDestination(a, m);
         a.stage = 2;
         a.stream.send(this.responseHeaders);
         return;
@@ -366,11 +365,7 @@ class Run {
     switch (a.stage) {
       case 0:
         if (m[0] !== RESPONSE_TAG.request_headers || m.indexOf(DEST_BYTES) < 0) return this.fail(a, unexpected('request_headers', m));
-        if (this.measuring) this.latency.push((performance.now() - a.startedAt) * 1000);
-        if (++this.routed % VALIDATE_EVERY === 1) {
-          this.validate(m);
-          a.sampled = true;
-        }
+        a.sampled = this.onDestination(a, m);
         a.stage = 1;
         return;
       case 1: {
@@ -401,6 +396,14 @@ class Run {
       default:
         return this.onResponseHeadersAnswer(a, m);
     }
+  }
+
+  /** The answer carrying the destination arrived: record the decision latency; fully decode a sample. Returns whether `m` was sampled. */
+  private onDestination(a: Active, m: Buffer): boolean {
+    if (this.measuring) this.latency.push((performance.now() - a.startedAt) * 1000);
+    if (++this.routed % VALIDATE_EVERY !== 1) return false;
+    this.validate(m);
+    return true;
   }
 
   private onResponseHeadersAnswer(a: Active, m: Buffer): void {
