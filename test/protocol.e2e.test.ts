@@ -66,6 +66,54 @@ describe('FULL_DUPLEX_STREAMED (endpoint-picker style)', () => {
   });
 });
 
+describe('the response path in every body mode', () => {
+  for (const responseBodyMode of ['STREAMED', 'BUFFERED', 'FULL_DUPLEX_STREAMED'] as const) {
+    it(`${responseBodyMode}: every response message is answered and the SSE stream reaches the client whole`, async () => {
+      await withCluster(
+        {
+          pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.27' }],
+          envoy: { processingMode: { requestBodyMode: 'BUFFERED', responseHeaderMode: 'SEND', responseBodyMode, responseTrailerMode: 'SEND' } },
+        },
+        async (cluster) => {
+          const response = await cluster.envoy.request({
+            method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN, stream: true, max_tokens: 6 }),
+          });
+          assert.equal(response.status, 200);
+          assert.equal(response.headers['x-routed-to'], cluster.pods[0]!.address);
+          const events = response.body.toString().split('\n\n').filter((e) => e.startsWith('data: '));
+          assert.equal(events.at(-1), 'data: [DONE]');
+          assert.ok(events.length >= 7, `${events.length} SSE events`);
+          const sent = response.trace.filter((t) => t.startsWith('>response_body')).length;
+          const answered = response.trace.filter((t) => t.startsWith('<response_body')).length;
+          assert.ok(sent >= 1 && answered >= sent, `response_body sent ${sent}, answered ${answered}`);
+          await cluster.settled();
+        },
+      );
+    });
+  }
+});
+
+describe('response trailers', () => {
+  it('are answered after the echoed response body in FULL_DUPLEX_STREAMED', async () => {
+    await withCluster(
+      {
+        pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.28' }],
+        envoy: { processingMode: { requestBodyMode: 'BUFFERED', responseHeaderMode: 'SEND', responseBodyMode: 'FULL_DUPLEX_STREAMED', responseTrailerMode: 'SEND' } },
+      },
+      async (cluster) => {
+        const exchange = await cluster.envoy.open({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN }) });
+        const response = await exchange.respond({ status: 200, headers: { 'content-type': 'application/grpc' }, chunks: ['part one, ', 'part two'], trailers: { 'grpc-status': '0' } });
+        assert.equal(response.status, 200);
+        assert.equal(response.body.toString(), 'part one, part two');
+        assert.equal(response.trailers?.['grpc-status'], '0');
+        const received = response.trace.filter((t) => t.startsWith('<'));
+        assert.equal(received.at(-1), '<response_trailers', received.join(' '));
+        await cluster.settled();
+      },
+    );
+  });
+});
+
 describe('in-flight accounting', () => {
   let cluster: Cluster;
   before(async () => {
