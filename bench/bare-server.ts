@@ -43,7 +43,7 @@ import { Metrics } from '../src/metrics.js';
 import { extProcPackageDefinition } from '../src/extproc/proto.js';
 import { routeResponse, routedToResponse } from '../src/extproc/responses.js';
 import { ExtProcServer } from '../src/extproc/server.js';
-import { RequestHeaders } from '../src/request/headers.js';
+import { RequestHeaders } from '../src/extproc/headers.js';
 import { readRoutingRequest } from '../src/request/routing-request.js';
 import { RouteTable } from '../src/routing/routes.js';
 import { LeastOutstandingPicker } from '../src/scheduling/pickers.js';
@@ -89,7 +89,11 @@ function llmExtprocServerSettings(): ServerInternals {
       destinationHeader: values['destination-header']!,
       routedToHeader: 'x-routed-to',
     },
-    { decide: () => { throw new Error('unused'); } },
+    {
+      decide: () => { throw new Error('unused'); },
+      bodyTooLarge: () => { throw new Error('unused'); },
+      failed: () => { throw new Error('unused'); },
+    },
     { decided: () => {}, protocolError: () => {} },
     createLogger('warn'),
   );
@@ -125,9 +129,9 @@ let fullDuplexRoute: ProcessingResponse = { request_headers: destinationMutation
 
 const destinationBytes = Buffer.from(values.destination!);
 if (LIKE.has('responses')) {
-  ANSWERS.request_body = routeResponse('request_body', values['destination-header']!, values.destination!, destinationBytes);
-  ANSWERS.response_headers = routedToResponse('x-routed-to', destinationBytes);
-  fullDuplexRoute = routeResponse('request_headers', values['destination-header']!, values.destination!, destinationBytes);
+  ANSWERS.request_body = routeResponse('request_body', values['destination-header']!, values.destination!, destinationBytes, 'raw_value');
+  ANSWERS.response_headers = routedToResponse('x-routed-to', destinationBytes, 'raw_value');
+  fullDuplexRoute = routeResponse('request_headers', values['destination-header']!, values.destination!, destinationBytes, 'raw_value');
 }
 
 /** FULL_DUPLEX_STREAMED: write `body` back as streamed_response chunks; the last carries `endOfStream`. */

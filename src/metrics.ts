@@ -25,7 +25,7 @@ export class Metrics {
 
   readonly protocolErrors = new Counter({
     name: 'llm_extproc_protocol_errors_total',
-    help: 'ext_proc streams ended with a gRPC error because Envoy sent something out of order.',
+    help: 'ext_proc streams ended with a gRPC error because a message arrived out of order or malformed.',
     registers: [this.registry],
   });
 

@@ -1,12 +1,20 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { ExtProcServer } from '../src/extproc/server.js';
-import type { Destination, HttpRequestView, RequestRouter, RouteDecision } from '../src/extproc/types.js';
+import type { Destination, HttpRequestView, LocalReply, RequestRouter, RouteDecision } from '../src/extproc/types.js';
 import { createLogger } from '../src/log.js';
 import { EnvoyDouble, decodeProcessingResponse, encodeProcessingRequest } from './support/envoy/envoy-double.js';
 
+/** The answers the stream asks the application for, worded so a test can tell them apart. */
+const TEST_REPLIES = {
+  bodyTooLarge: (): LocalReply => ({ status: 413, body: 'test: too large', contentType: 'text/plain', reason: 'test_too_large' }),
+  failed: (): LocalReply => ({ status: 500, body: 'test: router failed', contentType: 'text/plain', reason: 'test_failed' }),
+};
+
 /** A router that answers after a delay, as one consulting external plugins will. */
 class SlowRouter implements RequestRouter {
+  readonly bodyTooLarge = TEST_REPLIES.bodyTooLarge;
+  readonly failed = TEST_REPLIES.failed;
   releases = 0;
   decided = 0;
   constructor(private readonly delayMs: number) {}
@@ -95,16 +103,16 @@ describe('ext_proc streams with an asynchronous router', () => {
 
 describe('a router that fails', () => {
   for (const [name, router] of [
-    ['throws', { decide: () => { throw new Error('boom'); } }],
-    ['rejects', { decide: () => Promise.reject(new Error('boom')) }],
+    ['throws', { ...TEST_REPLIES, decide: () => { throw new Error('boom'); } }],
+    ['rejects', { ...TEST_REPLIES, decide: () => Promise.reject(new Error('boom')) }],
   ] as const) {
-    it(`${name}: the request gets a 500 OpenAI-style immediate response`, async () => {
+    it(`${name}: the request gets the application's failure answer as an immediate response`, async () => {
       const { envoy, stop } = await serve(router as RequestRouter);
       try {
         const response = await envoy.request({ method: 'POST', path: '/v1/chat/completions', body: '{"model":"m"}' });
         assert.equal(response.status, 500);
         assert.equal(response.localReply, true);
-        assert.equal(JSON.parse(response.body.toString()).error.code, 'internal_error');
+        assert.equal(response.body.toString(), 'test: router failed');
       } finally {
         await stop();
       }

@@ -3,15 +3,19 @@ import type { StatusCode } from '../generated/envoy/type/v3/StatusCode.js';
 import type { ProcessingResponse } from '../generated/envoy/service/ext_proc/v3/ProcessingResponse.js';
 import { encodeResponse, type EncodedResponse } from './encoded.js';
 import { LB_METADATA_NAMESPACE } from '../wire-names.js';
+import type { HeaderValueField } from './headers.js';
 import type { Destination, LocalReply } from './types.js';
 
 /** GIE's endpoint picker chunks echoed bodies at 62,000 bytes, safely under Envoy's 64 KiB advice. */
 export const STREAMED_CHUNK_BYTES = 62_000;
 
-
-/** A header to overwrite: raw_value only (Envoy ignores `value`), `append` false. */
-export function overwriteHeader(key: string, value: Buffer): HeaderValueOption {
-  return { header: { key, raw_value: value }, append: { value: false } };
+/**
+ * A header to overwrite (`append` false), its value in the one field this Envoy reads: setting
+ * both is an error to Envoy, and the other one is read as empty.
+ */
+export function overwriteHeader(key: string, value: Buffer, field: HeaderValueField): HeaderValueOption {
+  const header = field === 'raw_value' ? { key, raw_value: value } : { key, value: value.toString() };
+  return { header, append: { value: false } };
 }
 
 export const CONTINUE_REQUEST_HEADERS = encodeResponse({ request_headers: {} });
@@ -30,11 +34,12 @@ export function routeResponse(
   headerName: string,
   address: string,
   addressBytes: Buffer,
+  field: HeaderValueField,
 ): ProcessingResponse {
   return {
     [phase]: {
       response: {
-        header_mutation: { set_headers: [overwriteHeader(headerName, addressBytes)] },
+        header_mutation: { set_headers: [overwriteHeader(headerName, addressBytes, field)] },
         clear_route_cache: true,
       },
     },
@@ -49,18 +54,19 @@ export function routeResponse(
 }
 
 /** The response-headers answer that tells the caller which backend served it. */
-export function routedToResponse(headerName: string, addressBytes: Buffer): ProcessingResponse {
+export function routedToResponse(headerName: string, addressBytes: Buffer, field: HeaderValueField): ProcessingResponse {
   return {
-    response_headers: { response: { header_mutation: { set_headers: [overwriteHeader(headerName, addressBytes)] } } },
+    response_headers: { response: { header_mutation: { set_headers: [overwriteHeader(headerName, addressBytes, field)] } } },
   };
 }
 
-export function immediateResponse(reply: LocalReply): ProcessingResponse {
+export function immediateResponse(reply: LocalReply, field: HeaderValueField): ProcessingResponse {
+  const headers = [['content-type', reply.contentType], ...(reply.headers ?? [])] as const;
   return {
     immediate_response: {
       // Envoy's StatusCode enum is open: any HTTP status number encodes.
       status: { code: reply.status as StatusCode },
-      headers: { set_headers: [overwriteHeader('content-type', Buffer.from(reply.contentType))] },
+      headers: { set_headers: headers.map(([key, value]) => overwriteHeader(key, Buffer.from(value), field)) },
       body: Buffer.from(reply.body),
       details: reply.reason,
     },
@@ -93,10 +99,10 @@ export function streamedBodyResponses(
 
 /**
  * The answers that depend only on the destination (the route on either phase, and the response
- * header naming it), encoded once per endpoint. Bounded: endpoints come and go in a cluster.
+ * header naming it), encoded once per endpoint and header field. Bounded: endpoints come and go.
  */
 export class DestinationAnswers {
-  private readonly cache = new Map<string, { request_headers?: EncodedResponse; request_body?: EncodedResponse; routedTo?: EncodedResponse }>();
+  private readonly cache = new Map<string, Record<HeaderValueField, EncodedAnswers>>();
 
   constructor(
     private readonly destinationHeader: string,
@@ -104,23 +110,29 @@ export class DestinationAnswers {
     private readonly maxEntries = 10_000,
   ) {}
 
-  route(phase: 'request_headers' | 'request_body', destination: Destination): EncodedResponse {
-    const entry = this.entry(destination.address);
-    return (entry[phase] ??= encodeResponse(routeResponse(phase, this.destinationHeader, destination.address, destination.addressBytes)));
+  route(phase: 'request_headers' | 'request_body', destination: Destination, field: HeaderValueField): EncodedResponse {
+    const answers = this.entry(destination.address)[field];
+    return (answers[phase] ??= encodeResponse(routeResponse(phase, this.destinationHeader, destination.address, destination.addressBytes, field)));
   }
 
-  routedTo(destination: Destination): EncodedResponse {
-    const entry = this.entry(destination.address);
-    return (entry.routedTo ??= encodeResponse(routedToResponse(this.routedToHeader, destination.addressBytes)));
+  routedTo(destination: Destination, field: HeaderValueField): EncodedResponse {
+    const answers = this.entry(destination.address)[field];
+    return (answers.routedTo ??= encodeResponse(routedToResponse(this.routedToHeader, destination.addressBytes, field)));
   }
 
-  private entry(address: string) {
+  private entry(address: string): Record<HeaderValueField, EncodedAnswers> {
     let entry = this.cache.get(address);
     if (!entry) {
       if (this.cache.size >= this.maxEntries) this.cache.clear();
-      entry = {};
+      entry = { raw_value: {}, value: {} };
       this.cache.set(address, entry);
     }
     return entry;
   }
+}
+
+interface EncodedAnswers {
+  request_headers?: EncodedResponse;
+  request_body?: EncodedResponse;
+  routedTo?: EncodedResponse;
 }

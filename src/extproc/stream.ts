@@ -5,8 +5,7 @@ import type { Logger } from 'pino';
 import type { HeaderValue__Output } from '../generated/envoy/config/core/v3/HeaderValue.js';
 import type { ProcessingRequest__Output } from '../generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
 import type { OutgoingResponse } from './encoded.js';
-import { openAIErrorBody, tooLarge } from '../request/errors.js';
-import { RequestHeaders } from '../request/headers.js';
+import { RequestHeaders, type HeaderValueField } from './headers.js';
 import { REQUEST_ID_HEADER } from '../wire-names.js';
 import {
   CONTINUE_REQUEST_BODY,
@@ -19,7 +18,7 @@ import {
   streamedBodyResponses,
   type DestinationAnswers,
 } from './responses.js';
-import type { BodySendMode, Destination, LocalReply, RequestRouter, RouteDecision } from './types.js';
+import type { BodySendMode, Destination, HttpRequestHead, HttpRequestView, LocalReply, RequestRouter, RouteDecision } from './types.js';
 
 export type ExtProcCall = ServerDuplexStream<ProcessingRequest__Output, OutgoingResponse>;
 
@@ -52,8 +51,8 @@ type Phase =
 
 /**
  * One ext_proc stream = one HTTP request. Knows Envoy's message order per body mode and nothing
- * about LLMs: the RequestRouter decides, this class turns the decision into Envoy's messages and
- * holds the destination until the stream ends, however it ends.
+ * about LLMs: the RequestRouter decides (and words every answer), this class turns the decision
+ * into Envoy's messages and holds the destination until the stream ends, however it ends.
  */
 export class ExtProcStream {
   private phase: Phase = 'awaiting_request_headers';
@@ -68,6 +67,8 @@ export class ExtProcStream {
   /** Messages that arrived while an asynchronous decision was pending, handled after it. */
   private backlog: ProcessingRequest__Output[] = [];
   private destination: Destination | undefined;
+  /** Created only when the router asks for the request's signal. */
+  private abortController: AbortController | undefined;
 
   constructor(
     private readonly call: ExtProcCall,
@@ -140,6 +141,8 @@ export class ExtProcStream {
   }
 
   private onRequestBody(chunk: Buffer, endOfStream: boolean): void {
+    // Chunks Envoy sent before it saw our immediate response (FULL_DUPLEX 413) are no error.
+    if (this.phase === 'replied') return;
     if (this.phase === 'routed') {
       // STREAMED: one answer per chunk, in order; the route was set on the headers.
       if (this.requestBodyMode === 'STREAMED') return this.send(CONTINUE_REQUEST_BODY);
@@ -148,8 +151,8 @@ export class ExtProcStream {
     if (this.phase !== 'awaiting_request_body') return this.protocolError(`request_body in phase ${this.phase}`);
     this.bodyBytes += chunk.length;
     if (this.bodyBytes > this.settings.maxBodyBytes) {
-      const error = tooLarge(this.settings.maxBodyBytes);
-      return this.reply({ status: error.status, body: error.toBody(), contentType: JSON_TYPE, reason: 'llm_extproc_body_too_large' });
+      this.bodyChunks = [];
+      return this.reply(this.router.bodyTooLarge(this.head(), this.settings.maxBodyBytes));
     }
     this.bodyChunks.push(chunk);
     if (this.requestBodyMode === 'FULL_DUPLEX_STREAMED') {
@@ -157,11 +160,13 @@ export class ExtProcStream {
       return;
     }
     // BUFFERED (and BUFFERED_PARTIAL): this one message is all the body Envoy will send before
-    // releasing the headers, even when trailers follow (end_of_stream false).
-    this.decide(this.takeBody(), 'request_body');
+    // releasing the headers, even when trailers follow (end_of_stream false). In BUFFERED_PARTIAL
+    // end_of_stream false may also mean Envoy's buffer filled and this is only the first part.
+    this.decide(this.takeBody(), 'request_body', false, this.requestBodyMode === 'BUFFERED_PARTIAL' && !endOfStream);
   }
 
   private onRequestTrailers(): void {
+    if (this.phase === 'replied') return;
     if (this.phase === 'awaiting_request_body' && this.requestBodyMode === 'FULL_DUPLEX_STREAMED') {
       // FULL_DUPLEX with trailers: the body ended without end_of_stream; the trailers end it.
       return this.decide(this.takeBody(), 'request_headers', true);
@@ -180,7 +185,20 @@ export class ExtProcStream {
   }
 
   private responseHeadersAnswer(): OutgoingResponse {
-    return this.destination ? this.answers.routedTo(this.destination) : CONTINUE_RESPONSE_HEADERS;
+    return this.destination ? this.answers.routedTo(this.destination, this.headerField()) : CONTINUE_RESPONSE_HEADERS;
+  }
+
+  private headerField(): HeaderValueField {
+    return this.headers?.valueField ?? 'raw_value';
+  }
+
+  private head(): HttpRequestHead {
+    return { headers: this.headers!, requestId: this.requestId };
+  }
+
+  private signal(): AbortSignal {
+    this.abortController ??= new AbortController();
+    return this.abortController.signal;
   }
 
   private expectRouted(what: string): boolean {
@@ -199,8 +217,17 @@ export class ExtProcStream {
    * Asks the router and answers on `phase`: the request_headers answer (no body, or FULL_DUPLEX)
    * or the request_body answer (BUFFERED). In FULL_DUPLEX the body is echoed after the headers.
    */
-  private decide(body: Buffer | undefined, phase: 'request_headers' | 'request_body', trailersFollow = false): void {
-    const view = { headers: this.headers!, body, requestId: this.requestId };
+  private decide(body: Buffer | undefined, phase: 'request_headers' | 'request_body', trailersFollow = false, bodyPartial = false): void {
+    const stream = this;
+    const view: HttpRequestView = {
+      headers: this.headers!,
+      body,
+      bodyPartial,
+      requestId: this.requestId,
+      get signal() {
+        return stream.signal();
+      },
+    };
     let decision: RouteDecision | Promise<RouteDecision>;
     try {
       decision = this.router.decide(view);
@@ -231,7 +258,7 @@ export class ExtProcStream {
     const { destination } = decision;
     this.destination = destination;
     this.phase = 'routed';
-    this.send(this.answers.route(phase, destination));
+    this.send(this.answers.route(phase, destination, this.headerField()));
     if (this.requestBodyMode === 'FULL_DUPLEX_STREAMED' && body !== undefined) {
       for (const answer of streamedBodyResponses('request_body', body, !trailersFollow)) this.send(answer);
       if (trailersFollow) this.send(CONTINUE_REQUEST_TRAILERS);
@@ -246,7 +273,7 @@ export class ExtProcStream {
 
   private reply(reply: LocalReply): void {
     this.phase = 'replied';
-    this.send(immediateResponse(reply));
+    this.send(immediateResponse(reply, this.headerField()));
   }
 
   private send(response: OutgoingResponse): void {
@@ -255,13 +282,7 @@ export class ExtProcStream {
   }
 
   private internalError(err: unknown): void {
-    this.log.error({ err, requestId: this.requestId }, 'routing failed unexpectedly');
-    this.reply({
-      status: 500,
-      body: openAIErrorBody('llm-extproc failed to route the request.', 'internal_error', 'internal_error'),
-      contentType: JSON_TYPE,
-      reason: 'llm_extproc_internal_error',
-    });
+    this.reply(this.router.failed(this.head(), err));
   }
 
   /** Out-of-order or malformed input: end the stream with a gRPC error (Envoy answers 500). */
@@ -280,6 +301,7 @@ export class ExtProcStream {
     this.backlog = [];
     this.bodyChunks = [];
     this.destination?.release();
+    this.abortController?.abort(new Error(`the ext_proc stream ended (${how})`));
     // After Envoy's half-close, answer with OK so a graceful close completes at once. Envoy's
     // default close sends a reset right behind the half-close: wait a turn so that, in that case,
     // no status is sent into a stream that is already gone.
@@ -292,4 +314,3 @@ export class ExtProcStream {
 }
 
 const EMPTY = Buffer.alloc(0);
-const JSON_TYPE = 'application/json';

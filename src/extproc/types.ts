@@ -1,19 +1,30 @@
-import type { RequestHeaders } from '../request/headers.js';
+import type { RequestHeaders } from './headers.js';
 
 /** Envoy's BodySendMode names (processing_mode.proto). */
 export type BodySendMode = 'NONE' | 'STREAMED' | 'BUFFERED' | 'BUFFERED_PARTIAL' | 'FULL_DUPLEX_STREAMED' | 'GRPC';
 
-/** The HTTP request as the ext_proc layer hands it to the router. */
-export interface HttpRequestView {
+/** The HTTP request's head, as the ext_proc layer knows it before any body. */
+export interface HttpRequestHead {
   headers: RequestHeaders;
-  /** The whole body; undefined when routing happens before or without it. */
-  body: Buffer | undefined;
   requestId: string;
+}
+
+/** The HTTP request as the ext_proc layer hands it to the router. */
+export interface HttpRequestView extends HttpRequestHead {
+  /** The body; undefined when routing happens before or without it. */
+  body: Buffer | undefined;
+  /**
+   * True when the body may be only the first part of a larger one (BUFFERED_PARTIAL mode, sent
+   * without end_of_stream: Envoy's buffer filled, or trailers follow).
+   */
+  bodyPartial: boolean;
+  /** Aborts when the stream ends (Envoy reset, client gone), so a router still deciding can stop. */
+  readonly signal: AbortSignal;
 }
 
 /** The destination of a routed request, held until its ext_proc stream ends. */
 export interface Destination {
-  /** `ip:port` and its bytes for the header's raw_value. */
+  /** `ip:port` and its bytes for the header's value. */
   readonly address: string;
   readonly addressBytes: Buffer;
   /** Ends the request's claim on the endpoint; safe to call more than once. */
@@ -25,13 +36,22 @@ export interface LocalReply {
   status: number;
   body: string;
   contentType: string;
+  /** More response headers, e.g. `allow` on a 405. */
+  headers?: readonly (readonly [string, string])[];
   /** Why, for logs and Envoy's %RESPONSE_CODE_DETAILS%. */
   reason: string;
 }
 
 export type RouteDecision = { kind: 'route'; destination: Destination } | { kind: 'reply'; reply: LocalReply };
 
-/** What the protocol layer asks of the LLM layer: one decision per HTTP request. */
+/**
+ * What the protocol layer asks of the application: one decision per HTTP request, and the words of
+ * the two answers the stream finds on its own (it counts body bytes; it catches a failing router).
+ */
 export interface RequestRouter {
   decide(request: HttpRequestView): RouteDecision | Promise<RouteDecision>;
+  /** The answer to a body over `limitBytes`. */
+  bodyTooLarge(request: HttpRequestHead, limitBytes: number): LocalReply;
+  /** The answer when `decide` threw or rejected. */
+  failed(request: HttpRequestHead, err: unknown): LocalReply;
 }

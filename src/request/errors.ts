@@ -7,6 +7,8 @@ export class RequestError extends Error {
     /** Machine-readable `code`, e.g. model_not_found. */
     readonly code: string,
     message: string,
+    /** Response headers the answer needs, e.g. `allow` on a 405. */
+    readonly headers: readonly (readonly [string, string])[] = [],
   ) {
     super(message);
   }
@@ -21,19 +23,13 @@ export function openAIErrorBody(message: string, type: string, code: string): st
   return JSON.stringify({ error: { message, type, param: null, code } });
 }
 
-export const badRequest = (code: string, message: string) =>
-  new RequestError(400, 'invalid_request_error', code, message);
+export const badRequest = (code: string, message: string) => new RequestError(400, 'invalid_request_error', code, message);
 
-export const notFound = (code: string, message: string) =>
-  new RequestError(404, 'invalid_request_error', code, message);
+export const notFound = (code: string, message: string) => new RequestError(404, 'invalid_request_error', code, message);
 
 export const tooLarge = (limit: number) =>
-  new RequestError(
-    413,
-    'invalid_request_error',
-    'request_too_large',
-    `The request body is larger than the limit of ${limit} bytes.`,
-  );
+  new RequestError(413, 'invalid_request_error', 'request_too_large', `The request body is larger than the limit of ${limit} bytes.`);
 
-export const unavailable = (code: string, message: string) =>
-  new RequestError(503, 'service_unavailable_error', code, message);
+export const unavailable = (code: string, message: string) => new RequestError(503, 'service_unavailable_error', code, message);
+
+export const internalError = () => new RequestError(500, 'internal_error', 'internal_error', 'llm-extproc failed to route the request.');

@@ -1,8 +1,9 @@
 import type { RouteTable } from '../routing/routes.js';
 import { badRequest } from './errors.js';
-import type { RequestHeaders } from './headers.js';
+import type { RequestHeaders } from '../extproc/headers.js';
 import { MODEL_HEADER, OWNED_BY_HEADER, OWNED_BY_QUERY } from '../wire-names.js';
 import { WantedKeys, scanTopLevel } from './json-scan.js';
+import { MAX_MODEL_BYTES, MAX_OWNED_BY_BYTES } from './limits.js';
 
 /** Where the engine selector came from, in the order they are consulted. */
 export type OwnedBySource = 'body.owned_by' | 'body.engine' | 'body.inference_server' | 'header' | 'query' | 'route';
@@ -53,32 +54,32 @@ export function readRoutingRequest(
     const modelValue = scan.values.get('model');
     if (modelValue !== undefined && modelValue.type !== 'null') {
       if (modelValue.type !== 'string') throw badRequest('invalid_model', '`model` must be a string.');
-      model = modelValue.value;
+      model = bounded(modelValue.value, 'model', MAX_MODEL_BYTES, 'invalid_model');
     }
     for (const [key, source] of ENGINE_KEYS) {
       const value = scan.values.get(key);
       if (value === undefined || value.type === 'null') continue;
       if (value.type !== 'string') throw badRequest('invalid_owned_by', `\`${key}\` must be a string.`);
       if (value.value === '') continue;
-      ownedBy = value.value;
+      ownedBy = bounded(value.value, key, MAX_OWNED_BY_BYTES, 'invalid_owned_by');
       ownedBySource = source;
       break;
     }
   }
 
-  model ||= headers.get(MODEL_HEADER) || route?.model;
+  model ||= bounded(headers.get(MODEL_HEADER), `header ${MODEL_HEADER}`, MAX_MODEL_BYTES, 'invalid_model') || route?.model;
 
   if (ownedBy === undefined) {
     const header = headers.get(OWNED_BY_HEADER);
     if (header) {
-      ownedBy = header;
+      ownedBy = bounded(header, `header ${OWNED_BY_HEADER}`, MAX_OWNED_BY_BYTES, 'invalid_owned_by');
       ownedBySource = 'header';
     }
   }
   if (ownedBy === undefined && queryStart !== -1) {
     const query = new URLSearchParams(fullPath.slice(queryStart + 1)).get(OWNED_BY_QUERY);
     if (query) {
-      ownedBy = query;
+      ownedBy = bounded(query, `query ${OWNED_BY_QUERY}`, MAX_OWNED_BY_BYTES, 'invalid_owned_by');
       ownedBySource = 'query';
     }
   }
@@ -94,4 +95,12 @@ export function readRoutingRequest(
     );
   }
   return { method, path, model, ownedBy, ownedBySource, routeName: route?.name, requestId };
+}
+
+/** `value` unless it is longer than `limit` bytes (then a 400 that does not echo it). */
+function bounded<T extends string | undefined>(value: T, what: string, limit: number, code: string): T {
+  if (value !== undefined && value.length > limit / 3 && Buffer.byteLength(value) > limit) {
+    throw badRequest(code, `\`${what}\` is ${Buffer.byteLength(value)} bytes long; the limit is ${limit}.`);
+  }
+  return value;
 }

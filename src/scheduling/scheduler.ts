@@ -1,5 +1,6 @@
 import type { EndpointRegistry } from '../discovery/registry.js';
 import { notFound, unavailable } from '../request/errors.js';
+import { clip } from '../request/limits.js';
 import type { RoutingRequest } from '../request/routing-request.js';
 import { Lease } from './ledger.js';
 import type { Picker } from './pickers.js';
@@ -22,19 +23,19 @@ export class Scheduler {
   schedule(request: RoutingRequest): Lease {
     const lookup = this.registry.lookup(request.model, request.ownedBy);
     if (lookup.kind === 'unknown_model') {
-      throw notFound('model_not_found', `The model \`${request.model}\` does not exist or is not served by any backend.`);
+      throw notFound('model_not_found', `The model \`${clip(request.model)}\` does not exist or is not served by any backend.`);
     }
     if (lookup.kind === 'unknown_engine') {
       throw notFound(
         'model_not_found',
-        `The model \`${request.model}\` is not served by engine \`${request.ownedBy}\` (served by: ${lookup.engines.join(', ')}).`,
+        `The model \`${clip(request.model)}\` is not served by engine \`${clip(request.ownedBy)}\` (served by: ${lookup.engines.join(', ')}).`,
       );
     }
     const usable = lookup.healthy;
     if (usable.length === 0) {
       throw unavailable(
         'no_healthy_backend',
-        `No healthy backend is available for model \`${request.model}\`${request.ownedBy ? ` on engine \`${request.ownedBy}\`` : ''}; try again later.`,
+        `No healthy backend is available for model \`${clip(request.model)}\`${request.ownedBy ? ` on engine \`${clip(request.ownedBy)}\`` : ''}; try again later.`,
       );
     }
     return new Lease(this.picker.pick(usable, lookup));

@@ -88,24 +88,30 @@ export function fromHeaderInput(input: Record<string, string | string[] | number
   return into;
 }
 
-/** Envoy → server: every value in raw_value bytes, `value` left empty (§1.6). Pseudo-headers first. */
-export function toHeaderMap(h: HeaderList): HeaderMap {
-  const headers: { key: string; raw_value: Buffer }[] = [];
+/**
+ * The HeaderValue field Envoy fills and reads: `raw_value` since 1.27 (unconditionally since ~1.31),
+ * `value` before 1.27 or with the runtime guard `send_header_raw_value` off (§1.6).
+ */
+export type HeaderValueField = 'raw_value' | 'value';
+
+/** Envoy → server: every value in `field` (raw_value bytes by default), the other left empty (§1.6). Pseudo-headers first. */
+export function toHeaderMap(h: HeaderList, field: HeaderValueField = 'raw_value'): HeaderMap {
+  const headers: { key: string; raw_value?: Buffer; value?: string }[] = [];
   for (const pass of [true, false]) {
     for (const [k, vals] of h) {
       if (k.startsWith(':') !== pass) continue;
-      for (const v of vals) headers.push({ key: k, raw_value: Buffer.from(v, 'latin1') });
+      for (const v of vals) headers.push(field === 'raw_value' ? { key: k, raw_value: Buffer.from(v, 'latin1') } : { key: k, value: v });
     }
   }
   return { headers };
 }
 
-/** Server → Envoy header map (e.g. trailers); Envoy reads raw_value only. */
-export function fromHeaderMap(m: HeaderMap__Output | undefined): HeaderList {
+/** Server → Envoy header map (e.g. trailers); Envoy reads only `field`. */
+export function fromHeaderMap(m: HeaderMap__Output | undefined, field: HeaderValueField = 'raw_value'): HeaderList {
   const out: HeaderList = new Map();
   for (const hv of m?.headers ?? []) {
     const k = (hv.key ?? '').toLowerCase();
-    const v = hv.raw_value ? hv.raw_value.toString('latin1') : '';
+    const v = readHeaderValue(hv, field);
     const cur = out.get(k);
     if (cur) cur.push(v);
     else out.set(k, [v]);
@@ -137,4 +143,9 @@ function valueToJs(v: Value__Output): unknown {
     default:
       return undefined;
   }
+}
+
+/** The value Envoy sees in a HeaderValue it reads: only the field it uses; the other is ignored. */
+export function readHeaderValue(hv: { raw_value?: Buffer; value?: string }, field: HeaderValueField): string {
+  return field === 'raw_value' ? (hv.raw_value ? hv.raw_value.toString('latin1') : '') : (hv.value ?? '');
 }

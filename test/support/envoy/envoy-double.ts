@@ -28,6 +28,7 @@ import {
   toHeaderMap,
   toHeaderRecord,
   type HeaderList,
+  type HeaderValueField,
   type HeaderRecord,
   type ProcessingRequest,
   type ProcessingResponse__Output,
@@ -81,6 +82,11 @@ export interface EnvoyDoubleOptions {
   grpcAuthority?: string;
   /** Refuse (503) ORIGINAL_DST destinations outside 127.0.0.0/8 and ::1. Default true. */
   loopbackOnly?: boolean;
+  /**
+   * The HeaderValue field Envoy sends and reads (§1.6): 'raw_value' (default; 1.27+) or 'value'
+   * (before 1.27, or runtime `send_header_raw_value` off).
+   */
+  headerValueField?: HeaderValueField;
 }
 
 export interface DownstreamRequest {
@@ -397,7 +403,7 @@ export class Exchange {
     if (status < 200) status = 200; // §1.4: unset or <200 ⇒ 200
     const headers: HeaderList = new Map();
     try {
-      applyHeaderMutation(ir.headers, headers, { removeContentLength: false, stats: this.mutationStats });
+      applyHeaderMutation(ir.headers, headers, { removeContentLength: false, stats: this.mutationStats, field: this.env.opts.headerValueField });
     } catch {
       // Failures applying ImmediateResponse headers are only logged by Envoy (§1.4).
     }
@@ -540,7 +546,7 @@ export class Exchange {
         const bodyPhaseSent = d.bodyMode !== 'BUFFERED' || bufferedSent;
         if (bodyPhaseSent && d.sendTrailers) {
           trailersSent = true;
-          this.send(`${dir}_trailers`, { trailers: toHeaderMap(srcTrailers) });
+          this.send(`${dir}_trailers`, { trailers: toHeaderMap(srcTrailers, this.env.opts.headerValueField) });
           if (!fd) {
             expect.push({ t: 'trailers' });
             armTimer();
@@ -564,7 +570,7 @@ export class Exchange {
 
     // Start: the headers message (§1.4, end_of_stream when no body).
     if (active() && d.sendHeaders) {
-      this.send(`${dir}_headers`, { headers: toHeaderMap(d.headers), end_of_stream: d.endOnHeaders });
+      this.send(`${dir}_headers`, { headers: toHeaderMap(d.headers, this.env.opts.headerValueField), end_of_stream: d.endOnHeaders });
       hdrAwait = true;
       expect.push({ t: 'headers' });
       armTimer();
@@ -576,7 +582,7 @@ export class Exchange {
       if (!cr) return undefined;
       if (cr.header_mutation && allowHeaderMutation) {
         try {
-          applyHeaderMutation(cr.header_mutation, d.headers, { removeContentLength: removeCL, stats: this.mutationStats });
+          applyHeaderMutation(cr.header_mutation, d.headers, { removeContentLength: removeCL, stats: this.mutationStats, field: this.env.opts.headerValueField });
         } catch (err) {
           if (err instanceof MutationError) return error(err.message.replace(/\s/g, '_'));
           throw err;
@@ -668,7 +674,7 @@ export class Exchange {
         }
         case 'trailers': {
           try {
-            if (srcTrailers) applyHeaderMutation(m[`${dir}_trailers`]?.header_mutation, srcTrailers, { removeContentLength: false, stats: this.mutationStats });
+            if (srcTrailers) applyHeaderMutation(m[`${dir}_trailers`]?.header_mutation, srcTrailers, { removeContentLength: false, stats: this.mutationStats, field: this.env.opts.headerValueField });
           } catch (err) {
             if (err instanceof MutationError) return error(err.message.replace(/\s/g, '_'));
             throw err;
@@ -706,7 +712,7 @@ export class Exchange {
         if (hdrAwait || !trailersSent || trailersDone || !srcTrailers) return error('spurious_message');
         this.setDynamicMetadata(m);
         try {
-          applyHeaderMutation(m[`${dir}_trailers`]?.header_mutation, srcTrailers, { removeContentLength: false, stats: this.mutationStats });
+          applyHeaderMutation(m[`${dir}_trailers`]?.header_mutation, srcTrailers, { removeContentLength: false, stats: this.mutationStats, field: this.env.opts.headerValueField });
         } catch (err) {
           if (err instanceof MutationError) return error(err.message.replace(/\s/g, '_'));
           throw err;
@@ -1222,6 +1228,7 @@ export class EnvoyDouble {
       exchangeTimeoutMs: options.exchangeTimeoutMs ?? 30000,
       grpcAuthority: options.grpcAuthority ?? 'ext_proc',
       loopbackOnly: options.loopbackOnly ?? true,
+      headerValueField: options.headerValueField ?? 'raw_value',
     };
     this.receiving = new Set(this.opts.receivingNamespaces);
     this.conns = new Array(this.opts.connections).fill(undefined);

@@ -4,7 +4,7 @@
  * and the mutation-rules `Checker`, re-implemented from the documented facts.
  */
 import type { HeaderMutation__Output } from '../../../src/generated/envoy/service/ext_proc/v3/HeaderMutation.js';
-import type { HeaderList } from './codec.js';
+import { readHeaderValue, type HeaderList, type HeaderValueField } from './codec.js';
 
 /** A mutation Envoy rejects as an error (→ local reply with status_on_error). */
 export class MutationError extends Error {}
@@ -51,7 +51,7 @@ function isValidValue(name: string, value: string): boolean {
 
 /**
  * Applies `mutation` to `headers` in place, Envoy style: removals first, then set_headers in order.
- * - raw_value only; `value` and `raw_value` both non-empty ⇒ MutationError (§1.6);
+ * - values read from `field` only (raw_value by default); `value` and `raw_value` both non-empty ⇒ MutationError (§1.6);
  * - `append` unset/false ⇒ overwrite (setCopy), true ⇒ add a value (addCopy); `append_action` ignored;
  * - default rules: host/:authority/:method/:scheme and x-envoy-* refused silently (§3.2);
  * - content-length skipped when `removeContentLength` (STREAMED / FULL_DUPLEX / BUFFERED+SKIP).
@@ -59,7 +59,7 @@ function isValidValue(name: string, value: string): boolean {
 export function applyHeaderMutation(
   mutation: HeaderMutation__Output | undefined,
   headers: HeaderList,
-  opts: { removeContentLength: boolean; stats?: MutationStats },
+  opts: { removeContentLength: boolean; stats?: MutationStats; field?: HeaderValueField },
 ): void {
   if (!mutation) return;
   const stats = opts.stats ?? { rejected: 0 };
@@ -79,7 +79,7 @@ export function applyHeaderMutation(
       stats.rejected++;
       throw new MutationError('Only one of value or raw_value in the HeaderValue message should be set.');
     }
-    const value = rawBytes ? rawBytes.toString('latin1') : '';
+    const value = readHeaderValue(hv, opts.field ?? 'raw_value');
     if (!headerNameIsValid(key) || !headerValueIsValid(value)) {
       stats.rejected++;
       throw new MutationError('Invalid character in set_headers mutation.');

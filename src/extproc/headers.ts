@@ -1,0 +1,44 @@
+import type { HeaderValue__Output } from '../generated/envoy/config/core/v3/HeaderValue.js';
+
+/**
+ * Which HeaderValue field carries header values on this stream. Envoy 1.27+ sends and reads
+ * `raw_value` (unconditionally since about 1.31); older Envoy, or one with the runtime guard
+ * `send_header_raw_value` off, sends and reads `value`. Answers use the field the request came in.
+ */
+export type HeaderValueField = 'raw_value' | 'value';
+
+/**
+ * Read-only view of the headers Envoy sent (lower-case keys). Values are decoded on first lookup
+ * only: a request has a few dozen headers and most are never read.
+ */
+export class RequestHeaders {
+  private readonly seen = new Map<string, string | undefined>();
+  /** The field Envoy filled: `value` only when no header carries `raw_value` and some carries `value`. */
+  readonly valueField: HeaderValueField;
+
+  constructor(private readonly list: readonly HeaderValue__Output[]) {
+    this.valueField = usesValueField(list) ? 'value' : 'raw_value';
+  }
+
+  get(name: string): string | undefined {
+    if (this.seen.has(name)) return this.seen.get(name);
+    let value: string | undefined;
+    for (const header of this.list) {
+      if (header.key === name) {
+        value = this.valueField === 'raw_value' ? (header.raw_value?.toString() ?? '') : (header.value ?? '');
+        break;
+      }
+    }
+    this.seen.set(name, value);
+    return value;
+  }
+}
+
+function usesValueField(list: readonly HeaderValue__Output[]): boolean {
+  let value = false;
+  for (const header of list) {
+    if (header.raw_value && header.raw_value.length > 0) return false;
+    if (header.value) value = true;
+  }
+  return value;
+}

@@ -1,0 +1,178 @@
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { applyHeaderMutation } from './support/envoy/mutation.js';
+import { decodeProcessingResponse, encodeProcessingRequest, fromHeaderInput, toHeaderMap } from './support/envoy/codec.js';
+import { JSON_HEADERS, LLAMA, QWEN, chatBody, startCluster, withCluster, type Cluster } from './support/harness.js';
+
+/** Log lines of a cluster's service, parsed. */
+function captureLogs(): { stream: Writable; lines: Record<string, unknown>[]; raw: string[] } {
+  const lines: Record<string, unknown>[] = [];
+  const raw: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString().split('\n').filter(Boolean)) {
+        raw.push(line);
+        lines.push(JSON.parse(line) as Record<string, unknown>);
+      }
+      done();
+    },
+  });
+  return { stream, lines, raw };
+}
+
+async function counter(cluster: Cluster, labels: Record<string, string>): Promise<number> {
+  const { values } = await cluster.service.metrics.requests.get();
+  return values.filter((v) => Object.entries(labels).every(([k, want]) => (v.labels as Record<string, unknown>)[k] === want)).reduce((sum, v) => sum + v.value, 0);
+}
+
+describe('an Envoy that sends and reads header values in `value` (before 1.27, or send_header_raw_value off)', () => {
+  let cluster: Cluster;
+  before(async () => {
+    cluster = await startCluster({ envoy: { headerValueField: 'value' } });
+  });
+  after(async () => cluster.close());
+
+  it('is routed: the destination and x-routed-to come back in `value`', async () => {
+    const response = await cluster.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: LLAMA }) });
+    assert.equal(response.status, 200, response.body.toString());
+    assert.equal(response.upstream, cluster.pods[0]!.address);
+    assert.equal(response.headers['x-routed-to'], cluster.pods[0]!.address);
+  });
+
+  it('reads the engine selector header and answers errors with their content-type', async () => {
+    const routed = await cluster.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: { ...JSON_HEADERS, 'x-owned-by': 'sglang' }, body: chatBody({ model: QWEN }) });
+    assert.equal(routed.headers['x-simulator-engine'], 'sglang');
+    const refused = await cluster.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: 'no-such-model' }) });
+    assert.equal(refused.status, 404);
+    assert.equal(refused.headers['content-type'], 'application/json');
+  });
+
+  it('control: such an Envoy reads an answer given only in raw_value as an empty header', () => {
+    const headers = fromHeaderInput({ ':path': '/' });
+    const mutation = { set_headers: [{ header: { key: 'x-gateway-destination-endpoint', raw_value: Buffer.from('127.0.0.1:1'), value: '' }, append: { value: false } }], remove_headers: [] };
+    applyHeaderMutation(mutation, headers, { removeContentLength: false, field: 'value' });
+    assert.deepEqual(headers.get('x-gateway-destination-endpoint'), ['']);
+    // ... and the modern field is what the double sends by default.
+    assert.ok(toHeaderMap(headers).headers?.every((h) => 'raw_value' in h && !('value' in h)));
+  });
+});
+
+describe('after llm-extproc answers a FULL_DUPLEX body with 413', () => {
+  it('body chunks and trailers Envoy had already sent are ignored, not protocol errors', async () => {
+    await withCluster(
+      {
+        pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.27' }],
+        flags: ['--max-body-size=100KiB'],
+        envoy: { processingMode: { requestBodyMode: 'FULL_DUPLEX_STREAMED', requestTrailerMode: 'SEND' } },
+      },
+      async (cluster) => {
+        const protocolErrorsBefore = (await cluster.service.metrics.protocolErrors.get()).values[0]?.value ?? 0;
+        const tooLargeBefore = await counter(cluster, { outcome: 'request_too_large', status: '413' });
+        const stream = await cluster.envoy.openRawStream();
+        const chunk = Buffer.alloc(60 * 1024, 'a');
+        const headers = toHeaderMap(fromHeaderInput({ ':method': 'POST', ':path': '/v1/chat/completions', 'content-type': 'application/json' }));
+        // Everything is on the wire before the server can answer: the chunks after the second
+        // (which crosses the limit) are what a real Envoy has in flight when the 413 arrives.
+        stream.send(encodeProcessingRequest({ protocol_config: { request_body_mode: 'FULL_DUPLEX_STREAMED' }, request_headers: { headers, end_of_stream: false } }));
+        for (let i = 0; i < 4; i++) stream.send(encodeProcessingRequest({ request_body: { body: chunk, end_of_stream: false } }));
+        stream.send(encodeProcessingRequest({ request_trailers: { trailers: toHeaderMap(fromHeaderInput({ 'x-trailer': '1' })) } }));
+        const answer = decodeProcessingResponse((await stream.recv(5000))!);
+        assert.equal(answer.response, 'immediate_response');
+        assert.equal(answer.immediate_response?.status?.code, 'PayloadTooLarge');
+        // The half-close is handled after every earlier message, so the status orders the check.
+        stream.halfClose();
+        const status = await stream.status;
+        assert.equal(status.code, 0, `stream status ${status.code} ${status.message}`);
+        assert.equal((await cluster.service.metrics.protocolErrors.get()).values[0]?.value ?? 0, protocolErrorsBefore);
+        assert.equal(await counter(cluster, { outcome: 'request_too_large', status: '413' }), tooLargeBefore + 1, 'the 413 is counted once');
+        await cluster.settled();
+      },
+    );
+  });
+});
+
+describe('methods on /v1/models, which llm-extproc answers itself', () => {
+  let cluster: Cluster;
+  before(async () => {
+    cluster = await startCluster();
+  });
+  after(async () => cluster.close());
+
+  it('HEAD is answered like GET', async () => {
+    const get = await cluster.envoy.request({ method: 'GET', path: '/v1/models' });
+    const head = await cluster.envoy.request({ method: 'HEAD', path: '/v1/models' });
+    assert.equal(get.status, 200);
+    assert.equal(head.status, 200);
+    assert.equal(head.localReply, true);
+    assert.equal(head.headers['content-type'], 'application/json');
+    assert.equal((await cluster.envoy.request({ method: 'HEAD', path: `/v1/models/${encodeURIComponent(QWEN)}` })).status, 200);
+  });
+
+  for (const method of ['OPTIONS', 'DELETE', 'POST', 'PUT']) {
+    it(`${method} gets 405 with an allow header`, async () => {
+      const response = await cluster.envoy.request({ method, path: '/v1/models', headers: JSON_HEADERS, body: method === 'OPTIONS' || method === 'DELETE' ? undefined : '{}' });
+      assert.equal(response.status, 405, response.body.toString());
+      assert.equal(response.headers.allow, 'GET, HEAD');
+      assert.equal(JSON.parse(response.body.toString()).error.code, 'method_not_allowed');
+      assert.equal(response.upstream, undefined, 'not sent to a backend');
+    });
+  }
+});
+
+describe('client-supplied values are bounded in answers and logs', () => {
+  let cluster: Cluster;
+  const logs = captureLogs();
+  before(async () => {
+    cluster = await startCluster({ logs: logs.stream });
+  });
+  after(async () => cluster.close());
+
+  const post = (body: string, headers: Record<string, string> = {}, path = '/v1/chat/completions') =>
+    cluster.envoy.request({ method: 'POST', path, headers: { ...JSON_HEADERS, ...headers }, body });
+
+  it('an 8 MiB model name is a small 400 and a small log line', async () => {
+    const hugeModel = 'm'.repeat(8 * 1024 * 1024);
+    const logLinesBefore = logs.raw.length;
+    const response = await post(chatBody({ model: hugeModel }));
+    assert.equal(response.status, 400);
+    assert.equal(JSON.parse(response.body.toString()).error.code, 'invalid_model');
+    assert.ok(response.body.length < 1024, `answer of ${response.body.length} bytes`);
+    const written = logs.raw.slice(logLinesBefore);
+    assert.equal(written.length, 1);
+    assert.ok(written[0]!.length < 2048, `log line of ${written[0]!.length} bytes`);
+  });
+
+  it('a model name at the limit is looked up; one byte over is refused', async () => {
+    assert.equal((await post(chatBody({ model: 'x'.repeat(512) }))).status, 404);
+    assert.equal((await post(chatBody({ model: 'x'.repeat(513) }))).status, 400);
+  });
+
+  it('an unknown model of a few hundred characters is echoed cut short', async () => {
+    const response = await post(chatBody({ model: `unknown-${'z'.repeat(400)}` }));
+    assert.equal(response.status, 404);
+    const message = JSON.parse(response.body.toString()).error.message as string;
+    assert.ok(message.length < 250, message);
+    assert.match(message, /… \(408 bytes\)/);
+  });
+
+  it('over-long engine selectors are refused wherever they come from', async () => {
+    const long = 'e'.repeat(129);
+    for (const response of [
+      await post(chatBody({ model: QWEN, owned_by: long })),
+      await post(chatBody({ model: QWEN }), { 'x-owned-by': long }),
+      await post(chatBody({ model: QWEN }), {}, `/v1/chat/completions?owned_by=${long}`),
+    ]) {
+      assert.equal(response.status, 400);
+      assert.equal(JSON.parse(response.body.toString()).error.code, 'invalid_owned_by');
+    }
+    assert.equal((await post(chatBody({ model: QWEN, owned_by: 'e'.repeat(128) }))).status, 404, 'at the limit: looked up, not served');
+  });
+
+  it('the logged path of a refused request is cut short', async () => {
+    const response = await post(chatBody({ model: 'nope' }), {}, `/v1/chat/completions?pad=${'p'.repeat(10_000)}`);
+    assert.equal(response.status, 404);
+    const line = logs.lines.at(-1)!;
+    assert.ok((line.path as string).length < 200, `path of ${(line.path as string).length} characters`);
+  });
+});
