@@ -1,7 +1,13 @@
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.js';
 import type { Endpoint, ModelCard } from './endpoint.js';
+import { ProbeError, probeGet } from './http-probe.js';
 import type { EndpointRegistry } from './registry.js';
+
+/** A `/v1/models` answer larger than this fails the probe (about 10,000 model cards). */
+export const MAX_MODELS_ANSWER_BYTES = 4 * 1024 * 1024;
+/** `/health` answers are read and dropped; this bounds what a misbehaving backend can send. */
+const MAX_HEALTH_ANSWER_BYTES = 64 * 1024;
 
 export interface ProberOptions {
   intervalMs: number;
@@ -57,26 +63,19 @@ export class Prober {
 
   private async probe(endpoint: Endpoint): Promise<void> {
     const staticCards = this.options.staticModels.get(endpoint.address);
+    const timeoutMs = this.options.timeoutMs;
     try {
       if (staticCards) {
-        await this.fetchOk(endpoint, '/health');
+        await probeGet(endpoint.baseUrl, '/health', { timeoutMs, maxBytes: MAX_HEALTH_ANSWER_BYTES });
         this.succeeded(endpoint, staticCards);
       } else {
-        const response = await this.fetchOk(endpoint, '/v1/models');
-        this.succeeded(endpoint, parseModelList(await response.json()));
+        const body = await probeGet(endpoint.baseUrl, '/v1/models', { timeoutMs, maxBytes: MAX_MODELS_ANSWER_BYTES });
+        this.succeeded(endpoint, parseModelsAnswer(body));
       }
     } catch (err) {
-      this.failed(endpoint, (err as Error).message);
+      // Nothing may escape a probe: it runs from a timer.
+      this.failed(endpoint, err instanceof ProbeError ? err.message : `probe failed unexpectedly: ${(err as Error).message}`);
     }
-  }
-
-  private async fetchOk(endpoint: Endpoint, path: string): Promise<Response> {
-    const response = await fetch(endpoint.baseUrl + path, { signal: AbortSignal.timeout(this.options.timeoutMs) });
-    if (!response.ok) {
-      await response.body?.cancel();
-      throw new Error(`GET ${path} answered ${response.status}`);
-    }
-    return response;
   }
 
   private succeeded(endpoint: Endpoint, models: readonly ModelCard[]): void {
@@ -98,13 +97,28 @@ export class Prober {
   }
 }
 
+/** A `/v1/models` body → model cards; ProbeError when it is not JSON or not a model list. */
+function parseModelsAnswer(body: Buffer): ModelCard[] {
+  let document: unknown;
+  try {
+    document = JSON.parse(body.toString('utf8'));
+  } catch (err) {
+    throw new ProbeError(`GET /v1/models: the answer is not JSON (${(err as Error).message.slice(0, 80)})`);
+  }
+  try {
+    return parseModelList(document);
+  } catch (err) {
+    throw new ProbeError(`GET /v1/models: ${(err as Error).message}`);
+  }
+}
+
 /** Validates a `/v1/models` answer into model cards (owned_by defaults to "unknown"). */
 export function parseModelList(document: unknown): ModelCard[] {
   const data = (document as { data?: unknown } | null)?.data;
-  if (!Array.isArray(data)) throw new Error('/v1/models answer has no data array');
+  if (!Array.isArray(data)) throw new Error('the answer has no data array');
   return data.map((entry: unknown, index) => {
     const item = entry as Partial<Record<keyof ModelCard, unknown>> | null;
-    if (!item || typeof item.id !== 'string' || item.id === '') throw new Error(`/v1/models data[${index}] has no id`);
+    if (!item || typeof item.id !== 'string' || item.id === '') throw new Error(`data[${index}] has no id`);
     const card: ModelCard = {
       id: item.id,
       object: 'model',
