@@ -21,6 +21,7 @@ import protobuf from 'protobufjs';
 import type { Enum, Field, MapField, Type } from 'protobufjs';
 import YAML from 'yaml';
 import { REPO_ROOT, XDS_INCLUDE_DIRS, ProtoSet, fullName } from './support/xds-protos.js';
+import { parseConfig } from '../src/config/config.js';
 
 // ---------------------------------------------------------------------------------------------
 // Allow-list: names newer than the grpc-js-xds copy (versions from ../shared/reference/envoy-extproc.md (the team's reference notes)).
@@ -852,7 +853,9 @@ describe('container files', () => {
   it('docker-compose runs Envoy in llm-extproc\'s network namespace with a valid config', () => {
     const envoy = at(compose, 'services', 'envoy');
     assert.equal(at(envoy, 'network_mode'), 'service:llm-extproc');
-    assert.deepEqual(at(compose, 'services', 'llm-extproc', 'command'), ['--demo']);
+    const extproc = parseConfig(list(at(compose, 'services', 'llm-extproc'), 'command').map(String))!;
+    assert.equal(extproc.demo, true);
+    assert.equal(extproc.host, '127.0.0.1', 'ext_proc listens on loopback only: Envoy shares the namespace (docs/trust-boundary.md)');
     const command = list(envoy, 'command').map(String);
     const configPath = command[command.indexOf('-c') + 1] ?? '';
     const file = path.basename(configPath.replace(/\$\{ENVOY_CONFIG:-([^}]+)\}/, '$1'));
