@@ -23,6 +23,7 @@ import type { Scenario, ScenarioResult } from './loadgen.js';
 import { MODEL } from './messages.js';
 import { runPickerBench, type PickerRow } from './picker.js';
 import { canPin, clockTicksPerSecond, describeMachine, freePort, hasProcCpu, pinProcess } from './proc.js';
+import { isGcLine, summarizeGc, type GcSummary } from './gc-trace.js';
 import { categoryBreakdown, frameTimes } from './profile.js';
 import { fmt, fmtInt, percentiles, ratio, table, type Percentiles } from './stats.js';
 
@@ -39,6 +40,7 @@ interface Options {
   quick: boolean;
   pin: boolean;
   profile: boolean;
+  traceGc: boolean;
   nodelay: boolean;
   bareLike: string;
   sections: Set<Section>;
@@ -63,6 +65,7 @@ function parseOptions(): Options {
       quick: { type: 'boolean', default: false },
       'no-pin': { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
+      'trace-gc': { type: 'boolean', default: false },
       nodelay: { type: 'boolean', default: false },
       'bare-like': { type: 'string', default: '' },
       sections: { type: 'string' },
@@ -98,6 +101,7 @@ function parseOptions(): Options {
     quick,
     pin: !values['no-pin'] && process.env.BENCH_PIN !== '0',
     profile: values.profile,
+    traceGc: values['trace-gc'],
     nodelay: values.nodelay || process.env.BENCH_NODELAY === '1',
     bareLike: values['bare-like'] ?? '',
     sections,
@@ -118,6 +122,25 @@ function parseOptions(): Options {
 }
 
 // ---------------------------------------------------------------- output
+
+/** Both servers' collections over the whole run (--trace-gc); their trace lines leave `output`. */
+function gcSection(servers: { bare: ServerProcess; ext: ServerProcess }, extDecisions: number) {
+  say('== GC (--trace-gc, both servers, whole run including warm-up and the ping floor)');
+  const rows: string[][] = [];
+  const result: Record<string, GcSummary & { per1000: number; lines: string[] }> = {};
+  for (const server of [servers.bare, servers.ext]) {
+    const gc = summarizeGc(server.output);
+    const lines = server.output.filter(isGcLine);
+    server.output.splice(0, server.output.length, ...server.output.filter((line) => !isGcLine(line)));
+    const per1000 = (gc.scavenges + gc.fullCollections) / (extDecisions / 1000);
+    result[server.name] = { ...gc, per1000, lines };
+    rows.push([server.name, fmtInt(gc.scavenges), fmtInt(gc.fullCollections), fmt(gc.pauseMs, 1), fmt(gc.longestPauseMs, 2), fmt(per1000, 2)]);
+  }
+  say(table([['server', 'scavenges', 'full GCs', 'pause ms total', 'longest ms', 'GCs per 1000 ext requests'], ...rows]));
+  say('   both servers see the same request count per section; the bare server\'s collections are the floor of grpc-js itself');
+  say();
+  return result;
+}
 
 const text: string[] = [];
 /** Report text: printed and kept for the JSON. */
@@ -140,8 +163,15 @@ function nodeCommand(pin: boolean, cpu: string, args: string[]): [string, string
 }
 
 /** Node flags for both server processes (the --nodelay experiment). */
-function serverNodeFlags(opts: Options): string[] {
-  return opts.nodelay ? [`--import=${pathToFileURL(join(DIST, 'bench', 'nodelay-preload.js')).href}`] : [];
+/** Node flags for a server; BENCH_SERVER_NODE_FLAGS (both) and BENCH_EXT_NODE_FLAGS (llm-extproc only) are for experiments. */
+function serverNodeFlags(opts: Options, server: 'bare' | 'llm-extproc'): string[] {
+  const fromEnv = (name: string) => (process.env[name] ?? '').split(/\s+/).filter(Boolean);
+  return [
+    ...(opts.nodelay ? [`--import=${pathToFileURL(join(DIST, 'bench', 'nodelay-preload.js')).href}`] : []),
+    ...(opts.traceGc ? ['--trace-gc'] : []),
+    ...fromEnv('BENCH_SERVER_NODE_FLAGS'),
+    ...(server === 'llm-extproc' ? fromEnv('BENCH_EXT_NODE_FLAGS') : []),
+  ];
 }
 
 interface ServerProcess {
@@ -175,7 +205,7 @@ async function startLlmExtproc(opts: Options, backends: Simulator[], profileDir:
   const port = await freePort();
   const adminPort = await freePort();
   const args = [
-    ...serverNodeFlags(opts),
+    ...serverNodeFlags(opts, 'llm-extproc'),
     ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, 'llm-extproc')}`] : []),
     join(DIST, 'src', 'main.js'),
     `--static-hosts=${backends.map((b) => b.address).join(',')}`,
@@ -209,7 +239,7 @@ async function startLlmExtproc(opts: Options, backends: Simulator[], profileDir:
 
 async function startBare(opts: Options, destination: string, profileDir: string | undefined): Promise<ServerProcess> {
   const args = [
-    ...serverNodeFlags(opts),
+    ...serverNodeFlags(opts, 'bare'),
     ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, 'bare')}`] : []),
     join(DIST, 'bench', 'bare-server.js'),
     ...(opts.bareLike ? [`--like=${opts.bareLike}`] : []), '--port=0', `--destination=${destination}`, `--grpc-max-receive-size=${64 * MiB}`];
@@ -778,6 +808,7 @@ async function main(): Promise<void> {
         sections.largeBodies = result;
       }
       sections.serverCheck = await serverCheck(ext, extDecisions);
+      if (opts.traceGc) sections.gc = gcSection(servers, extDecisions);
       for (const server of [ext, bare]) {
         if (server.output.length) {
           say(`${server.name} wrote ${server.output.length} log lines (warn and above); first ones:`);
