@@ -9,6 +9,7 @@ import { EXT_PROC_SERVICE } from '../src/extproc/proto.js';
 import { startSimulator, type Simulator } from '../src/simulator/simulator.js';
 import { EnvoyDouble } from './support/envoy/envoy-double.js';
 import { JSON_HEADERS, QWEN, chatBody, exitCode } from './support/harness.js';
+import { until } from './support/wait.js';
 
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
 
@@ -26,15 +27,9 @@ function healthStatus(client: HealthClient, service: string): Promise<string> {
   return new Promise((resolve, reject) => client.check({ service }, (err, res) => (err ? reject(err) : resolve(res!.status))));
 }
 
-async function until<T>(what: string, probe: () => Promise<T>, ok: (value: T) => boolean, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe().catch((err: Error) => err as unknown as T);
-    if (ok(value)) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${String(value)}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
+/** A child process answers its first requests slowly (JIT, module loading): wait generously. */
+const COLD = { timeoutMs: 30_000 };
+const MESSAGE_TIMEOUT_MS = 10_000;
 
 describe('the service process: health, readiness and SIGTERM', () => {
   let pod: Simulator;
@@ -58,7 +53,7 @@ describe('the service process: health, readiness and SIGTERM', () => {
   });
 
   it('answers /health, turns /ready 200 after the first probe round, and serves gRPC health', async () => {
-    const ready = await until('ready', () => fetch(`http://127.0.0.1:${adminPort}/ready`).then((r) => r.status), (s) => s === 200);
+    const ready = await until('/ready to answer 200', () => fetch(`http://127.0.0.1:${adminPort}/ready`).then((r) => r.status), (s) => s === 200, COLD);
     assert.equal(ready, 200);
     assert.equal((await fetch(`http://127.0.0.1:${adminPort}/health`)).status, 200);
     const Client = grpc.makeClientConstructor(healthService, 'Health') as unknown as new (address: string, creds: grpc.ChannelCredentials) => HealthClient;
@@ -73,7 +68,7 @@ describe('the service process: health, readiness and SIGTERM', () => {
   });
 
   it('SIGTERM lets an open request finish, then exits 0', async () => {
-    const envoy = new EnvoyDouble({ extProcTarget: `127.0.0.1:${grpcPort}`, processingMode: { requestBodyMode: 'BUFFERED', responseHeaderMode: 'SEND' }, messageTimeoutMs: 5000 });
+    const envoy = new EnvoyDouble({ extProcTarget: `127.0.0.1:${grpcPort}`, processingMode: { requestBodyMode: 'BUFFERED', responseHeaderMode: 'SEND' }, messageTimeoutMs: MESSAGE_TIMEOUT_MS });
     await envoy.connect();
     const exchange = await envoy.open({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN, stream: true, max_tokens: 3 }) });
     assert.equal(exchange.upstream, pod.address);
@@ -96,15 +91,17 @@ describe("the README's first command: --demo", () => {
     });
     try {
       const ready = await until(
-        'demo ready',
+        'the demo\'s /ready to answer 200',
         () => fetch(`http://127.0.0.1:${adminPort}/ready`).then(async (r) => ({ status: r.status, body: (await r.json()) as { healthy_endpoints: number } })),
-        (r) => (r as { status?: number }).status === 200,
+        (r) => r.status === 200,
+        COLD,
       );
       assert.equal(ready.body.healthy_endpoints, 4);
-      const envoy = new EnvoyDouble({ extProcTarget: `127.0.0.1:${grpcPort}` });
+      const envoy = new EnvoyDouble({ extProcTarget: `127.0.0.1:${grpcPort}`, messageTimeoutMs: MESSAGE_TIMEOUT_MS });
       await envoy.connect();
       const models = await envoy.request({ method: 'GET', path: '/v1/models' });
       await envoy.close();
+      assert.equal(models.status, 200, `GET /v1/models: ${models.details} ${models.body.toString()}`);
       const owners = (JSON.parse(models.body.toString()) as { data: { id: string; owned_by: string }[] }).data.filter((m) => m.id === QWEN).map((m) => m.owned_by);
       assert.deepEqual(owners.sort(), ['sglang', 'vllm']);
       child.kill('SIGTERM');
