@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { once, type EventEmitter } from 'node:events';
 import { after, before, describe, it } from 'node:test';
-import { ExtProcServer } from '../src/extproc/server.js';
+import type { ExtProcServer } from '../src/extproc/server.js';
 import type { Destination, HttpRequestView, RequestRouter, RouteDecision } from '../src/extproc/types.js';
-import { createLogger } from '../src/log.js';
 import { EnvoyDouble, decodeProcessingResponse, encodeProcessingRequest } from './support/envoy/envoy-double.js';
 import type { GrpcH2Stream } from './support/envoy/grpc-h2.js';
+import { startExtProcServer } from './support/extproc-server.js';
 import { defer, until, type Deferred } from './support/wait.js';
 
 /**
@@ -43,16 +43,7 @@ const headers = (record: Record<string, string>) => ({
 
 /** The real ext_proc server with `router`, and an Envoy double (BUFFERED) in front of it. */
 async function serve(router: RequestRouter): Promise<{ envoy: EnvoyDouble; server: ExtProcServer; stop(): Promise<void> }> {
-  const server = new ExtProcServer(
-    {
-      host: '127.0.0.1', port: 0, maxReceiveMessageBytes: 1 << 20, drainTimeoutMs: 1000, defaultRequestBodyMode: 'BUFFERED',
-      defaultResponseBodyMode: 'NONE', maxBodyBytes: 1 << 20, destinationHeader: 'x-gateway-destination-endpoint', routedToHeader: 'x-routed-to',
-    },
-    router,
-    { decided: () => undefined, protocolError: () => undefined },
-    createLogger('silent'),
-  );
-  const port = await server.start();
+  const { server, port } = await startExtProcServer(router);
   const envoy = new EnvoyDouble({ extProcTarget: `127.0.0.1:${port}`, processingMode: { requestBodyMode: 'BUFFERED' }, messageTimeoutMs: 5000 });
   await envoy.connect();
   return {
