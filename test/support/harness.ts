@@ -1,4 +1,3 @@
-import { once } from 'node:events';
 import type { Service } from '../../src/app/service.js';
 import { startService } from '../../src/app/service.js';
 import { parseConfig, type Config } from '../../src/config/config.js';
@@ -118,9 +117,3 @@ export function chatBody(fields: Record<string, unknown>): string {
 
 export const JSON_HEADERS = { 'content-type': 'application/json' };
 
-/** Waits for a child process to exit; returns its code. */
-export async function exitCode(child: import('node:child_process').ChildProcess): Promise<number | null> {
-  if (child.exitCode !== null) return child.exitCode;
-  const [code] = (await once(child, 'exit')) as [number | null];
-  return code;
-}
