@@ -35,17 +35,22 @@ async function main(): Promise<void> {
   }
 
   let stopping = false;
-  const shutdown = async (signal: string) => {
-    if (stopping) return;
+  const shutdown = async (signal: NodeJS.Signals) => {
+    if (stopping) {
+      // The drain timeout bounds the wait; a repeated or relayed signal must not cut the open
+      // requests. SIGQUIT (Ctrl-\) or SIGKILL stop at once.
+      log.warn({ signal }, 'already draining: signal ignored');
+      return;
+    }
     stopping = true;
-    log.info({ signal }, 'shutting down: draining open streams');
+    log.info({ signal, drainTimeoutMs: config.drainTimeoutMs }, 'shutting down: draining open streams');
     await service.stop();
     await demo?.close();
     log.info('stopped');
     process.exit(0);
   };
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
-  process.on('SIGINT', () => void shutdown('SIGINT'));
+  // SIGHUP too (a closed terminal, some supervisors): its default would kill open requests.
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => void shutdown(signal));
 }
 
 main().catch((err: unknown) => {

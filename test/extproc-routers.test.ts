@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
+import { once, type EventEmitter } from 'node:events';
 import { after, before, describe, it } from 'node:test';
-import { ExtProcServer } from '../src/extproc/server.js';
+import type { ExtProcServer } from '../src/extproc/server.js';
 import type { Destination, HttpRequestView, LocalReply, RequestRouter, RouteDecision } from '../src/extproc/types.js';
-import { createLogger } from '../src/log.js';
 import { EnvoyDouble, decodeProcessingResponse, encodeProcessingRequest } from './support/envoy/envoy-double.js';
+import type { GrpcH2Stream } from './support/envoy/grpc-h2.js';
+import { startExtProcServer } from './support/extproc-server.js';
+import { defer, until, type Deferred } from './support/wait.js';
 
 /** The answers the stream asks the application for, worded so a test can tell them apart. */
 const TEST_REPLIES = {
@@ -11,16 +14,27 @@ const TEST_REPLIES = {
   failed: (): LocalReply => ({ status: 500, body: 'test: router failed', contentType: 'text/plain', reason: 'test_failed' }),
 };
 
-/** A router that answers after a delay, as one consulting external plugins will. */
-class SlowRouter implements RequestRouter {
+/**
+ * A router whose decisions wait for the test, as one consulting external plugins would: the test
+ * learns when the router is asked and decides when the answer comes.
+ */
+class GatedRouter implements RequestRouter {
   readonly bodyTooLarge = TEST_REPLIES.bodyTooLarge;
   readonly failed = TEST_REPLIES.failed;
   releases = 0;
   decided = 0;
-  constructor(private readonly delayMs: number) {}
+  private asked = defer<Deferred<void>>();
+
+  /** Call before sending the request: resolves when it is being decided, with its gate. */
+  nextDecision(): Promise<Deferred<void>> {
+    return this.asked.promise;
+  }
 
   async decide(_request: HttpRequestView): Promise<RouteDecision> {
-    await new Promise((resolve) => setTimeout(resolve, this.delayMs));
+    const gate = defer();
+    this.asked.resolve(gate);
+    this.asked = defer();
+    await gate.promise;
     this.decided++;
     const destination: Destination = {
       address: '127.0.0.61:8000',
@@ -36,21 +50,13 @@ const headers = (record: Record<string, string>) => ({
 });
 
 /** The real ext_proc server with `router`, and an Envoy double (BUFFERED) in front of it. */
-async function serve(router: RequestRouter): Promise<{ envoy: EnvoyDouble; stop(): Promise<void> }> {
-  const server = new ExtProcServer(
-    {
-      host: '127.0.0.1', port: 0, maxReceiveMessageBytes: 1 << 20, drainTimeoutMs: 1000, defaultRequestBodyMode: 'BUFFERED',
-      defaultResponseBodyMode: 'NONE', maxBodyBytes: 1 << 20, destinationHeader: 'x-gateway-destination-endpoint', routedToHeader: 'x-routed-to',
-    },
-    router,
-    { decided: () => undefined, protocolError: () => undefined },
-    createLogger('silent'),
-  );
-  const port = await server.start();
+async function serve(router: RequestRouter): Promise<{ envoy: EnvoyDouble; server: ExtProcServer; stop(): Promise<void> }> {
+  const { server, port } = await startExtProcServer(router);
   const envoy = new EnvoyDouble({ extProcTarget: `127.0.0.1:${port}`, processingMode: { requestBodyMode: 'BUFFERED' }, messageTimeoutMs: 5000 });
   await envoy.connect();
   return {
     envoy,
+    server,
     async stop() {
       await envoy.close();
       await server.stop();
@@ -58,21 +64,43 @@ async function serve(router: RequestRouter): Promise<{ envoy: EnvoyDouble; stop(
   };
 }
 
+/**
+ * The server side of the newest ext_proc stream. A listener added here runs after the stream's own,
+ * so when it fires the server has handled the message or the close.
+ */
+function newestCall(server: ExtProcServer): EventEmitter {
+  const call = [...server['openStreams']].at(-1);
+  assert.ok(call, 'the server has an open stream');
+  return call;
+}
+
 describe('ext_proc streams with an asynchronous router', () => {
-  const router = new SlowRouter(50);
+  const router = new GatedRouter();
   let envoy: EnvoyDouble;
+  let server: ExtProcServer;
   let stop: () => Promise<void>;
   before(async () => {
-    ({ envoy, stop } = await serve(router));
+    ({ envoy, server, stop } = await serve(router));
   });
   after(async () => stop());
 
-  it('messages that arrive while deciding are answered afterwards, in order', async () => {
+  /** A raw stream whose request headers were answered; the next message is the body. */
+  async function awaitingBody(): Promise<{ stream: GrpcH2Stream; call: EventEmitter }> {
     const stream = await envoy.openRawStream();
     stream.send(encodeProcessingRequest({ protocol_config: { request_body_mode: 'BUFFERED' }, request_headers: headers({ ':method': 'POST', ':path': '/x' }) }));
     assert.equal(decodeProcessingResponse((await stream.recv(2000))!).response, 'request_headers');
+    return { stream, call: newestCall(server) };
+  }
+
+  it('messages that arrive while deciding are answered afterwards, in order', async () => {
+    const { stream, call } = await awaitingBody();
+    const asked = router.nextDecision();
     stream.send(encodeProcessingRequest({ request_body: { body: Buffer.from('{}'), end_of_stream: true } }));
+    const gate = await asked;
+    const arrived = once(call, 'data');
     stream.send(encodeProcessingRequest({ response_headers: headers({ ':status': '200' }) }));
+    await arrived;
+    gate.resolve();
     const first = decodeProcessingResponse((await stream.recv(2000))!);
     const second = decodeProcessingResponse((await stream.recv(2000))!);
     assert.equal(first.response, 'request_body');
@@ -81,23 +109,22 @@ describe('ext_proc streams with an asynchronous router', () => {
     assert.equal(second.response_headers?.response?.header_mutation?.set_headers?.[0]?.header?.key, 'x-routed-to');
     const releasesBefore = router.releases;
     stream.closeLikeEnvoy();
-    await stream.status;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    assert.equal(router.releases, releasesBefore + 1);
+    await until('the routed request to be released', () => router.releases, (n) => n === releasesBefore + 1);
   });
 
   it('a stream that ends while its decision is pending gives the destination back at once', async () => {
     const decidedBefore = router.decided;
     const releasesBefore = router.releases;
-    const stream = await envoy.openRawStream();
-    stream.send(encodeProcessingRequest({ protocol_config: { request_body_mode: 'BUFFERED' }, request_headers: headers({ ':method': 'POST', ':path': '/x' }) }));
-    await stream.recv(2000);
+    const { stream, call } = await awaitingBody();
+    const asked = router.nextDecision();
     stream.send(encodeProcessingRequest({ request_body: { body: Buffer.from('{}'), end_of_stream: true } }));
-    await new Promise((resolve) => setTimeout(resolve, 10));
+    const gate = await asked;
+    const closed = once(call, 'close');
     stream.closeLikeEnvoy();
-    await new Promise((resolve) => setTimeout(resolve, 120));
+    await closed;
+    gate.resolve();
+    await until('the late decision to be released', () => router.releases, (n) => n === releasesBefore + 1);
     assert.equal(router.decided, decidedBefore + 1, 'the decision completed after the stream ended');
-    assert.equal(router.releases, releasesBefore + 1, 'and was released exactly once');
   });
 });
 

@@ -7,10 +7,12 @@ import type { Metrics } from '../metrics.js';
 export interface AdminDependencies {
   metrics: Metrics;
   endpoints: EndpointRegistry;
-  /** True once the first discovery/probe round has finished. */
-  isReady: () => boolean;
+  readiness: () => Readiness;
   log: Logger;
 }
+
+/** `starting` until the first discovery/probe round has finished; `draining` from the stop signal on. */
+export type Readiness = 'starting' | 'ready' | 'draining';
 
 /** The operators' HTTP port: liveness, readiness and Prometheus metrics. */
 export class AdminServer {
@@ -49,11 +51,11 @@ export class AdminServer {
       case 'GET /health':
         return sendJson(res, 200, { status: 'ok' });
       case 'GET /ready': {
-        const ready = this.deps.isReady();
+        const readiness = this.deps.readiness();
         const endpoints = this.deps.endpoints.all();
         const unhealthy = endpoints.filter((endpoint) => !endpoint.healthy);
-        return sendJson(res, ready ? 200 : 503, {
-          status: ready ? 'ready' : 'starting',
+        return sendJson(res, readiness === 'ready' ? 200 : 503, {
+          status: readiness,
           endpoints: endpoints.length,
           healthy_endpoints: endpoints.length - unhealthy.length,
           // Why each backend is out of rotation, so an operator need not search the logs.

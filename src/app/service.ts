@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { AdminServer } from '../admin/server.js';
+import { AdminServer, type Readiness } from '../admin/server.js';
 import type { Config } from '../config/config.js';
 import type { ModelCard } from '../discovery/endpoint.js';
 import { Prober } from '../discovery/prober.js';
@@ -19,7 +19,7 @@ export interface Service {
   endpoints: EndpointRegistry;
   metrics: Metrics;
   prober: Prober;
-  /** Graceful stop: not ready, drain open streams (bounded), close everything. */
+  /** Graceful stop: not ready at once (still live), drain open streams (bounded), close everything. */
   stop(): Promise<void>;
 }
 
@@ -69,7 +69,8 @@ export async function startService(config: Config, log: Logger, staticHosts: rea
     metrics,
     log,
   );
-  const admin = new AdminServer({ metrics, endpoints, isReady: () => prober.completedRounds > 0, log });
+  const readiness = (): Readiness => (grpc.draining ? 'draining' : prober.completedRounds > 0 ? 'ready' : 'starting');
+  const admin = new AdminServer({ metrics, endpoints, readiness, log });
 
   const grpcPort = await grpc.start();
   const adminPort = await admin.start(config.adminHost, config.adminPort);
@@ -92,6 +93,7 @@ export async function startService(config: Config, log: Logger, staticHosts: rea
     async stop() {
       prober.stop();
       await grpc.stop();
+      // Last: /health answers until the drain is over.
       await admin.stop();
     },
   };

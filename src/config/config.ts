@@ -61,7 +61,7 @@ const FLAGS = {
   'probe-interval': ['string', '5s', 'time between backend probes'],
   'probe-timeout': ['string', '2s', 'timeout of one probe'],
   'unhealthy-threshold': ['string', '2', 'consecutive failed probes before a backend leaves rotation'],
-  'drain-timeout': ['string', '25s', 'on SIGTERM, how long open streams may finish'],
+  'drain-timeout': ['string', '25s', 'on SIGTERM, SIGINT or SIGHUP, how long open streams may finish'],
   demo: ['boolean', false, 'start built-in simulated vLLM and SGLang backends and route to them'],
   help: ['boolean', false, 'print this help'],
 } as const;

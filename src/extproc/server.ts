@@ -17,7 +17,7 @@ export interface ExtProcServerOptions extends StreamSettings {
   port: number;
   /** grpc-js refuses larger messages; a BUFFERED body arrives as one message. */
   maxReceiveMessageBytes: number;
-  /** How long SIGTERM waits for open streams before cutting them. */
+  /** How long a stop waits for open streams before cutting them. */
   drainTimeoutMs: number;
 }
 
@@ -39,6 +39,7 @@ export class ExtProcServer {
   private readonly health: HealthImplementation;
   private readonly openStreams = new Set<grpc.ServerDuplexStream<unknown, unknown>>();
   private boundPort = 0;
+  private stopping = false;
 
   constructor(
     private readonly options: ExtProcServerOptions,
@@ -98,19 +99,36 @@ export class ExtProcServer {
     return this.openStreams.size;
   }
 
-  /** Readiness (discovery has run) is reported on `readiness` and the ext_proc service name. */
+  /** True from the start of stop(): not ready, finishing the open streams. */
+  get draining(): boolean {
+    return this.stopping;
+  }
+
+  /**
+   * Readiness (discovery has run) is reported on `readiness` and the ext_proc service name; never
+   * again once draining (a first probe round may end during the drain).
+   */
   setReady(ready: boolean): void {
-    this.setServing('readiness', ready);
-    this.setServing(EXT_PROC_SERVICE, ready);
+    const serving = ready && !this.stopping;
+    this.setServing('readiness', serving);
+    this.setServing(EXT_PROC_SERVICE, serving);
   }
 
   private setServing(service: string, serving: boolean): void {
     this.health.setStatus(service, serving ? 'SERVING' : 'NOT_SERVING');
   }
 
-  /** Stops taking new streams, lets open ones finish for up to drainTimeoutMs, then cuts them. */
+  /**
+   * Not ready at once (`readiness`, the ext_proc name and ""; open Watch calls see it), then stops
+   * taking new streams, lets open ones finish for up to drainTimeoutMs and cuts the rest.
+   * `liveness` stays SERVING: the process is leaving, not broken. From here on new connections, and
+   * new calls on open ones (GOAWAY, so Envoy moves to another replica), are refused, so liveness
+   * probes belong on the admin port's /health, which answers until the drain is over.
+   */
   async stop(): Promise<void> {
-    for (const name of HEALTH_SERVICES) this.setServing(name, false);
+    this.stopping = true;
+    this.setReady(false);
+    this.setServing('', false);
     const drained = new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<'timeout'>((resolve) => {

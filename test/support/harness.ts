@@ -1,10 +1,10 @@
-import { once } from 'node:events';
 import type { Service } from '../../src/app/service.js';
 import { startService } from '../../src/app/service.js';
 import { parseConfig, type Config } from '../../src/config/config.js';
 import { createLogger } from '../../src/log.js';
 import { startSimulator, type Engine, type Simulator } from '../../src/simulator/simulator.js';
 import { EnvoyDouble, type EnvoyDoubleOptions } from './envoy/envoy-double.js';
+import { until } from './wait.js';
 
 export const QWEN = 'Qwen/Qwen2.5-0.5B-Instruct';
 export const LLAMA = 'meta-llama/Llama-3.2-1B-Instruct';
@@ -90,12 +90,8 @@ export async function startCluster(
     config,
     podByAddress: (address) => pods.find((pod) => pod.address === address),
     inFlight,
-    async settled(timeoutMs = 3000) {
-      const deadline = Date.now() + timeoutMs;
-      while (Object.values(inFlight()).some((n) => n !== 0)) {
-        if (Date.now() > deadline) throw new Error(`in-flight counts did not return to zero: ${JSON.stringify(inFlight())}`);
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
+    async settled(timeoutMs = 5000) {
+      await until('in-flight counts back to zero', inFlight, (counts) => Object.values(counts).every((n) => n === 0), { timeoutMs });
     },
     async close() {
       await envoy.close();
@@ -121,9 +117,3 @@ export function chatBody(fields: Record<string, unknown>): string {
 
 export const JSON_HEADERS = { 'content-type': 'application/json' };
 
-/** Waits for a child process to exit; returns its code. */
-export async function exitCode(child: import('node:child_process').ChildProcess): Promise<number | null> {
-  if (child.exitCode !== null) return child.exitCode;
-  const [code] = (await once(child, 'exit')) as [number | null];
-  return code;
-}
