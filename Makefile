@@ -1,5 +1,5 @@
 # Thin wrappers over the npm scripts, so `make test` and `make bench` work as the README says.
-.PHONY: build test bench run demo clean
+.PHONY: build test bench demo clean
 
 build:
 	npm run build
@@ -11,7 +11,7 @@ bench:
 	npm run bench
 
 demo: build
-	npm start -- --demo
+	npm run demo
 
 clean:
 	rm -rf dist src/generated
