@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { isDeepStrictEqual } from 'node:util';
-import { TopLevelScanner, WantedKeys, scanTopLevel, type ScanOptions, type ScanResult, type ScannedValue } from '../src/request/json-scan.js';
+import { TopLevelScanner, WantedKeys, scanTopLevel, scanTopLevelSliced, type ScanOptions, type ScanResult, type ScannedValue } from '../src/request/json-scan.js';
 import { generateCorpus } from './support/json-corpus.js';
 
 const WANTED = new WantedKeys(['model', 'owned_by', 'engine']);
@@ -184,6 +184,15 @@ describe('scanTopLevel against JSON.parse on a generated corpus', () => {
     }
   });
 
+  it('scanTopLevelSliced resolves with the synchronous result, in slices of 1 byte too', async () => {
+    for (const { text } of CORPUS.slice(0, 600)) {
+      const body = Buffer.from(text);
+      const whole = scanTopLevel(body, ROUTING);
+      for (const sliceBytes of [1, 7, 4096]) {
+        assert.deepStrictEqual(await scanTopLevelSliced(body, ROUTING, { sliceBytes }), whole, `${JSON.stringify(text)} in slices of ${sliceBytes}`);
+      }
+    }
+  });
 });
 
 /** A document built member by member, so that the test knows where each value ends. */
@@ -405,5 +414,61 @@ describe('TopLevelScanner.advance', () => {
 
   it('refuses a budget below one byte', () => {
     assert.throws(() => new TopLevelScanner(Buffer.from('{}'), ROUTING).advance(0), RangeError);
+  });
+});
+
+describe('scanTopLevelSliced', () => {
+  const SLICE = 4096;
+  const manySlices = Buffer.from(`{"prompt":"${'\\"'.repeat(64 * 1024)}","model":"m"}`);
+
+  it('lets a callback scheduled before it run before it resolves, when the body takes several slices', async () => {
+    let ran = false;
+    setImmediate(() => (ran = true));
+    const result = await scanTopLevelSliced(manySlices, ROUTING, { sliceBytes: SLICE });
+    assert.ok(result.ok);
+    assert.equal(ran, true);
+  });
+
+  it('control: in a single slice it resolves before that callback runs', async () => {
+    let ran = false;
+    setImmediate(() => (ran = true));
+    const result = await scanTopLevelSliced(manySlices, ROUTING, { sliceBytes: manySlices.length });
+    assert.ok(result.ok);
+    assert.equal(ran, false);
+  });
+
+  it('gives other callbacks a turn between every two slices', async () => {
+    let turns = 0;
+    let scanning = true;
+    const tick = () => {
+      turns++;
+      if (scanning) setImmediate(tick);
+    };
+    setImmediate(tick);
+    await scanTopLevelSliced(manySlices, ROUTING, { sliceBytes: SLICE });
+    scanning = false;
+    const slices = Math.ceil(manySlices.length / SLICE);
+    assert.ok(turns >= slices - 1, `${turns} turns for ${slices} slices`);
+  });
+
+  it('stops when its signal aborts, rejecting with the reason', async () => {
+    // The body's error is at its very end: a scan that went on would resolve with it.
+    const body = Buffer.from(`{"prompt":"${'x'.repeat(100_000)}",}`);
+    const controller = new AbortController();
+    const reason = new Error('the client went away');
+    setImmediate(() => controller.abort(reason));
+    await assert.rejects(scanTopLevelSliced(body, ROUTING, { sliceBytes: SLICE, signal: controller.signal }), (err) => err === reason);
+    // control: not aborted, the same scan resolves with the error
+    const result = await scanTopLevelSliced(body, ROUTING, { sliceBytes: SLICE, signal: new AbortController().signal });
+    assert.equal(result.ok, false);
+  });
+
+  it('refuses a slice below one byte', async () => {
+    await assert.rejects(scanTopLevelSliced(Buffer.from('{}'), ROUTING, { sliceBytes: 0 }), RangeError);
+  });
+
+  it('rejects at once when its signal has already aborted', async () => {
+    const reason = new Error('already gone');
+    await assert.rejects(scanTopLevelSliced(Buffer.from('{}'), ROUTING, { sliceBytes: SLICE, signal: AbortSignal.abort(reason) }), (err) => err === reason);
   });
 });
