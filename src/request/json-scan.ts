@@ -54,9 +54,9 @@ export interface SlicedScanOptions extends ScanOptions {
 
 /**
  * Recommended slice for scanTopLevelSliced. bench/json-scan.ts, on a busy 2-core machine: over
- * the hostile 32 MiB bodies the longest 256 KiB slice took 0.9-1.7 ms (worst: `[1,1,1,...]` and
- * millions of short escaped keys; 1 MiB slices took 4-8 ms), and the slices' total is that of
- * one scanTopLevel.
+ * the hostile 32 MiB bodies the longest 256 KiB slice took up to 1.5 ms (`[1,1,1,...]`, millions
+ * of short escaped keys), with rare 3-5 ms outliers while other processes loaded the machine;
+ * 1 MiB slices took 4-8 ms. The slices' total is that of one scanTopLevel.
  */
 export const SCAN_SLICE_BYTES = 256 * 1024;
 
