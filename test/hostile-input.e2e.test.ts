@@ -176,3 +176,51 @@ describe('client-supplied values are bounded in answers and logs', () => {
     assert.ok((line.path as string).length < 200, `path of ${(line.path as string).length} characters`);
   });
 });
+
+describe('BUFFERED_PARTIAL: Envoy forwards only the first part of a body over its buffer', () => {
+  let cluster: Cluster;
+  const limit = 64 * 1024;
+  before(async () => {
+    cluster = await startCluster({ envoy: { processingMode: { requestBodyMode: 'BUFFERED_PARTIAL', responseHeaderMode: 'SEND' }, bufferLimitBytes: limit } });
+  });
+  after(async () => cluster.close());
+
+  const prompt = 'lorem ipsum '.repeat(20_000); // ~240 KiB: well past the buffer
+  /** The body as a client's connection delivers it, in 16 KiB reads, so Envoy's buffer fills before the end. */
+  const post = (body: string) => {
+    const bytes = Buffer.from(body);
+    const chunks: Buffer[] = [];
+    for (let offset = 0; offset < bytes.length; offset += 16 * 1024) chunks.push(bytes.subarray(offset, offset + 16 * 1024));
+    return cluster.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, chunks });
+  };
+
+  it('a body within the buffer is routed as in BUFFERED', async () => {
+    const response = await post(chatBody({ model: QWEN, owned_by: 'sglang' }));
+    assert.equal(response.status, 200, response.body.toString());
+    assert.equal(response.headers['x-simulator-engine'], 'sglang');
+  });
+
+  it('a larger body whose first part names model and owned_by is routed on that part, and the backend gets all of it', async () => {
+    const body = JSON.stringify({ model: QWEN, owned_by: 'sglang', max_tokens: 2, messages: [{ role: 'user', content: prompt }] });
+    assert.ok(body.length > 3 * limit);
+    const response = await post(body);
+    assert.equal(response.status, 200, response.body.toString().slice(0, 300));
+    assert.equal(response.headers['x-simulator-engine'], 'sglang', 'owned_by read from the forwarded part');
+    assert.equal(response.requestBodySentUpstream?.length, Buffer.byteLength(body), 'the rest of the body passed through to the backend');
+    await cluster.settled();
+  });
+
+  it('a larger body whose first part names no model gets a 413 saying where to put it, not "not valid JSON"', async () => {
+    const response = await post(JSON.stringify({ messages: [{ role: 'user', content: prompt }], model: QWEN }));
+    assert.equal(response.status, 413);
+    const error = JSON.parse(response.body.toString()).error;
+    assert.equal(error.code, 'request_too_large');
+    assert.match(error.message, /put "model" \(and "owned_by"\) before the prompt/);
+  });
+
+  it('malformed JSON inside the forwarded part is still a 400', async () => {
+    const response = await post(`{"model": "${QWEN}", "max_tokens": 2,, "messages": [{"role":"user","content":"${prompt}"}]}`);
+    assert.equal(response.status, 400);
+    assert.equal(JSON.parse(response.body.toString()).error.code, 'invalid_json');
+  });
+});

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { RequestError } from '../src/request/errors.js';
 import { RequestHeaders } from '../src/extproc/headers.js';
-import { readRoutingRequest } from '../src/request/routing-request.js';
+import { readRoutingRequest, scanRoutingKeys } from '../src/request/routing-request.js';
 import { RouteTable } from '../src/routing/routes.js';
 
 function headers(record: Record<string, string>): RequestHeaders {
@@ -15,7 +15,7 @@ const noRoutes = new RouteTable();
 
 function read(h: Record<string, string>, b?: object | string, routes = noRoutes) {
   const raw = b === undefined ? undefined : typeof b === 'string' ? Buffer.from(b) : body(b);
-  return readRoutingRequest(headers({ ...base, ...h }), raw, routes, 'req-1');
+  return readRoutingRequest(headers({ ...base, ...h }), raw?.length ? scanRoutingKeys(raw, false) : undefined, routes, 'req-1');
 }
 
 function expectError(fn: () => unknown, status: number, code: string) {

@@ -4,7 +4,8 @@ import type { HttpRequestHead, HttpRequestView, LocalReply, RequestRouter, Route
 import type { Metrics } from '../metrics.js';
 import { RequestError, internalError, tooLarge } from '../request/errors.js';
 import { clip } from '../request/limits.js';
-import { readRoutingRequest } from '../request/routing-request.js';
+import type { ScanResult } from '../request/json-scan.js';
+import { needsSlicedScan, readRoutingRequest, scanRoutingKeys, scanRoutingKeysSliced } from '../request/routing-request.js';
 import type { RouteTable } from '../routing/routes.js';
 import type { Scheduler } from '../scheduling/scheduler.js';
 import { modelsReply } from './models-reply.js';
@@ -23,20 +24,41 @@ export class LlmRouter implements RequestRouter {
     private readonly log: Logger,
   ) {}
 
-  decide(request: HttpRequestView): RouteDecision {
-    let model: string | undefined;
-    let ownedBy: string | undefined;
+  decide(request: HttpRequestView): RouteDecision | Promise<RouteDecision> {
     try {
       const models = modelsReply(request, this.endpoints);
       if (models) return { kind: 'reply', reply: models };
-      const routing = readRoutingRequest(request.headers, request.body, this.routes(), request.requestId);
+    } catch (err) {
+      if (!(err instanceof RequestError)) throw err;
+      return { kind: 'reply', reply: this.refuse(err, request, undefined, undefined) };
+    }
+    const { body } = request;
+    if (body === undefined || body.length === 0) return this.route(request, undefined);
+    // A large body is scanned a slice per event-loop turn: other requests' decisions go on meanwhile.
+    if (needsSlicedScan(body)) return scanRoutingKeysSliced(body, request.bodyPartial, request.signal).then((scan) => this.route(request, scan));
+    return this.route(request, scanRoutingKeys(body, request.bodyPartial));
+  }
+
+  private route(request: HttpRequestView, scan: ScanResult | undefined): RouteDecision {
+    let model: string | undefined;
+    let ownedBy: string | undefined;
+    try {
+      const routing = readRoutingRequest(request.headers, scan, this.routes(), request.requestId);
       model = routing.model;
       ownedBy = routing.ownedBy;
       const lease = this.scheduler.schedule(routing);
       this.metrics.routed(model, ownedBy ?? '');
       if (this.log.isLevelEnabled('debug')) {
         this.log.debug(
-          { requestId: request.requestId, model, ownedBy, ownedBySource: routing.ownedBySource, route: routing.routeName, endpoint: lease.address },
+          {
+            requestId: request.requestId,
+            model,
+            ownedBy,
+            ownedBySource: routing.ownedBySource,
+            route: routing.routeName,
+            endpoint: lease.address,
+            partialBody: scan?.ok && !scan.complete ? true : undefined,
+          },
           'routed',
         );
       }

@@ -1,8 +1,8 @@
 import type { RouteTable } from '../routing/routes.js';
-import { badRequest } from './errors.js';
+import { RequestError, badRequest } from './errors.js';
 import type { RequestHeaders } from '../extproc/headers.js';
 import { MODEL_HEADER, OWNED_BY_HEADER, OWNED_BY_QUERY } from '../wire-names.js';
-import { WantedKeys, scanTopLevel } from './json-scan.js';
+import { SCAN_SLICE_BYTES, WantedKeys, scanTopLevel, scanTopLevelSliced, type ScanResult, type ScannedValue } from './json-scan.js';
 import { MAX_MODEL_BYTES, MAX_OWNED_BY_BYTES } from './limits.js';
 
 /** Where the engine selector came from, in the order they are consulted. */
@@ -28,13 +28,35 @@ const ENGINE_KEYS = [
   ['inference_server', 'body.inference_server'],
 ] as const;
 
+/** A wanted value longer than this (raw, escapes included) is refused without being decoded. */
+const MAX_RAW_VALUE_BYTES = 6 * Math.max(MAX_MODEL_BYTES, MAX_OWNED_BY_BYTES);
+
 /**
- * Builds the RoutingRequest from the headers and, when there is one, the whole body.
- * Throws RequestError (400) for a body that is not a JSON object or names no usable model.
+ * Scans a request body for the keys routing reads. `partial`: the body may be only the first part
+ * of a larger one (BUFFERED_PARTIAL), so running out of bytes is not an error.
+ */
+export function scanRoutingKeys(body: Buffer, partial: boolean): ScanResult {
+  return scanTopLevel(body, BODY_KEYS, { partial, maxValueBytes: MAX_RAW_VALUE_BYTES });
+}
+
+/** Bodies larger than one slice are scanned one slice per event-loop turn, so no body holds up other requests. */
+export function needsSlicedScan(body: Buffer): boolean {
+  return body.length > SCAN_SLICE_BYTES;
+}
+
+/** scanRoutingKeys in slices; rejects with the signal's reason when it aborts. */
+export function scanRoutingKeysSliced(body: Buffer, partial: boolean, signal: AbortSignal): Promise<ScanResult> {
+  return scanTopLevelSliced(body, BODY_KEYS, { partial, maxValueBytes: MAX_RAW_VALUE_BYTES, sliceBytes: SCAN_SLICE_BYTES, signal });
+}
+
+/**
+ * Builds the RoutingRequest from the headers and, when there is a body, its scan. Throws
+ * RequestError: 400 for a body that is not a JSON object or names no usable model; 413 for a
+ * partial body (BUFFERED_PARTIAL at Envoy's buffer limit) whose part names no model.
  */
 export function readRoutingRequest(
   headers: RequestHeaders,
-  body: Buffer | undefined,
+  scan: ScanResult | undefined,
   routes: RouteTable,
   requestId: string,
 ): RoutingRequest {
@@ -48,20 +70,13 @@ export function readRoutingRequest(
   let ownedBy: string | undefined;
   let ownedBySource: OwnedBySource | undefined;
 
-  if (body !== undefined && body.length > 0) {
-    const scan = scanTopLevel(body, BODY_KEYS);
+  if (scan !== undefined) {
     if (!scan.ok) throw badRequest('invalid_json', `The request body is not valid JSON: ${scan.error}.`);
-    const modelValue = scan.values.get('model');
-    if (modelValue !== undefined && modelValue.type !== 'null') {
-      if (modelValue.type !== 'string') throw badRequest('invalid_model', '`model` must be a string.');
-      model = bounded(modelValue.value, 'model', MAX_MODEL_BYTES, 'invalid_model');
-    }
+    model = stringValue(scan.values.get('model'), 'model', MAX_MODEL_BYTES, 'invalid_model');
     for (const [key, source] of ENGINE_KEYS) {
-      const value = scan.values.get(key);
-      if (value === undefined || value.type === 'null') continue;
-      if (value.type !== 'string') throw badRequest('invalid_owned_by', `\`${key}\` must be a string.`);
-      if (value.value === '') continue;
-      ownedBy = bounded(value.value, key, MAX_OWNED_BY_BYTES, 'invalid_owned_by');
+      const value = stringValue(scan.values.get(key), key, MAX_OWNED_BY_BYTES, 'invalid_owned_by');
+      if (!value) continue;
+      ownedBy = value;
       ownedBySource = source;
       break;
     }
@@ -88,6 +103,14 @@ export function readRoutingRequest(
     ownedBySource = 'route';
   }
 
+  if (!model && scan?.ok && !scan.complete) {
+    throw new RequestError(
+      413,
+      'invalid_request_error',
+      'request_too_large',
+      "The request body is larger than the proxy's buffer, and the part it forwarded names no \"model\": put \"model\" (and \"owned_by\") before the prompt.",
+    );
+  }
   if (!model) {
     throw badRequest(
       'missing_model',
@@ -97,10 +120,21 @@ export function readRoutingRequest(
   return { method, path, model, ownedBy, ownedBySource, routeName: route?.name, requestId };
 }
 
+/** A wanted body key's string (undefined when absent or null); 400 for another type or one over `limit` bytes. */
+function stringValue(value: ScannedValue | undefined, key: string, limit: number, code: string): string | undefined {
+  if (value === undefined || value.type === 'null') return undefined;
+  if (value.type === 'string-too-long') throw tooLong(key, limit, code);
+  if (value.type !== 'string') throw badRequest(code, `\`${key}\` must be a string.`);
+  return bounded(value.value, key, limit, code);
+}
+
 /** `value` unless it is longer than `limit` bytes (then a 400 that does not echo it). */
 function bounded<T extends string | undefined>(value: T, what: string, limit: number, code: string): T {
-  if (value !== undefined && value.length > limit / 3 && Buffer.byteLength(value) > limit) {
-    throw badRequest(code, `\`${what}\` is ${Buffer.byteLength(value)} bytes long; the limit is ${limit}.`);
-  }
+  // A string of n UTF-16 units is at most 3n UTF-8 bytes, so short ones need no count.
+  if (value !== undefined && value.length > limit / 3 && Buffer.byteLength(value) > limit) throw tooLong(what, limit, code);
   return value;
+}
+
+function tooLong(what: string, limit: number, code: string): RequestError {
+  return badRequest(code, `\`${what}\` is longer than the limit of ${limit} bytes.`);
 }

@@ -7,7 +7,11 @@
  * One `request()` = one downstream HTTP exchange = one ext_proc gRPC stream, opened lazily on the
  * first message (§1.1) over one of `connections` long-lived HTTP/2 connections.
  *
- * Not emulated (knowingly): BUFFERED_PARTIAL and GRPC body modes, mode_override
+ * BUFFERED_PARTIAL is emulated as Envoy describes it: like BUFFERED up to the buffer limit; past it,
+ * what is buffered goes to the processor with end_of_stream false, and after its answer the rest of
+ * the body passes through unprocessed (trailers too).
+ *
+ * Not emulated (knowingly): the GRPC body mode, mode_override
  * (allow_mode_override is false), send_body_without_waiting_for_header_response, observability
  * mode, failure_mode_allow (always fail-closed), route_cache_action / cluster_header routing,
  * StreamedImmediateResponse (treated as spurious), attributes / metadata_context forwarding,
@@ -40,7 +44,7 @@ export { encodeProcessingRequest, decodeProcessingResponse } from './codec.js';
 export type { HeaderRecord } from './codec.js';
 
 export type HeaderSendMode = 'SEND' | 'SKIP';
-export type BodySendMode = 'NONE' | 'STREAMED' | 'BUFFERED' | 'FULL_DUPLEX_STREAMED';
+export type BodySendMode = 'NONE' | 'STREAMED' | 'BUFFERED' | 'BUFFERED_PARTIAL' | 'FULL_DUPLEX_STREAMED';
 
 export interface ProcessingModeOptions {
   requestHeaderMode?: HeaderSendMode;
@@ -231,7 +235,7 @@ interface DirSpec {
 
 /** Remove-content-length modes (§1.6): STREAMED, FULL_DUPLEX, BUFFERED with headers SKIP. */
 function removesContentLength(bodyMode: BodySendMode, sendHeaders: boolean): boolean {
-  return bodyMode === 'STREAMED' || bodyMode === 'FULL_DUPLEX_STREAMED' || (bodyMode === 'BUFFERED' && !sendHeaders);
+  return bodyMode === 'STREAMED' || bodyMode === 'FULL_DUPLEX_STREAMED' || bodyMode === 'BUFFERED_PARTIAL' || (bodyMode === 'BUFFERED' && !sendHeaders);
 }
 
 function toBuf(b: Buffer | string): Buffer {
@@ -425,6 +429,8 @@ export class Exchange {
     const env = this.env;
     const dir = d.dir;
     const fd = d.bodyMode === 'FULL_DUPLEX_STREAMED';
+    // BUFFERED_PARTIAL holds and sends like BUFFERED until the buffer limit is crossed.
+    const buffered = d.bodyMode === 'BUFFERED' || d.bodyMode === 'BUFFERED_PARTIAL';
     const removeCL = removesContentLength(d.bodyMode, d.sendHeaders);
     const statusOnError = env.opts.statusOnError;
     const active = (): boolean => !this.processingComplete;
@@ -448,6 +454,13 @@ export class Exchange {
     let heldLen = 0;
     const heldConcat = (): Buffer => Buffer.concat(held.map((x) => x.b), heldLen);
     let bufferedSent = false;
+    /**
+     * BUFFERED_PARTIAL: the buffer limit was crossed (what is held then goes out without
+     * end_of_stream); later data waits in `overflow`, as flow control would keep it downstream.
+     */
+    let limitCrossed = false;
+    const overflow: Buffer[] = [];
+    let partialSent = false;
     let bodyReplaced = false;
     // FULL_DUPLEX bookkeeping.
     let fdBodyDone = d.endOnHeaders;
@@ -488,6 +501,8 @@ export class Exchange {
       if (!bodyReplaced) for (const x of held) if (x.b.length > 0) d.emitData(x.b);
       held.length = 0;
       heldLen = 0;
+      if (!bodyReplaced) for (const b of overflow) if (b.length > 0) d.emitData(b);
+      overflow.length = 0;
     };
 
     // Progress whatever can be progressed without a server message.
@@ -528,23 +543,27 @@ export class Exchange {
           }
           break;
         case 'BUFFERED':
+        case 'BUFFERED_PARTIAL': {
           // §2.3 BUFFERED: nothing of the body until the headers response, then the whole body.
-          if (!hdrAwait && srcEnded && !bufferedSent && !d.endOnHeaders) {
+          // BUFFERED_PARTIAL: or, once over the buffer limit, what is held (end_of_stream false).
+          if (!hdrAwait && (srcEnded || limitCrossed) && !bufferedSent && !d.endOnHeaders) {
             bufferedSent = true;
-            sendBody(heldConcat(), !srcTrailers);
+            partialSent = limitCrossed;
+            sendBody(heldConcat(), !srcTrailers && !limitCrossed);
             expect.push({ t: 'buffered' });
             armTimer();
           }
           if (!hdrAwait && d.endOnHeaders) release();
           break;
+        }
         case 'FULL_DUPLEX_STREAMED':
           break; // chunks go out on arrival, see 'data'
       }
       // Trailers (§1.2 field 6/7: only with trailer mode SEND and when trailers exist).
       // In FULL_DUPLEX they follow the chunks at once; otherwise they wait like the body.
       if (srcEnded && srcTrailers && !trailersSent && (fd || !hdrAwait)) {
-        const bodyPhaseSent = d.bodyMode !== 'BUFFERED' || bufferedSent;
-        if (bodyPhaseSent && d.sendTrailers) {
+        const bodyPhaseSent = !buffered || bufferedSent;
+        if (bodyPhaseSent && d.sendTrailers && !partialSent) {
           trailersSent = true;
           this.send(`${dir}_trailers`, { trailers: toHeaderMap(srcTrailers, this.env.opts.headerValueField) });
           if (!fd) {
@@ -561,8 +580,8 @@ export class Exchange {
         if (fd) {
           const trailersOk = !srcTrailers || !d.sendTrailers || trailersDone;
           if ((fdBodyDone || trailersDone) && trailersOk) finish(srcTrailers);
-        } else if (d.bodyMode !== 'BUFFERED' || bufferedSent || d.endOnHeaders) {
-          if (!srcTrailers || trailersDone || !d.sendTrailers) finish(srcTrailers);
+        } else if (!buffered || bufferedSent || d.endOnHeaders) {
+          if (!srcTrailers || trailersDone || !d.sendTrailers || partialSent) finish(srcTrailers);
         }
       }
       return undefined;
@@ -574,7 +593,7 @@ export class Exchange {
       hdrAwait = true;
       expect.push({ t: 'headers' });
       armTimer();
-    } else if (d.bodyMode !== 'BUFFERED' || !active()) {
+    } else if (!buffered || !active()) {
       release();
     }
 
@@ -638,7 +657,7 @@ export class Exchange {
           if (o) return o;
           hdrAwait = false;
           // BUFFERED with a body keeps holding the headers until the body response (§2.2).
-          if (d.bodyMode !== 'BUFFERED' || d.endOnHeaders || bodyReplaced) release();
+          if (!buffered || d.endOnHeaders || bodyReplaced) release();
           break;
         }
         case 'body': {
@@ -670,6 +689,7 @@ export class Exchange {
           heldLen = 0;
           release();
           if (out.length > 0) d.emitData(out);
+          for (const b of overflow.splice(0)) if (b.length > 0) d.emitData(b);
           break;
         }
         case 'trailers': {
@@ -738,8 +758,17 @@ export class Exchange {
         if (eos) srcEnded = true;
         return undefined;
       }
+      if (limitCrossed) {
+        // BUFFERED_PARTIAL past the limit: held back until the partial body's answer, then passed through unprocessed.
+        if (partialSent && !headersHeld) {
+          if (b.length > 0) d.emitData(b);
+        } else overflow.push(b);
+        if (eos) srcEnded = true;
+        return undefined;
+      }
       held.push({ b, eos });
       heldLen += b.length;
+      if (d.bodyMode === 'BUFFERED_PARTIAL' && !eos && heldLen > env.opts.bufferLimitBytes) limitCrossed = true;
       if (d.bodyMode === 'BUFFERED' && heldLen > env.opts.bufferLimitBytes) {
         // §2.5: over the buffer limit ⇒ 413 (request) / 500 (response); the body is never sent.
         void this.closeStream('error');
