@@ -44,7 +44,7 @@ import { extProcPackageDefinition } from '../src/extproc/proto.js';
 import { routeResponse, routedToResponse } from '../src/extproc/responses.js';
 import { ExtProcServer } from '../src/extproc/server.js';
 import { RequestHeaders } from '../src/extproc/headers.js';
-import { readRoutingRequest } from '../src/request/routing-request.js';
+import { readRoutingRequest, scanRoutingKeys } from '../src/request/routing-request.js';
 import { RouteTable } from '../src/routing/routes.js';
 import { LeastOutstandingPicker } from '../src/scheduling/pickers.js';
 import { Scheduler } from '../src/scheduling/scheduler.js';
@@ -178,7 +178,7 @@ server.addService(definition.envoy.service.ext_proc.v3.ExternalProcessor.service
       let model = '';
       let ownedBy = '';
       if (LIKE.has('route') && headers) {
-        const routing = readRoutingRequest(headers, body, routes, requestId);
+        const routing = readRoutingRequest(headers, body.length ? scanRoutingKeys(body, false) : undefined, routes, requestId);
         lease = scheduler.schedule(routing);
         model = routing.model;
         ownedBy = routing.ownedBy ?? '';
