@@ -36,8 +36,8 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  /** Counter children of routed requests by model and engine, so the hot path skips label hashing. */
-  private readonly routedChildren = new Map<string, Counter.Internal>();
+  /** Counter children of routed requests by model, then engine, so the hot path skips label hashing and key building. */
+  private readonly routedChildren = new Map<string, Map<string, Counter.Internal>>();
 
   constructor(endpoints: EndpointRegistry, activeStreams: () => number) {
     collectDefaultMetrics({ register: this.registry, prefix: 'llm_extproc_' });
@@ -66,11 +66,12 @@ export class Metrics {
 
   /** Counts one routed request; `model` is always one the registry serves, so the map stays small. */
   routed(model: string, ownedBy: string): void {
-    const key = `${model}\u0000${ownedBy}`;
-    let child = this.routedChildren.get(key);
+    let byEngine = this.routedChildren.get(model);
+    if (!byEngine) this.routedChildren.set(model, (byEngine = new Map()));
+    let child = byEngine.get(ownedBy);
     if (!child) {
       child = this.requests.labels({ outcome: 'routed', status: '200', model, owned_by: ownedBy });
-      this.routedChildren.set(key, child);
+      byEngine.set(ownedBy, child);
     }
     child.inc();
   }

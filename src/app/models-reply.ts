@@ -14,6 +14,8 @@ const ALLOWED_METHODS = 'GET, HEAD';
  */
 export function modelsReply(request: HttpRequestHead, endpoints: EndpointRegistry): LocalReply | undefined {
   const fullPath = request.headers.get(':path') ?? '';
+  // Most requests are completions: leave at once, before building any string.
+  if (!fullPath.startsWith(MODELS_PATH)) return undefined;
   const path = fullPath.split('?', 1)[0]!;
   if (path !== MODELS_PATH && !path.startsWith(`${MODELS_PATH}/`)) return undefined;
   const method = request.headers.get(':method');

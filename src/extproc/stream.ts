@@ -67,8 +67,8 @@ export class ExtProcStream {
   /** Messages that arrived while an asynchronous decision was pending, handled after it. */
   private backlog: ProcessingRequest__Output[] = [];
   private destination: Destination | undefined;
-  /** Created only when the router asks for the request's signal. */
-  private abortController: AbortController | undefined;
+  /** What the router was given; its signal aborts when the stream ends. */
+  private view: StreamRequestView | undefined;
 
   constructor(
     private readonly call: ExtProcCall,
@@ -196,11 +196,6 @@ export class ExtProcStream {
     return { headers: this.headers!, requestId: this.requestId };
   }
 
-  private signal(): AbortSignal {
-    this.abortController ??= new AbortController();
-    return this.abortController.signal;
-  }
-
   private expectRouted(what: string): boolean {
     if (this.phase === 'routed') return true;
     this.protocolError(`${what} in phase ${this.phase}`);
@@ -218,16 +213,8 @@ export class ExtProcStream {
    * or the request_body answer (BUFFERED). In FULL_DUPLEX the body is echoed after the headers.
    */
   private decide(body: Buffer | undefined, phase: 'request_headers' | 'request_body', trailersFollow = false, bodyPartial = false): void {
-    const stream = this;
-    const view: HttpRequestView = {
-      headers: this.headers!,
-      body,
-      bodyPartial,
-      requestId: this.requestId,
-      get signal() {
-        return stream.signal();
-      },
-    };
+    const view = new StreamRequestView(this.headers!, body, bodyPartial, this.requestId);
+    this.view = view;
     let decision: RouteDecision | Promise<RouteDecision>;
     try {
       decision = this.router.decide(view);
@@ -301,7 +288,7 @@ export class ExtProcStream {
     this.backlog = [];
     this.bodyChunks = [];
     this.destination?.release();
-    this.abortController?.abort(new Error(`the ext_proc stream ended (${how})`));
+    this.view?.abort(`the ext_proc stream ended (${how})`);
     // After Envoy's half-close, answer with OK so a graceful close completes at once. Envoy's
     // default close sends a reset right behind the half-close: wait a turn so that, in that case,
     // no status is sent into a stream that is already gone.
@@ -314,3 +301,24 @@ export class ExtProcStream {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** The request as a decision sees it; the AbortSignal is created only if the router reads it. */
+class StreamRequestView implements HttpRequestView {
+  private controller: AbortController | undefined;
+
+  constructor(
+    readonly headers: RequestHeaders,
+    readonly body: Buffer | undefined,
+    readonly bodyPartial: boolean,
+    readonly requestId: string,
+  ) {}
+
+  get signal(): AbortSignal {
+    this.controller ??= new AbortController();
+    return this.controller.signal;
+  }
+
+  abort(why: string): void {
+    this.controller?.abort(new Error(why));
+  }
+}

@@ -36,8 +36,11 @@ const MAX_RAW_VALUE_BYTES = 6 * Math.max(MAX_MODEL_BYTES, MAX_OWNED_BY_BYTES);
  * of a larger one (BUFFERED_PARTIAL), so running out of bytes is not an error.
  */
 export function scanRoutingKeys(body: Buffer, partial: boolean): ScanResult {
-  return scanTopLevel(body, BODY_KEYS, { partial, maxValueBytes: MAX_RAW_VALUE_BYTES });
+  return scanTopLevel(body, BODY_KEYS, partial ? PARTIAL_SCAN : WHOLE_SCAN);
 }
+
+const WHOLE_SCAN = { partial: false, maxValueBytes: MAX_RAW_VALUE_BYTES } as const;
+const PARTIAL_SCAN = { partial: true, maxValueBytes: MAX_RAW_VALUE_BYTES } as const;
 
 /** Bodies larger than one slice are scanned one slice per event-loop turn, so no body holds up other requests. */
 export function needsSlicedScan(body: Buffer): boolean {
