@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import type { BodySendMode } from '../extproc/types.js';
 import { ROUTING_LOGICS, type RoutingLogic } from '../scheduling/pickers.js';
 import { parseStaticHost, type StaticHost } from '../discovery/static.js';
+import { ConfigError } from './errors.js';
 import { DESTINATION_HEADER, ROUTED_TO_HEADER } from '../wire-names.js';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
@@ -35,8 +36,6 @@ export interface Config {
   demo: boolean;
 }
 
-export class ConfigError extends Error {}
-
 const MiB = 1024 * 1024;
 
 /** Flag name → [type, default, help]. The names of seed 004's router are kept as they are. */
@@ -66,6 +65,13 @@ const FLAGS = {
   help: ['boolean', false, 'print this help'],
 } as const;
 
+type FlagName = keyof typeof FLAGS;
+/** parseArgs' values (defaults filled in) and the flags actually on the command line. */
+interface Flags {
+  values: Record<string, string | boolean | undefined>;
+  given: ReadonlySet<string>;
+}
+
 export function usage(): string {
   const lines = Object.entries(FLAGS).map(([name, [type, fallback, help]]) => {
     const flag = type === 'boolean' ? `--${name}` : `--${name}=<value>`;
@@ -74,37 +80,28 @@ export function usage(): string {
   return `Usage: llm-extproc [flags]\n\n${lines.join('\n')}\n`;
 }
 
-/** Parses argv; `undefined` means --help was asked for. */
+/** Parses argv; `undefined` means --help was asked for. Every mistake is a ConfigError. */
 export function parseConfig(argv: readonly string[]): Config | undefined {
-  const options = Object.fromEntries(
-    Object.entries(FLAGS).map(([name, [type, fallback]]) => [
-      name,
-      fallback === undefined ? { type } : { type, default: fallback },
-    ]),
-  ) as Record<string, { type: 'string' | 'boolean'; default?: string | boolean }>;
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    values = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values;
-  } catch (err) {
-    throw new ConfigError((err as Error).message);
-  }
+  const { values, given: onCommandLine } = readFlags(argv);
   if (values.help) return undefined;
-  const text = (name: keyof typeof FLAGS) => values[name] as string;
-  const optional = (name: keyof typeof FLAGS) => (values[name] as string | undefined) || undefined;
+  const text = (name: FlagName) => values[name] as string;
+  const given = (name: FlagName) => (onCommandLine.has(name) ? text(name) : undefined);
 
   const serviceDiscovery = oneOf('service-discovery', text('service-discovery'), ['static'] as const);
   const demo = values.demo === true;
-  const hostsFlag = optional('static-hosts');
-  if (!demo && !hostsFlag) {
-    throw new ConfigError('--static-hosts is required with --service-discovery=static (or run with --demo)');
+  const hostsFlag = given('static-hosts');
+  if (demo && hostsFlag !== undefined) {
+    throw new ConfigError('--static-hosts', 'cannot be used with --demo, which starts its own backends', 'drop --static-hosts or --demo');
   }
-  if (demo && hostsFlag) throw new ConfigError('--demo starts its own backends: drop --static-hosts');
-  const staticHosts = hostsFlag ? hostsFlag.split(',').filter((h) => h.trim()).map(parseStaticHost) : [];
+  if (!demo && hostsFlag === undefined) {
+    throw new ConfigError('--static-hosts', 'is required with --service-discovery=static', 'list the backends, e.g. --static-hosts=10.0.0.1:8000,10.0.0.2:8000, or run with --demo');
+  }
+  const staticHosts = hostsFlag === undefined ? [] : hostsFlag.split(',').filter((h) => h.trim()).map(parseStaticHost);
 
   const maxBodyBytes = parseBytes('max-body-size', text('max-body-size'));
   const grpcMaxReceiveBytes = parseBytes('grpc-max-receive-size', text('grpc-max-receive-size'));
   if (grpcMaxReceiveBytes < maxBodyBytes) {
-    throw new ConfigError('--grpc-max-receive-size must be at least --max-body-size (a BUFFERED body arrives as one message)');
+    throw new ConfigError('--grpc-max-receive-size', 'must be at least --max-body-size', 'a BUFFERED body arrives as one message: raise --grpc-max-receive-size');
   }
   return {
     host: text('host'),
@@ -113,10 +110,10 @@ export function parseConfig(argv: readonly string[]): Config | undefined {
     adminPort: parsePort('admin-port', text('admin-port'), true),
     serviceDiscovery,
     staticHosts,
-    staticModels: optional('static-models'),
-    staticOwnedBy: optional('static-owned-by'),
+    staticModels: given('static-models'),
+    staticOwnedBy: given('static-owned-by'),
     routingLogic: oneOf('routing-logic', text('routing-logic'), ROUTING_LOGICS),
-    routeConfig: optional('route-config'),
+    routeConfig: given('route-config'),
     logLevel: oneOf('log-level', text('log-level').toLowerCase(), LOG_LEVELS),
     maxBodyBytes,
     grpcMaxReceiveBytes,
@@ -132,51 +129,84 @@ export function parseConfig(argv: readonly string[]): Config | undefined {
   };
 }
 
-function oneOf<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
-  if ((allowed as readonly string[]).includes(value)) return value as T;
-  throw new ConfigError(`--${flag}: "${value}" is not one of ${allowed.join(', ')}`);
+const HELP_HINT = 'run llm-extproc --help to list the flags';
+
+/**
+ * parseArgs in its strict mode throws messages naming no flag in our format, so the tokens are
+ * checked here: unknown flags, missing or empty values (an unset shell variable), stray arguments.
+ */
+function readFlags(argv: readonly string[]): Flags {
+  const options = Object.fromEntries(
+    Object.entries(FLAGS).map(([name, [type, fallback]]) => [
+      name,
+      fallback === undefined ? { type } : { type, default: fallback },
+    ]),
+  ) as Record<string, { type: 'string' | 'boolean'; default?: string | boolean }>;
+  const { values, tokens } = parseArgs({ args: [...argv], options, strict: false, allowPositionals: true, tokens: true });
+  const given = new Set<string>();
+  for (const token of tokens) {
+    if (token.kind === 'positional') throw new ConfigError(`"${token.value}"`, 'is not a flag', `flags are written --name=value; ${HELP_HINT}`);
+    if (token.kind !== 'option') continue;
+    if (!Object.hasOwn(FLAGS, token.name)) throw new ConfigError(token.rawName, 'unknown flag', HELP_HINT);
+    const [type] = FLAGS[token.name as FlagName];
+    if (type === 'boolean') {
+      if (token.value !== undefined) throw new ConfigError(token.rawName, `takes no value (got "${token.value}")`, `write ${token.rawName} alone`);
+    } else if (token.value === undefined || (!token.inlineValue && token.value.startsWith('-'))) {
+      throw new ConfigError(token.rawName, 'needs a value', `write ${token.rawName}=<value>; ${HELP_HINT}`);
+    } else if (token.value.trim() === '') {
+      throw new ConfigError(token.rawName, 'is empty', 'give it a value or leave the flag out; is a shell variable unset?');
+    }
+    given.add(token.name);
+  }
+  return { values, given };
 }
 
-function parsePort(flag: string, value: string, allowZero: boolean): number {
+function oneOf<T extends string>(flag: FlagName, value: string, allowed: readonly T[]): T {
+  if ((allowed as readonly string[]).includes(value)) return value as T;
+  throw new ConfigError(`--${flag}`, `"${value}" is not a choice`, `use one of ${allowed.join(', ')}`);
+}
+
+function parsePort(flag: FlagName, value: string, allowZero: boolean): number {
   const port = Number(value);
   if (!Number.isInteger(port) || port < (allowZero ? 0 : 1) || port > 65535) {
-    throw new ConfigError(`--${flag}: "${value}" is not a port number`);
+    throw new ConfigError(`--${flag}`, `"${value}" is not a port number`, 'write decimal digits 0-65535; 0 = any free port');
   }
   return port;
 }
 
-function parseCount(flag: string, value: string): number {
+function parseCount(flag: FlagName, value: string): number {
   const count = Number(value);
-  if (!Number.isInteger(count) || count < 1) throw new ConfigError(`--${flag}: "${value}" is not a positive integer`);
+  if (!Number.isInteger(count) || count < 1) throw new ConfigError(`--${flag}`, `"${value}" is not a positive integer`, `e.g. the default ${FLAGS[flag][1]}`);
   return count;
 }
 
 const BYTE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1000, kb: 1000, ki: 1024, kib: 1024, m: 1e6, mb: 1e6, mi: MiB, mib: MiB, g: 1e9, gb: 1e9, gi: 1024 * MiB, gib: 1024 * MiB };
 
 /** `33554432`, `32MiB`, `32Mi`, `10MB`. */
-export function parseBytes(flag: string, value: string): number {
+export function parseBytes(flag: FlagName, value: string): number {
   const match = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim());
   const unit = match ? BYTE_UNITS[match[2]!.toLowerCase()] : undefined;
-  if (!match || unit === undefined) throw new ConfigError(`--${flag}: "${value}" is not a size like 33554432 or 32MiB`);
+  if (!match || unit === undefined) throw new ConfigError(`--${flag}`, `"${value}" is not a size`, 'write bytes or a size like 32MiB, 10MB or 512KiB');
   const bytes = Math.floor(Number(match[1]) * unit);
-  if (bytes < 1) throw new ConfigError(`--${flag}: must be at least 1 byte`);
+  if (bytes < 1) throw new ConfigError(`--${flag}`, `"${value}" is less than 1 byte`, 'write a size like 32MiB');
   return bytes;
 }
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
 /** `500ms`, `5s`, `2m`; a bare number is seconds. */
-export function parseDuration(flag: string, value: string): number {
+export function parseDuration(flag: FlagName, value: string): number {
   const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(value.trim());
-  if (!match) throw new ConfigError(`--${flag}: "${value}" is not a duration like 500ms, 5s or 2m`);
+  if (!match) throw new ConfigError(`--${flag}`, `"${value}" is not a duration`, 'write e.g. 500ms, 5s, 2m or 1h; a bare number is seconds');
   const ms = Number(match[1]) * DURATION_UNITS[match[2] ?? 's']!;
-  if (ms <= 0) throw new ConfigError(`--${flag}: must be positive`);
+  if (ms <= 0) throw new ConfigError(`--${flag}`, `${value} is not positive`, `e.g. the default ${FLAGS[flag][1]}`);
   return ms;
 }
 
-function headerName(flag: string, value: string): string {
+function headerName(flag: FlagName, value: string): string {
   const name = value.trim().toLowerCase();
-  if (!/^[a-z0-9!#$%&'*+.^_`|~-]+$/.test(name)) throw new ConfigError(`--${flag}: "${value}" is not a valid header name`);
-  if (name.startsWith('x-envoy-')) throw new ConfigError(`--${flag}: Envoy refuses ext_proc mutations of x-envoy-* headers`);
+  const hint = `e.g. the default ${FLAGS[flag][1]}`;
+  if (!/^[a-z0-9!#$%&'*+.^_`|~-]+$/.test(name)) throw new ConfigError(`--${flag}`, `"${value}" is not a valid header name`, hint);
+  if (name.startsWith('x-envoy-')) throw new ConfigError(`--${flag}`, `"${value}": Envoy refuses ext_proc mutations of x-envoy-* headers`, hint);
   return name;
 }

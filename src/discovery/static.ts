@@ -1,5 +1,6 @@
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
+import { ConfigError } from '../config/errors.js';
 import type { EndpointIdentity, ModelCard } from './endpoint.js';
 
 export interface StaticHost {
@@ -9,7 +10,8 @@ export interface StaticHost {
   port: number;
 }
 
-export class StaticConfigError extends Error {}
+const FLAG = '--static-hosts';
+const FORMAT_HINT = 'write host:port or http://host:port, e.g. 10.0.0.1:8000';
 
 /** Parses `10.0.0.1:8000` or `http://vllm-0:8000` (a URL's path is ignored; http only). */
 export function parseStaticHost(spec: string): StaticHost {
@@ -19,10 +21,10 @@ export function parseStaticHost(spec: string): StaticHost {
   try {
     url = new URL(withScheme);
   } catch {
-    throw new StaticConfigError(`--static-hosts: "${spec}" is not host:port or a URL`);
+    throw new ConfigError(FLAG, `"${spec}" is not host:port or a URL`, FORMAT_HINT);
   }
-  if (url.protocol !== 'http:') throw new StaticConfigError(`--static-hosts: "${spec}": only http backends are supported`);
-  if (!url.port) throw new StaticConfigError(`--static-hosts: "${spec}" has no port`);
+  if (url.protocol !== 'http:') throw new ConfigError(FLAG, `"${spec}": only http backends are supported`, 'write http://host:port or host:port; backends are probed over plain HTTP');
+  if (!url.port) throw new ConfigError(FLAG, `"${spec}" has no port`, `write host:port, e.g. ${url.hostname}:8000`);
   const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
   return { spec: trimmed, host, port: Number(url.port) };
 }
@@ -39,7 +41,7 @@ export async function resolveStaticHosts(hosts: readonly StaticHost[]): Promise<
         try {
           ip = (await lookup(host.host)).address;
         } catch (err) {
-          throw new StaticConfigError(`--static-hosts: cannot resolve "${host.host}": ${(err as Error).message}`);
+          throw new ConfigError(FLAG, `cannot resolve "${host.host}": ${(err as Error).message}`, `check the name, or give the backend's IP address`);
         }
       }
       const address = isIP(ip) === 6 ? `[${ip}]:${host.port}` : `${ip}:${host.port}`;
@@ -58,7 +60,7 @@ export function staticModelCards(
   ownedByFlag: string | undefined,
 ): (ModelCard[] | undefined)[] {
   if (modelsFlag === undefined) {
-    if (ownedByFlag !== undefined) throw new StaticConfigError('--static-owned-by needs --static-models');
+    if (ownedByFlag !== undefined) throw new ConfigError('--static-owned-by', 'is only read with --static-models', 'add --static-models, or drop --static-owned-by (engines then come from /v1/models)');
     return Array.from({ length: hostCount }, () => undefined);
   }
   const models = perHost(splitList(modelsFlag), hostCount, '--static-models');
@@ -80,7 +82,7 @@ function splitList(value: string): string[] {
 function perHost(entries: string[], hostCount: number, flag: string): string[] {
   if (entries.length === 1) return Array.from({ length: hostCount }, () => entries[0]!);
   if (entries.length !== hostCount) {
-    throw new StaticConfigError(`${flag} has ${entries.length} entries but --static-hosts has ${hostCount}; give one per host or one for all`);
+    throw new ConfigError(flag, `has ${entries.length} entries but --static-hosts has ${hostCount}`, 'give one entry per host, or one for all');
   }
   return entries;
 }
