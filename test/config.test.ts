@@ -4,11 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
-import { parseBytes, parseConfig, parseDuration } from '../src/config/config.js';
+import { parseConfig, type Config } from '../src/config/config.js';
 import { ConfigError } from '../src/config/errors.js';
 import { parseStaticHost, staticModelCards } from '../src/discovery/static.js';
 import { loadRouteTable } from '../src/routing/routes.js';
 
+const MiB = 1024 * 1024;
 const HOSTS = '--static-hosts=10.0.0.1:8000';
 
 /** Asserts a ConfigError about `flag` whose message matches and which carries a hint. */
@@ -26,6 +27,8 @@ function refuses(argv: string[], flag: string, message: RegExp, hint?: RegExp): 
   assert.throws(() => parseConfig(argv), isConfigError(flag, message, hint), argv.join(' '));
 }
 
+const parsed = (...argv: string[]): Config => parseConfig([HOSTS, ...argv])!;
+
 describe('parseConfig', () => {
   it("accepts seed 004's flags as written", () => {
     const config = parseConfig([
@@ -40,20 +43,14 @@ describe('parseConfig', () => {
   it('has production defaults', () => {
     const config = parseConfig(['--static-hosts', '10.0.0.1:8000'])!;
     assert.equal(config.adminPort, 8081);
-    assert.equal(config.maxBodyBytes, 32 * 1024 * 1024);
-    assert.ok(config.grpcMaxReceiveBytes >= 32 * 1024 * 1024);
+    assert.equal(config.maxBodyBytes, 32 * MiB);
+    assert.equal(config.grpcMaxReceiveBytes, 64 * MiB);
     assert.equal(config.destinationHeader, 'x-gateway-destination-endpoint');
     assert.equal(config.requestBodyMode, 'BUFFERED');
+    assert.deepEqual([config.probeIntervalMs, config.probeTimeoutMs, config.unhealthyThreshold, config.drainTimeoutMs], [5000, 2000, 2, 25_000]);
   });
-  it('names the bad flag', () => {
-    refuses([HOSTS, '--routing-logic=random'], '--routing-logic', /"random" is not a choice/, /least_outstanding_requests, round_robin/);
-    refuses([HOSTS, '--port=70000'], '--port', /is not a port number/);
-    refuses([HOSTS, '--max-body-size=lots'], '--max-body-size', /is not a size/, /32MiB/);
-    refuses([HOSTS, '--destination-header=x-envoy-original-dst-host'], '--destination-header', /x-envoy/, /x-gateway-destination-endpoint/);
-    refuses([HOSTS, '--max-body-size=128MiB'], '--grpc-max-receive-size', /must be at least --max-body-size/);
-    refuses([], '--static-hosts', /is required/, /--demo/);
-    refuses(['--demo', HOSTS], '--static-hosts', /cannot be used with --demo/);
-  });
+  it('--help returns nothing to run', () => assert.equal(parseConfig(['--help']), undefined));
+
   it('prints as one line: flag, message, hint', () => {
     assert.throws(
       () => parseConfig(['--static-hosts=10.0.0.1']),
@@ -74,13 +71,87 @@ describe('parseConfig', () => {
     refuses(['--static-hosts='], '--static-hosts', /is empty/);
   });
 
-  it('--help returns nothing to run', () => assert.equal(parseConfig(['--help']), undefined));
-  it('parses sizes and durations', () => {
-    assert.equal(parseBytes('max-body-size', '32MiB'), 33554432);
-    assert.equal(parseBytes('max-body-size', '1000'), 1000);
-    assert.equal(parseDuration('probe-interval', '500ms'), 500);
-    assert.equal(parseDuration('probe-interval', '2m'), 120000);
-    assert.equal(parseDuration('probe-interval', '3'), 3000);
+  it('ports are decimal digits 0-65535; 0 means any free port', () => {
+    for (const [text, port] of [['0', 0], ['8000', 8000], ['65535', 65535]] as const) {
+      assert.equal(parsed(`--port=${text}`).port, port);
+      assert.equal(parsed(`--admin-port=${text}`).adminPort, port);
+    }
+    refuses([HOSTS, '--port='], '--port', /is empty/);
+    for (const bad of ['0x1f90', '+80', '-1', '80.0', '1e3', ' 80', '65536', '70000', '080000']) {
+      refuses([HOSTS, `--port=${bad}`], '--port', /is not a port number/, /decimal digits 0-65535/);
+      refuses([HOSTS, `--admin-port=${bad}`], '--admin-port', /is not a port number/, /0 = any free port/);
+    }
+  });
+
+  it('listen hosts are IP literals or plausible host names', () => {
+    for (const good of ['0.0.0.0', '127.0.0.1', '::', '::1', 'localhost', 'llm-extproc.ns.svc.cluster.local', 'compose_service']) {
+      assert.equal(parsed(`--host=${good}`).host, good);
+      assert.equal(parsed(`--admin-host=${good}`).adminHost, good);
+    }
+    refuses([HOSTS, '--host=999.1.1.1'], '--host', /"999\.1\.1\.1" is not an IPv4 address/, /127\.0\.0\.1/);
+    refuses([HOSTS, '--admin-host=999.1.1.1'], '--admin-host', /is not an IPv4 address/);
+    refuses([HOSTS, '--host=1.2.3'], '--host', /is not an IPv4 address/);
+    refuses([HOSTS, '--host=::zz'], '--host', /is not an IPv6 address/);
+    refuses([HOSTS, '--host=[::1]'], '--host', /is not an IPv6 address/);
+    refuses([HOSTS, '--host=my host'], '--host', /is not an IP address or host name/);
+    refuses([HOSTS, '--host=-bad.example'], '--host', /is not an IP address or host name/);
+    refuses([HOSTS, '--admin-host='], '--admin-host', /is empty/);
+  });
+
+  it('durations keep their syntax and stay in range', () => {
+    assert.equal(parsed('--probe-interval=500ms').probeIntervalMs, 500);
+    assert.equal(parsed('--probe-interval=2m').probeIntervalMs, 120_000);
+    assert.equal(parsed('--probe-interval=1h').probeIntervalMs, 3_600_000);
+    assert.equal(parsed('--probe-interval=3').probeIntervalMs, 3000, 'a bare number is seconds');
+    assert.equal(parsed('--probe-interval=100ms', '--probe-timeout=10ms').probeTimeoutMs, 10);
+    assert.equal(parsed('--drain-timeout=0').drainTimeoutMs, 0, '0 = exit at once');
+    assert.equal(parsed('--drain-timeout=1h').drainTimeoutMs, 3_600_000);
+    assert.equal(parsed('--drain-timeout=1.5s').drainTimeoutMs, 1500);
+
+    // Beyond 2^31-1 ms Node fires a timer after 1 ms: 600h would be a probe storm, an instant drain.
+    refuses([HOSTS, '--probe-interval=600h'], '--probe-interval', /600h is outside 100ms\.\.1h/, /5s/);
+    refuses([HOSTS, '--probe-interval=99ms'], '--probe-interval', /outside 100ms\.\.1h/);
+    refuses([HOSTS, '--probe-interval=0'], '--probe-interval', /outside 100ms\.\.1h/);
+    refuses([HOSTS, '--probe-timeout=600h'], '--probe-timeout', /outside 10ms\.\.1h/);
+    refuses([HOSTS, '--probe-timeout=9ms'], '--probe-timeout', /outside 10ms\.\.1h/);
+    refuses([HOSTS, '--drain-timeout=600h'], '--drain-timeout', /outside 0s\.\.1h/);
+    refuses([HOSTS, '--drain-timeout=3600.001s'], '--drain-timeout', /outside 0s\.\.1h/);
+    refuses([HOSTS, '--probe-timeout=10s'], '--probe-timeout', /10s is longer than --probe-interval \(5s\)/, /shorten --probe-timeout/);
+    assert.equal(parsed('--probe-interval=500ms').probeTimeoutMs, 500, 'left out, the 2s timeout shrinks to a shorter interval');
+    assert.equal(parsed('--probe-interval=1s', '--probe-timeout=1s').probeTimeoutMs, 1000, 'as long as the interval is allowed');
+    refuses([HOSTS, '--probe-interval=1s', '--probe-timeout=2s'], '--probe-timeout', /longer than --probe-interval/);
+    for (const bad of ['-5s', '5 sec', '5d', 'soon']) refuses([HOSTS, `--probe-interval=${bad}`], '--probe-interval', /is not a duration/, /500ms, 5s, 2m or 1h/);
+  });
+
+  it('--unhealthy-threshold is decimal digits, 1..100', () => {
+    assert.equal(parsed('--unhealthy-threshold=1').unhealthyThreshold, 1);
+    assert.equal(parsed('--unhealthy-threshold=100').unhealthyThreshold, 100);
+    for (const bad of ['0', '101', '1.5', '0x2', '-1', '+3']) {
+      refuses([HOSTS, `--unhealthy-threshold=${bad}`], '--unhealthy-threshold', /is not a whole number in 1\.\.100/, /decimal digits/);
+    }
+  });
+
+  it('sizes: bytes or units', () => {
+    assert.equal(parsed('--max-body-size=1000').maxBodyBytes, 1000);
+    assert.equal(parsed('--max-body-size=2MiB').maxBodyBytes, 2 * MiB);
+    assert.equal(parsed('--max-body-size=10MB').maxBodyBytes, 10_000_000);
+    refuses([HOSTS, '--max-body-size=lots'], '--max-body-size', /is not a size/, /32MiB/);
+    refuses([HOSTS, '--max-body-size=0'], '--max-body-size', /less than 1 byte/);
+  });
+
+  it('--grpc-max-receive-size must be at least --max-body-size', () => {
+    assert.equal(parsed('--max-body-size=1MiB').grpcMaxReceiveBytes, 64 * MiB);
+    refuses([HOSTS, '--max-body-size=128MiB'], '--grpc-max-receive-size', /must be at least --max-body-size/);
+  });
+
+  it('names the flag of every other bad value', () => {
+    refuses([HOSTS, '--routing-logic=random'], '--routing-logic', /"random" is not a choice/, /least_outstanding_requests, round_robin/);
+    refuses([HOSTS, '--log-level=loud'], '--log-level', /is not a choice/, /debug/);
+    refuses([HOSTS, '--request-body-mode=CHUNKED'], '--request-body-mode', /is not a choice/, /BUFFERED/);
+    refuses([HOSTS, '--destination-header=x-envoy-original-dst-host'], '--destination-header', /x-envoy/, /x-gateway-destination-endpoint/);
+    refuses([HOSTS, '--routed-to-header=bad header'], '--routed-to-header', /not a valid header name/, /x-routed-to/);
+    refuses([], '--static-hosts', /is required/, /--demo/);
+    refuses(['--demo', HOSTS], '--static-hosts', /cannot be used with --demo/);
   });
 });
 

@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import type { BodySendMode } from '../extproc/types.js';
 import { ROUTING_LOGICS, type RoutingLogic } from '../scheduling/pickers.js';
 import { parseStaticHost, type StaticHost } from '../discovery/static.js';
+import { hostProblem } from '../net-address.js';
 import { ConfigError } from './errors.js';
 import { DESTINATION_HEADER, ROUTED_TO_HEADER } from '../wire-names.js';
 
@@ -38,11 +39,24 @@ export interface Config {
 
 const MiB = 1024 * 1024;
 
+/** Inclusive bounds of a numeric flag (milliseconds for durations). */
+interface Range {
+  min: number;
+  max: number;
+}
+
+// Node's timers hold at most 2^31-1 ms (a longer delay fires after 1 ms), so durations stay far below.
+const HOUR_MS = 3_600_000;
+const PROBE_INTERVAL: Range = { min: 100, max: HOUR_MS };
+const PROBE_TIMEOUT: Range = { min: 10, max: HOUR_MS };
+const DRAIN_TIMEOUT: Range = { min: 0, max: HOUR_MS };
+const UNHEALTHY_THRESHOLD: Range = { min: 1, max: 100 };
+
 /** Flag name → [type, default, help]. The names of seed 004's router are kept as they are. */
 const FLAGS = {
-  port: ['string', '50051', 'gRPC port of the ext_proc service'],
+  port: ['string', '50051', 'gRPC port of the ext_proc service (0 = any free port)'],
   host: ['string', '0.0.0.0', 'address the gRPC server binds'],
-  'admin-port': ['string', '8081', 'HTTP port for /health, /ready, /metrics'],
+  'admin-port': ['string', '8081', 'HTTP port for /health, /ready, /metrics (0 = any free port)'],
   'admin-host': ['string', '0.0.0.0', 'address the admin HTTP server binds'],
   'service-discovery': ['string', 'static', 'how backends are found: static'],
   'static-hosts': ['string', undefined, 'comma-separated backends, host:port or http://host:port'],
@@ -57,10 +71,10 @@ const FLAGS = {
   'routed-to-header': ['string', ROUTED_TO_HEADER, 'response header telling the caller which backend served it'],
   'request-body-mode': ['string', 'BUFFERED', 'request body mode assumed when Envoy sends no protocol_config (Envoy < 1.34)'],
   'response-body-mode': ['string', 'NONE', 'response body mode assumed when Envoy sends no protocol_config'],
-  'probe-interval': ['string', '5s', 'time between backend probes'],
-  'probe-timeout': ['string', '2s', 'timeout of one probe'],
-  'unhealthy-threshold': ['string', '2', 'consecutive failed probes before a backend leaves rotation'],
-  'drain-timeout': ['string', '25s', 'on SIGTERM, how long open streams may finish'],
+  'probe-interval': ['string', '5s', `time between backend probes, ${rangeText(PROBE_INTERVAL)}`],
+  'probe-timeout': ['string', '2s', `timeout of one probe, ${rangeText(PROBE_TIMEOUT)}, at most --probe-interval (left out: capped at it)`],
+  'unhealthy-threshold': ['string', '2', `consecutive failed probes before a backend leaves rotation, ${UNHEALTHY_THRESHOLD.min}..${UNHEALTHY_THRESHOLD.max}`],
+  'drain-timeout': ['string', '25s', `on SIGTERM, how long open streams may finish, ${rangeText(DRAIN_TIMEOUT)} (0 = exit at once)`],
   demo: ['boolean', false, 'start built-in simulated vLLM and SGLang backends and route to them'],
   help: ['boolean', false, 'print this help'],
 } as const;
@@ -96,35 +110,31 @@ export function parseConfig(argv: readonly string[]): Config | undefined {
   if (!demo && hostsFlag === undefined) {
     throw new ConfigError('--static-hosts', 'is required with --service-discovery=static', 'list the backends, e.g. --static-hosts=10.0.0.1:8000,10.0.0.2:8000, or run with --demo');
   }
-  const staticHosts = hostsFlag === undefined ? [] : hostsFlag.split(',').filter((h) => h.trim()).map(parseStaticHost);
-
   const maxBodyBytes = parseBytes('max-body-size', text('max-body-size'));
-  const grpcMaxReceiveBytes = parseBytes('grpc-max-receive-size', text('grpc-max-receive-size'));
-  if (grpcMaxReceiveBytes < maxBodyBytes) {
-    throw new ConfigError('--grpc-max-receive-size', 'must be at least --max-body-size', 'a BUFFERED body arrives as one message: raise --grpc-max-receive-size');
-  }
+  const probeIntervalMs = parseDuration('probe-interval', text('probe-interval'), PROBE_INTERVAL);
+  const probeTimeoutMs = probeTimeout(given('probe-timeout'), probeIntervalMs, text('probe-interval'));
   return {
-    host: text('host'),
-    port: parsePort('port', text('port'), true),
-    adminHost: text('admin-host'),
-    adminPort: parsePort('admin-port', text('admin-port'), true),
+    host: listenHost('host', text('host')),
+    port: parsePort('port', text('port')),
+    adminHost: listenHost('admin-host', text('admin-host')),
+    adminPort: parsePort('admin-port', text('admin-port')),
     serviceDiscovery,
-    staticHosts,
+    staticHosts: hostsFlag === undefined ? [] : hostsFlag.split(',').filter((h) => h.trim()).map(parseStaticHost),
     staticModels: given('static-models'),
     staticOwnedBy: given('static-owned-by'),
     routingLogic: oneOf('routing-logic', text('routing-logic'), ROUTING_LOGICS),
     routeConfig: given('route-config'),
     logLevel: oneOf('log-level', text('log-level').toLowerCase(), LOG_LEVELS),
     maxBodyBytes,
-    grpcMaxReceiveBytes,
+    grpcMaxReceiveBytes: grpcReceiveLimit(maxBodyBytes, text('grpc-max-receive-size')),
     destinationHeader: headerName('destination-header', text('destination-header')),
     routedToHeader: headerName('routed-to-header', text('routed-to-header')),
     requestBodyMode: oneOf('request-body-mode', text('request-body-mode').toUpperCase(), BODY_MODES),
     responseBodyMode: oneOf('response-body-mode', text('response-body-mode').toUpperCase(), BODY_MODES),
-    probeIntervalMs: parseDuration('probe-interval', text('probe-interval')),
-    probeTimeoutMs: parseDuration('probe-timeout', text('probe-timeout')),
-    unhealthyThreshold: parseCount('unhealthy-threshold', text('unhealthy-threshold')),
-    drainTimeoutMs: parseDuration('drain-timeout', text('drain-timeout')),
+    probeIntervalMs,
+    probeTimeoutMs,
+    unhealthyThreshold: parseCount('unhealthy-threshold', text('unhealthy-threshold'), UNHEALTHY_THRESHOLD),
+    drainTimeoutMs: parseDuration('drain-timeout', text('drain-timeout'), DRAIN_TIMEOUT),
     demo,
   };
 }
@@ -166,24 +176,49 @@ function oneOf<T extends string>(flag: FlagName, value: string, allowed: readonl
   throw new ConfigError(`--${flag}`, `"${value}" is not a choice`, `use one of ${allowed.join(', ')}`);
 }
 
-function parsePort(flag: FlagName, value: string, allowZero: boolean): number {
-  const port = Number(value);
-  if (!Number.isInteger(port) || port < (allowZero ? 0 : 1) || port > 65535) {
-    throw new ConfigError(`--${flag}`, `"${value}" is not a port number`, 'write decimal digits 0-65535; 0 = any free port');
-  }
+/** Ports are decimal digits only: `0x1f90`, `+80`, `80.0` and ` 80` are mistakes, not ports. */
+function parsePort(flag: FlagName, value: string): number {
+  const port = /^\d{1,5}$/.test(value) ? Number(value) : NaN;
+  if (!(port <= 65535)) throw new ConfigError(`--${flag}`, `"${value}" is not a port number`, 'write decimal digits 0-65535; 0 = any free port');
   return port;
 }
 
-function parseCount(flag: FlagName, value: string): number {
-  const count = Number(value);
-  if (!Number.isInteger(count) || count < 1) throw new ConfigError(`--${flag}`, `"${value}" is not a positive integer`, `e.g. the default ${FLAGS[flag][1]}`);
+function listenHost(flag: FlagName, value: string): string {
+  const problem = hostProblem(value);
+  if (problem) throw new ConfigError(`--${flag}`, problem, 'give an IP address or host name of this machine, e.g. 0.0.0.0 for all IPv4 addresses, 127.0.0.1 or ::');
+  return value;
+}
+
+function parseCount(flag: FlagName, value: string, range: Range): number {
+  const count = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!(count >= range.min && count <= range.max)) {
+    throw new ConfigError(`--${flag}`, `"${value}" is not a whole number in ${range.min}..${range.max}`, `write decimal digits, e.g. the default ${FLAGS[flag][1]}`);
+  }
   return count;
+}
+
+function grpcReceiveLimit(maxBodyBytes: number, flagValue: string): number {
+  const bytes = parseBytes('grpc-max-receive-size', flagValue);
+  if (bytes < maxBodyBytes) {
+    throw new ConfigError('--grpc-max-receive-size', 'must be at least --max-body-size', 'a BUFFERED body arrives as one message: raise --grpc-max-receive-size');
+  }
+  return bytes;
+}
+
+/** A probe ends before the next one starts; left out, the timeout shrinks to a short interval. */
+function probeTimeout(flagValue: string | undefined, intervalMs: number, intervalText: string): number {
+  const timeoutMs = parseDuration('probe-timeout', flagValue ?? FLAGS['probe-timeout'][1], PROBE_TIMEOUT);
+  if (flagValue === undefined) return Math.min(timeoutMs, intervalMs);
+  if (timeoutMs > intervalMs) {
+    throw new ConfigError('--probe-timeout', `${flagValue} is longer than --probe-interval (${intervalText})`, 'a probe must end before the next one starts: shorten --probe-timeout or lengthen --probe-interval');
+  }
+  return timeoutMs;
 }
 
 const BYTE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1000, kb: 1000, ki: 1024, kib: 1024, m: 1e6, mb: 1e6, mi: MiB, mib: MiB, g: 1e9, gb: 1e9, gi: 1024 * MiB, gib: 1024 * MiB };
 
 /** `33554432`, `32MiB`, `32Mi`, `10MB`. */
-export function parseBytes(flag: FlagName, value: string): number {
+function parseBytes(flag: FlagName, value: string): number {
   const match = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim());
   const unit = match ? BYTE_UNITS[match[2]!.toLowerCase()] : undefined;
   if (!match || unit === undefined) throw new ConfigError(`--${flag}`, `"${value}" is not a size`, 'write bytes or a size like 32MiB, 10MB or 512KiB');
@@ -192,15 +227,28 @@ export function parseBytes(flag: FlagName, value: string): number {
   return bytes;
 }
 
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: HOUR_MS };
 
-/** `500ms`, `5s`, `2m`; a bare number is seconds. */
-export function parseDuration(flag: FlagName, value: string): number {
+/** `500ms`, `5s`, `2m`, `1h`; a bare number is seconds. */
+function parseDuration(flag: FlagName, value: string, range: Range): number {
   const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(value.trim());
-  if (!match) throw new ConfigError(`--${flag}`, `"${value}" is not a duration`, 'write e.g. 500ms, 5s, 2m or 1h; a bare number is seconds');
+  if (!match) throw new ConfigError(`--${flag}`, `"${value}" is not a duration`, `write e.g. 500ms, 5s, 2m or 1h, within ${rangeText(range)}; a bare number is seconds`);
   const ms = Number(match[1]) * DURATION_UNITS[match[2] ?? 's']!;
-  if (ms <= 0) throw new ConfigError(`--${flag}`, `${value} is not positive`, `e.g. the default ${FLAGS[flag][1]}`);
+  if (ms < range.min || ms > range.max) throw new ConfigError(`--${flag}`, `${value} is outside ${rangeText(range)}`, `e.g. the default ${FLAGS[flag][1]}`);
   return ms;
+}
+
+function rangeText(range: Range): string {
+  return `${formatDuration(range.min)}..${formatDuration(range.max)}`;
+}
+
+/** The largest unit that writes `ms` whole: 3600000 → `1h`, 100 → `100ms`, 0 → `0s`. */
+function formatDuration(ms: number): string {
+  if (ms === 0) return '0s';
+  for (const [unit, size] of [['h', HOUR_MS], ['m', 60_000], ['s', 1000]] as const) {
+    if (ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
 }
 
 function headerName(flag: FlagName, value: string): string {
