@@ -15,3 +15,8 @@ export function hostProblem(host: string): string | undefined {
   if (host.length > 253 || !labels.every((label) => LABEL.test(label))) return `"${host}" is not an IP address or host name`;
   return undefined;
 }
+
+/** `10.0.0.1:8000`, `[::1]:8000`. */
+export function joinHostPort(host: string, port: number): string {
+  return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
+}

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { lookup } from 'node:dns/promises';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { parseConfig, type Config } from '../src/config/config.js';
 import { ConfigError } from '../src/config/errors.js';
-import { parseStaticHost, staticModelCards } from '../src/discovery/static.js';
+import { parseStaticHost, resolveStaticHosts, staticModelCards } from '../src/discovery/static.js';
 import { loadRouteTable } from '../src/routing/routes.js';
 
 const MiB = 1024 * 1024;
@@ -155,13 +156,43 @@ describe('parseConfig', () => {
   });
 });
 
-describe('static hosts', () => {
-  it('accepts host:port and URLs', () => {
+describe('--static-hosts', () => {
+  it('accepts host:port, [IPv6]:port and http URLs', () => {
     assert.deepEqual(parseStaticHost('http://10.0.0.2:8000/v1'), { spec: 'http://10.0.0.2:8000/v1', host: '10.0.0.2', port: 8000 });
+    assert.deepEqual(parseStaticHost('HTTP://vllm-0:8000'), { spec: 'HTTP://vllm-0:8000', host: 'vllm-0', port: 8000 });
     assert.deepEqual(parseStaticHost('[::1]:9000'), { spec: '[::1]:9000', host: '::1', port: 9000 });
-    assert.throws(() => parseStaticHost('10.0.0.1'), isConfigError('--static-hosts', /"10\.0\.0\.1" has no port/, /10\.0\.0\.1:8000/));
-    assert.throws(() => parseStaticHost('https://a:1'), isConfigError('--static-hosts', /only http/));
+    assert.deepEqual(parseStaticHost(' 10.0.0.1:1 '), { spec: '10.0.0.1:1', host: '10.0.0.1', port: 1 });
+    assert.equal(parsed().staticHosts.length, 1);
+    assert.equal(parseConfig(['--static-hosts=10.0.0.1:1,,10.0.0.2:2,'])!.staticHosts.length, 2, 'empty entries are skipped');
   });
+
+  it('refuses a host without port, a bad port, https, no backends and duplicates', () => {
+    const flag = '--static-hosts';
+    refuses(['--static-hosts=10.0.0.1'], flag, /^"10\.0\.0\.1" has no port$/, /^write host:port, e.g\. 10\.0\.0\.1:8000$/);
+    refuses(['--static-hosts=http://vllm-0'], flag, /has no port/, /vllm-0:8000/);
+    refuses(['--static-hosts=[::1]'], flag, /has no port/, /\[::1\]:8000/);
+    refuses(['--static-hosts=10.0.0.1:70000'], flag, /port "70000" is not 1-65535/, /decimal digits/);
+    for (const port of ['0', '0x50', '80a', '', '-1']) refuses([`--static-hosts=10.0.0.1:${port}`], flag, /is not 1-65535/);
+    refuses(['--static-hosts=https://vllm-0:8443'], flag, /only http backends/, /http:\/\/host:port/);
+    refuses(['--static-hosts=grpc://vllm-0:8443'], flag, /only http backends/);
+    refuses(['--static-hosts=,'], flag, /"," names no backend/, /host:port/);
+    refuses(['--static-hosts= , '], flag, /names no backend/);
+    refuses(['--static-hosts=a:1,a:1'], flag, /a:1 is listed twice/, /each backend once/);
+    refuses(['--static-hosts=vllm-0:1,http://VLLM-0:1/v1'], flag, /vllm-0:1 is listed twice/);
+    refuses(['--static-hosts=999.1.1.1:80'], flag, /"999\.1\.1\.1" is not an IPv4 address/);
+    refuses(['--static-hosts=:80'], flag, /has no host/);
+    refuses(['--static-hosts=::1:80'], flag, /is not host:port or a URL/, /brackets/);
+    refuses(['--static-hosts=[vllm-0]:80'], flag, /brackets hold IPv6 addresses only/);
+    refuses(['--static-hosts=10.0.0.1:80:81'], flag, /is not 1-65535/);
+  });
+
+  it('a name that does not resolve, or two that resolve to one address, is refused at start', async () => {
+    await assert.rejects(resolveStaticHosts([parseStaticHost('no-such-backend.invalid:8000')]), isConfigError('--static-hosts', /cannot resolve "no-such-backend\.invalid"/, /IP address/));
+    const { address } = await lookup('localhost');
+    const hosts = [parseStaticHost('localhost:8000'), parseStaticHost(`${address.includes(':') ? `[${address}]` : address}:8000`)];
+    await assert.rejects(resolveStaticHosts(hosts), isConfigError('--static-hosts', /"localhost:8000" and ".+" are both/, /each backend once/));
+  });
+
   it('spreads --static-models and --static-owned-by over the hosts', () => {
     const cards = staticModelCards(2, 'qwen;llama,qwen', 'vllm,sglang');
     assert.deepEqual(cards.map((list) => list!.map((c) => `${c.id}/${c.owned_by}`)), [['qwen/vllm', 'llama/vllm'], ['qwen/sglang']]);

@@ -27,10 +27,11 @@ export interface Service {
 export async function startService(config: Config, log: Logger, staticHosts: readonly StaticHost[] = config.staticHosts): Promise<Service> {
   const routes = config.routeConfig ? await loadRouteTable(config.routeConfig) : new RouteTable();
   const endpoints = new EndpointRegistry();
+  // Mistakes in the flags are reported before any DNS look-up.
+  const staticCards = staticModelCards(staticHosts.length, config.staticModels, config.staticOwnedBy);
   const identities = await resolveStaticHosts(staticHosts);
   endpoints.replaceAll(identities);
 
-  const staticCards = staticModelCards(identities.length, config.staticModels, config.staticOwnedBy);
   const staticModels = new Map<string, readonly ModelCard[]>();
   identities.forEach((identity, index) => {
     const cards = staticCards[index];

@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import type { BodySendMode } from '../extproc/types.js';
 import { ROUTING_LOGICS, type RoutingLogic } from '../scheduling/pickers.js';
-import { parseStaticHost, type StaticHost } from '../discovery/static.js';
+import { parseStaticHosts, type StaticHost } from '../discovery/static.js';
 import { hostProblem } from '../net-address.js';
 import { ConfigError } from './errors.js';
 import { DESTINATION_HEADER, ROUTED_TO_HEADER } from '../wire-names.js';
@@ -119,7 +119,7 @@ export function parseConfig(argv: readonly string[]): Config | undefined {
     adminHost: listenHost('admin-host', text('admin-host')),
     adminPort: parsePort('admin-port', text('admin-port')),
     serviceDiscovery,
-    staticHosts: hostsFlag === undefined ? [] : hostsFlag.split(',').filter((h) => h.trim()).map(parseStaticHost),
+    staticHosts: hostsFlag === undefined ? [] : parseStaticHosts(hostsFlag),
     staticModels: given('static-models'),
     staticOwnedBy: given('static-owned-by'),
     routingLogic: oneOf('routing-logic', text('routing-logic'), ROUTING_LOGICS),
