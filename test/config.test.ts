@@ -5,10 +5,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
+import { startService } from '../src/app/service.js';
 import { parseConfig, type Config } from '../src/config/config.js';
 import { ConfigError } from '../src/config/errors.js';
 import { parseStaticHost, resolveStaticHosts, staticModelCards } from '../src/discovery/static.js';
+import { createLogger } from '../src/log.js';
 import { loadRouteTable } from '../src/routing/routes.js';
+import { startSimulator } from '../src/simulator/simulator.js';
+import { EnvoyDouble, type EnvoyResponse } from './support/envoy/envoy-double.js';
+import { JSON_HEADERS, QWEN, chatBody } from './support/harness.js';
 
 const MiB = 1024 * 1024;
 const HOSTS = '--static-hosts=10.0.0.1:8000';
@@ -140,9 +145,14 @@ describe('parseConfig', () => {
     refuses([HOSTS, '--max-body-size=0'], '--max-body-size', /less than 1 byte/);
   });
 
-  it('--grpc-max-receive-size must be at least --max-body-size', () => {
-    assert.equal(parsed('--max-body-size=1MiB').grpcMaxReceiveBytes, 64 * MiB);
-    refuses([HOSTS, '--max-body-size=128MiB'], '--grpc-max-receive-size', /must be at least --max-body-size/);
+  it('--grpc-max-receive-size leaves 1 MiB above --max-body-size for the gRPC framing', () => {
+    assert.equal(parsed('--max-body-size=1MiB').grpcMaxReceiveBytes, 64 * MiB, 'the default is 64 MiB...');
+    assert.equal(parsed('--max-body-size=64MiB').grpcMaxReceiveBytes, 65 * MiB, '...or more when the body limit needs it');
+    assert.equal(parsed('--max-body-size=128MiB').grpcMaxReceiveBytes, 129 * MiB);
+    assert.equal(parsed('--max-body-size=1MiB', '--grpc-max-receive-size=2MiB').grpcMaxReceiveBytes, 2 * MiB, 'the least allowed');
+    refuses([HOSTS, '--max-body-size=1MiB', '--grpc-max-receive-size=1MiB'], '--grpc-max-receive-size', /1MiB is below --max-body-size \+ 1MiB/, /at least 2MiB/);
+    refuses([HOSTS, '--max-body-size=128MiB', '--grpc-max-receive-size=128MiB'], '--grpc-max-receive-size', /below --max-body-size/, /at least 129MiB/);
+    refuses([HOSTS, '--max-body-size=1000', '--grpc-max-receive-size=1048575'], '--grpc-max-receive-size', /below/, /at least 1049576 bytes/);
   });
 
   it('names the flag of every other bad value', () => {
@@ -239,5 +249,56 @@ describe('route config files', () => {
     await assert.rejects(loadRouteTable(join(dir, 'missing.json')), isConfigError('--route-config', /cannot read .*missing\.json: ENOENT/, /check the path/));
     await writeFile(join(dir, 'bad.yaml'), 'routes:\n  - name: a\n   path_prefix: /\n');
     await assert.rejects(loadRouteTable(join(dir, 'bad.yaml')), (err: unknown) => err instanceof ConfigError && !err.message.includes('\n'), "YAML's code frame is left out");
+  });
+});
+
+describe('a BUFFERED body of exactly --max-body-size (1 MiB), end to end', () => {
+  /** A chat body padded to exactly `bytes`. */
+  function chatBodyOf(bytes: number): string {
+    const unpadded = Buffer.byteLength(chatBody({ model: QWEN, padding: '' }));
+    const body = chatBody({ model: QWEN, padding: 'x'.repeat(bytes - unpadded) });
+    assert.equal(Buffer.byteLength(body), bytes);
+    return body;
+  }
+
+  /**
+   * Sends `body` through the Envoy double (its own buffer limit well above) to llm-extproc started
+   * from `--max-body-size=1MiB`; `grpcMaxReceiveBytes` replaces the parsed gRPC limit, which no flag
+   * can set that low any more, so the control gets there by building the Config by hand.
+   */
+  async function send(body: string, grpcMaxReceiveBytes?: number): Promise<EnvoyResponse> {
+    const pod = await startSimulator({ engine: 'vllm', models: [QWEN], host: '127.0.0.51', port: 0 });
+    try {
+      const config = parseConfig([`--static-hosts=${pod.address}`, '--host=127.0.0.1', '--port=0', '--admin-host=127.0.0.1', '--admin-port=0', '--probe-interval=60s', '--max-body-size=1MiB'])!;
+      const service = await startService(grpcMaxReceiveBytes === undefined ? config : { ...config, grpcMaxReceiveBytes }, createLogger('silent'));
+      const envoy = new EnvoyDouble({ extProcTarget: `127.0.0.1:${service.grpcPort}`, processingMode: { requestBodyMode: 'BUFFERED' }, bufferLimitBytes: 4 * MiB, messageTimeoutMs: 10_000 });
+      try {
+        await service.prober.probeAll();
+        await envoy.connect();
+        return await envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body });
+      } finally {
+        await envoy.close();
+        await service.stop();
+      }
+    } finally {
+      await pod.close();
+    }
+  }
+
+  it('is routed (200 from the backend); one byte more is 413 from llm-extproc', async () => {
+    const exact = await send(chatBodyOf(MiB));
+    assert.equal(exact.status, 200, exact.details);
+    assert.equal(exact.localReply, false);
+    assert.equal(exact.requestBodySentUpstream?.length, MiB, 'the whole body reached the backend');
+
+    const over = await send(chatBodyOf(MiB + 1));
+    assert.equal(over.status, 413);
+    assert.equal(JSON.parse(over.body.toString()).error.code, 'request_too_large', "llm-extproc's answer, not Envoy's buffer overflow");
+  });
+
+  it('control: with the old rule (gRPC limit = body limit) the same body fails in grpc-js and Envoy answers 500', async () => {
+    const exact = await send(chatBodyOf(MiB), MiB);
+    assert.equal(exact.status, 500);
+    assert.equal(exact.grpcStatus?.code, 8, `RESOURCE_EXHAUSTED: ${exact.grpcStatus?.message}`);
   });
 });

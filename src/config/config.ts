@@ -39,6 +39,15 @@ export interface Config {
 
 const MiB = 1024 * 1024;
 
+/**
+ * A BUFFERED body reaches llm-extproc as ONE gRPC message: the body plus its protobuf framing and
+ * whatever Envoy attaches (metadata_context, attributes). The gRPC limit keeps this much room above
+ * --max-body-size so that a body of exactly --max-body-size gets our answer, not a grpc-js
+ * RESOURCE_EXHAUSTED (which Envoy turns into a 500).
+ */
+const GRPC_HEADROOM_BYTES = MiB;
+const DEFAULT_GRPC_MAX_RECEIVE_BYTES = 64 * MiB;
+
 /** Inclusive bounds of a numeric flag (milliseconds for durations). */
 interface Range {
   min: number;
@@ -66,7 +75,7 @@ const FLAGS = {
   'route-config': ['string', undefined, 'routes file (JSON or YAML): [{name, path_prefix, model?, owned_by?}]'],
   'log-level': ['string', 'info', LOG_LEVELS.join(' | ')],
   'max-body-size': ['string', '32MiB', 'largest request body accepted (413 above)'],
-  'grpc-max-receive-size': ['string', '64MiB', 'largest gRPC message accepted from Envoy'],
+  'grpc-max-receive-size': ['string', undefined, `largest gRPC message accepted from Envoy, at least --max-body-size + ${formatBytes(GRPC_HEADROOM_BYTES)} (default the larger of ${formatBytes(DEFAULT_GRPC_MAX_RECEIVE_BYTES)} and that)`],
   'destination-header': ['string', DESTINATION_HEADER, 'header Envoy\'s ORIGINAL_DST cluster reads'],
   'routed-to-header': ['string', ROUTED_TO_HEADER, 'response header telling the caller which backend served it'],
   'request-body-mode': ['string', 'BUFFERED', 'request body mode assumed when Envoy sends no protocol_config (Envoy < 1.34)'],
@@ -126,7 +135,7 @@ export function parseConfig(argv: readonly string[]): Config | undefined {
     routeConfig: given('route-config'),
     logLevel: oneOf('log-level', text('log-level').toLowerCase(), LOG_LEVELS),
     maxBodyBytes,
-    grpcMaxReceiveBytes: grpcReceiveLimit(maxBodyBytes, text('grpc-max-receive-size')),
+    grpcMaxReceiveBytes: grpcReceiveLimit(maxBodyBytes, given('grpc-max-receive-size')),
     destinationHeader: headerName('destination-header', text('destination-header')),
     routedToHeader: headerName('routed-to-header', text('routed-to-header')),
     requestBodyMode: oneOf('request-body-mode', text('request-body-mode').toUpperCase(), BODY_MODES),
@@ -197,10 +206,17 @@ function parseCount(flag: FlagName, value: string, range: Range): number {
   return count;
 }
 
-function grpcReceiveLimit(maxBodyBytes: number, flagValue: string): number {
+/** The gRPC message limit must hold the largest body plus its framing (GRPC_HEADROOM_BYTES). */
+function grpcReceiveLimit(maxBodyBytes: number, flagValue: string | undefined): number {
+  const least = maxBodyBytes + GRPC_HEADROOM_BYTES;
+  if (flagValue === undefined) return Math.max(DEFAULT_GRPC_MAX_RECEIVE_BYTES, least);
   const bytes = parseBytes('grpc-max-receive-size', flagValue);
-  if (bytes < maxBodyBytes) {
-    throw new ConfigError('--grpc-max-receive-size', 'must be at least --max-body-size', 'a BUFFERED body arrives as one message: raise --grpc-max-receive-size');
+  if (bytes < least) {
+    throw new ConfigError(
+      '--grpc-max-receive-size',
+      `${flagValue} is below --max-body-size + ${formatBytes(GRPC_HEADROOM_BYTES)}: a BUFFERED body arrives as one gRPC message, framing included`,
+      `set at least ${formatBytes(least)}, or leave it out: the default fits --max-body-size`,
+    );
   }
   return bytes;
 }
@@ -225,6 +241,11 @@ function parseBytes(flag: FlagName, value: string): number {
   const bytes = Math.floor(Number(match[1]) * unit);
   if (bytes < 1) throw new ConfigError(`--${flag}`, `"${value}" is less than 1 byte`, 'write a size like 32MiB');
   return bytes;
+}
+
+/** `33MiB` when whole, else bytes. */
+function formatBytes(bytes: number): string {
+  return bytes % MiB === 0 ? `${bytes / MiB}MiB` : `${bytes} bytes`;
 }
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: HOUR_MS };
