@@ -3,6 +3,7 @@ import { startService, type Service } from './app/service.js';
 import { parseConfig, usage } from './config/config.js';
 import { ConfigError } from './config/errors.js';
 import { startDemoBackends, type DemoBackends } from './demo.js';
+import { logGrpcJsTo } from './extproc/grpc-log.js';
 import { createLogger } from './log.js';
 
 async function main(): Promise<void> {
@@ -12,6 +13,7 @@ async function main(): Promise<void> {
     return;
   }
   const log = createLogger(config.logLevel);
+  logGrpcJsTo(log);
   let demo: DemoBackends | undefined;
   let service: Service;
   try {
