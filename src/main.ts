@@ -1,25 +1,19 @@
 #!/usr/bin/env node
 import { startService, type Service } from './app/service.js';
-import { ConfigError, parseConfig, usage, type Config } from './config/config.js';
+import { parseConfig, usage } from './config/config.js';
+import { ConfigError } from './config/errors.js';
 import { startDemoBackends, type DemoBackends } from './demo.js';
-import { StaticConfigError } from './discovery/static.js';
+import { logGrpcJsTo } from './extproc/grpc-log.js';
 import { createLogger } from './log.js';
-import { RouteConfigError } from './routing/routes.js';
 
 async function main(): Promise<void> {
-  let config: Config | undefined;
-  try {
-    config = parseConfig(process.argv.slice(2));
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    process.stderr.write(`llm-extproc: ${err.message}\n\n${usage()}`);
-    process.exit(2);
-  }
+  const config = parseConfig(process.argv.slice(2));
   if (!config) {
     process.stdout.write(usage());
     return;
   }
   const log = createLogger(config.logLevel);
+  logGrpcJsTo(log);
   let demo: DemoBackends | undefined;
   let service: Service;
   try {
@@ -27,10 +21,6 @@ async function main(): Promise<void> {
     service = await startService(config, log, demo?.hosts ?? config.staticHosts);
   } catch (err) {
     await demo?.close();
-    if (err instanceof StaticConfigError || err instanceof RouteConfigError) {
-      log.fatal(err.message);
-      process.exit(2);
-    }
     throw err;
   }
 
@@ -54,6 +44,11 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
+  // An operator's mistake, found while parsing flags or starting: one line, exit 2.
+  if (err instanceof ConfigError) {
+    process.stderr.write(`llm-extproc: ${err.line}\n`);
+    process.exit(2);
+  }
   process.stderr.write(`llm-extproc: fatal: ${(err as Error).stack ?? String(err)}\n`);
   process.exit(1);
 });

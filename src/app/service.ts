@@ -1,12 +1,14 @@
 import type { Logger } from 'pino';
 import { AdminServer, type Readiness } from '../admin/server.js';
 import type { Config } from '../config/config.js';
+import { ConfigError } from '../config/errors.js';
 import type { ModelCard } from '../discovery/endpoint.js';
 import { Prober } from '../discovery/prober.js';
 import { EndpointRegistry } from '../discovery/registry.js';
 import { resolveStaticHosts, staticModelCards, type StaticHost } from '../discovery/static.js';
-import { ExtProcServer } from '../extproc/server.js';
+import { ExtProcServer, type BindError } from '../extproc/server.js';
 import { Metrics } from '../metrics.js';
+import { joinHostPort } from '../net-address.js';
 import { RouteTable, loadRouteTable } from '../routing/routes.js';
 import { createPicker } from '../scheduling/pickers.js';
 import { Scheduler } from '../scheduling/scheduler.js';
@@ -27,10 +29,11 @@ export interface Service {
 export async function startService(config: Config, log: Logger, staticHosts: readonly StaticHost[] = config.staticHosts): Promise<Service> {
   const routes = config.routeConfig ? await loadRouteTable(config.routeConfig) : new RouteTable();
   const endpoints = new EndpointRegistry();
+  // Mistakes in the flags are reported before any DNS look-up.
+  const staticCards = staticModelCards(staticHosts.length, config.staticModels, config.staticOwnedBy);
   const identities = await resolveStaticHosts(staticHosts);
   endpoints.replaceAll(identities);
 
-  const staticCards = staticModelCards(identities.length, config.staticModels, config.staticOwnedBy);
   const staticModels = new Map<string, readonly ModelCard[]>();
   identities.forEach((identity, index) => {
     const cards = staticCards[index];
@@ -72,8 +75,13 @@ export async function startService(config: Config, log: Logger, staticHosts: rea
   const readiness = (): Readiness => (grpc.draining ? 'draining' : prober.completedRounds > 0 ? 'ready' : 'starting');
   const admin = new AdminServer({ metrics, endpoints, readiness, log });
 
-  const grpcPort = await grpc.start();
-  const adminPort = await admin.start(config.adminHost, config.adminPort);
+  const grpcPort = await grpc.start().catch((err: unknown) => {
+    throw listenFailure({ host: '--host', port: '--port' }, config.host, config.port, err);
+  });
+  const adminPort = await admin.start(config.adminHost, config.adminPort).catch(async (err: unknown) => {
+    await grpc.stop(); // already bound: it would keep the process alive
+    throw listenFailure({ host: '--admin-host', port: '--admin-port' }, config.adminHost, config.adminPort, err);
+  });
   log.info(
     { grpcPort, adminPort, routingLogic: scheduler.pickerName, endpoints: identities.map((i) => i.address), routes: routes.list().length },
     'llm-extproc listening',
@@ -97,4 +105,23 @@ export async function startService(config: Config, log: Logger, staticHosts: rea
       await admin.stop();
     },
   };
+}
+
+/** A port that cannot be bound is the operator's to fix: name the flag that chose it and the cause. */
+function listenFailure(flags: { host: string; port: string }, host: string, port: number, err: unknown): ConfigError {
+  const { code, message } = err as BindError;
+  const address = joinHostPort(host, port);
+  switch (code) {
+    case 'EADDRINUSE':
+      return new ConfigError(flags.port, `${address} is already in use`, `stop what listens there or choose another ${flags.port}; 0 = any free port`);
+    case 'EACCES':
+      return new ConfigError(flags.port, `${address} may not be bound by this user`, `choose a ${flags.port} from 1024 up`);
+    case 'EADDRNOTAVAIL':
+      return new ConfigError(flags.host, `${host} is not an address of this machine`, `use one of its addresses, 0.0.0.0 for all of them or 127.0.0.1`);
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new ConfigError(flags.host, `cannot resolve "${host}"`, `give an IP address of this machine, e.g. 0.0.0.0 or 127.0.0.1`);
+    default:
+      return new ConfigError(`${flags.host}/${flags.port}`, `cannot listen on ${address}: ${message}`, `check ${flags.host} and ${flags.port}`);
+  }
 }

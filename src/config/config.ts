@@ -1,7 +1,9 @@
 import { parseArgs } from 'node:util';
 import type { BodySendMode } from '../extproc/types.js';
 import { ROUTING_LOGICS, type RoutingLogic } from '../scheduling/pickers.js';
-import { parseStaticHost, type StaticHost } from '../discovery/static.js';
+import { parseStaticHosts, type StaticHost } from '../discovery/static.js';
+import { hostProblem } from '../net-address.js';
+import { ConfigError } from './errors.js';
 import { DESTINATION_HEADER, ROUTED_TO_HEADER } from '../wire-names.js';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
@@ -35,15 +37,35 @@ export interface Config {
   demo: boolean;
 }
 
-export class ConfigError extends Error {}
-
 const MiB = 1024 * 1024;
+
+/**
+ * A BUFFERED body reaches llm-extproc as ONE gRPC message: the body plus its protobuf framing and
+ * whatever Envoy attaches (metadata_context, attributes). The gRPC limit keeps this much room above
+ * --max-body-size so that a body of exactly --max-body-size gets our answer, not a grpc-js
+ * RESOURCE_EXHAUSTED (which Envoy turns into a 500).
+ */
+const GRPC_HEADROOM_BYTES = MiB;
+const DEFAULT_GRPC_MAX_RECEIVE_BYTES = 64 * MiB;
+
+/** Inclusive bounds of a numeric flag (milliseconds for durations). */
+interface Range {
+  min: number;
+  max: number;
+}
+
+// Node's timers hold at most 2^31-1 ms (a longer delay fires after 1 ms), so durations stay far below.
+const HOUR_MS = 3_600_000;
+const PROBE_INTERVAL: Range = { min: 100, max: HOUR_MS };
+const PROBE_TIMEOUT: Range = { min: 10, max: HOUR_MS };
+const DRAIN_TIMEOUT: Range = { min: 0, max: HOUR_MS };
+const UNHEALTHY_THRESHOLD: Range = { min: 1, max: 100 };
 
 /** Flag name → [type, default, help]. The names of seed 004's router are kept as they are. */
 const FLAGS = {
-  port: ['string', '50051', 'gRPC port of the ext_proc service'],
+  port: ['string', '50051', 'gRPC port of the ext_proc service (0 = any free port)'],
   host: ['string', '0.0.0.0', 'address the gRPC server binds'],
-  'admin-port': ['string', '8081', 'HTTP port for /health, /ready, /metrics'],
+  'admin-port': ['string', '8081', 'HTTP port for /health, /ready, /metrics (0 = any free port)'],
   'admin-host': ['string', '0.0.0.0', 'address the admin HTTP server binds'],
   'service-discovery': ['string', 'static', 'how backends are found: static'],
   'static-hosts': ['string', undefined, 'comma-separated backends, host:port or http://host:port'],
@@ -53,18 +75,25 @@ const FLAGS = {
   'route-config': ['string', undefined, 'routes file (JSON or YAML): [{name, path_prefix, model?, owned_by?}]'],
   'log-level': ['string', 'info', LOG_LEVELS.join(' | ')],
   'max-body-size': ['string', '32MiB', 'largest request body accepted (413 above)'],
-  'grpc-max-receive-size': ['string', '64MiB', 'largest gRPC message accepted from Envoy'],
+  'grpc-max-receive-size': ['string', undefined, `largest gRPC message accepted from Envoy, at least --max-body-size + ${formatBytes(GRPC_HEADROOM_BYTES)} (default the larger of ${formatBytes(DEFAULT_GRPC_MAX_RECEIVE_BYTES)} and that)`],
   'destination-header': ['string', DESTINATION_HEADER, 'header Envoy\'s ORIGINAL_DST cluster reads'],
   'routed-to-header': ['string', ROUTED_TO_HEADER, 'response header telling the caller which backend served it'],
   'request-body-mode': ['string', 'BUFFERED', 'request body mode assumed when Envoy sends no protocol_config (Envoy < 1.34)'],
   'response-body-mode': ['string', 'NONE', 'response body mode assumed when Envoy sends no protocol_config'],
-  'probe-interval': ['string', '5s', 'time between backend probes'],
-  'probe-timeout': ['string', '2s', 'timeout of one probe'],
-  'unhealthy-threshold': ['string', '2', 'consecutive failed probes before a backend leaves rotation'],
-  'drain-timeout': ['string', '25s', 'on SIGTERM, SIGINT or SIGHUP, how long open streams may finish'],
+  'probe-interval': ['string', '5s', `time between backend probes, ${rangeText(PROBE_INTERVAL)}`],
+  'probe-timeout': ['string', '2s', `timeout of one probe, ${rangeText(PROBE_TIMEOUT)}, at most --probe-interval (left out: capped at it)`],
+  'unhealthy-threshold': ['string', '2', `consecutive failed probes before a backend leaves rotation, ${UNHEALTHY_THRESHOLD.min}..${UNHEALTHY_THRESHOLD.max}`],
+  'drain-timeout': ['string', '25s', `on SIGTERM, SIGINT or SIGHUP, how long open streams may finish, ${rangeText(DRAIN_TIMEOUT)} (0 = exit at once)`],
   demo: ['boolean', false, 'start built-in simulated vLLM and SGLang backends and route to them'],
   help: ['boolean', false, 'print this help'],
 } as const;
+
+type FlagName = keyof typeof FLAGS;
+/** parseArgs' values (defaults filled in) and the flags actually on the command line. */
+interface Flags {
+  values: Record<string, string | boolean | undefined>;
+  given: ReadonlySet<string>;
+}
 
 export function usage(): string {
   const lines = Object.entries(FLAGS).map(([name, [type, fallback, help]]) => {
@@ -74,109 +103,179 @@ export function usage(): string {
   return `Usage: llm-extproc [flags]\n\n${lines.join('\n')}\n`;
 }
 
-/** Parses argv; `undefined` means --help was asked for. */
+/** Parses argv; `undefined` means --help was asked for. Every mistake is a ConfigError. */
 export function parseConfig(argv: readonly string[]): Config | undefined {
+  const { values, given: onCommandLine } = readFlags(argv);
+  if (values.help) return undefined;
+  const text = (name: FlagName) => values[name] as string;
+  const given = (name: FlagName) => (onCommandLine.has(name) ? text(name) : undefined);
+
+  const serviceDiscovery = oneOf('service-discovery', text('service-discovery'), ['static'] as const);
+  const demo = values.demo === true;
+  const hostsFlag = given('static-hosts');
+  if (demo && hostsFlag !== undefined) {
+    throw new ConfigError('--static-hosts', 'cannot be used with --demo, which starts its own backends', 'drop --static-hosts or --demo');
+  }
+  if (!demo && hostsFlag === undefined) {
+    throw new ConfigError('--static-hosts', 'is required with --service-discovery=static', 'list the backends, e.g. --static-hosts=10.0.0.1:8000,10.0.0.2:8000, or run with --demo');
+  }
+  const maxBodyBytes = parseBytes('max-body-size', text('max-body-size'));
+  const probeIntervalMs = parseDuration('probe-interval', text('probe-interval'), PROBE_INTERVAL);
+  const probeTimeoutMs = probeTimeout(given('probe-timeout'), probeIntervalMs, text('probe-interval'));
+  return {
+    host: listenHost('host', text('host')),
+    port: parsePort('port', text('port')),
+    adminHost: listenHost('admin-host', text('admin-host')),
+    adminPort: parsePort('admin-port', text('admin-port')),
+    serviceDiscovery,
+    staticHosts: hostsFlag === undefined ? [] : parseStaticHosts(hostsFlag),
+    staticModels: given('static-models'),
+    staticOwnedBy: given('static-owned-by'),
+    routingLogic: oneOf('routing-logic', text('routing-logic'), ROUTING_LOGICS),
+    routeConfig: given('route-config'),
+    logLevel: oneOf('log-level', text('log-level').toLowerCase(), LOG_LEVELS),
+    maxBodyBytes,
+    grpcMaxReceiveBytes: grpcReceiveLimit(maxBodyBytes, given('grpc-max-receive-size')),
+    destinationHeader: headerName('destination-header', text('destination-header')),
+    routedToHeader: headerName('routed-to-header', text('routed-to-header')),
+    requestBodyMode: oneOf('request-body-mode', text('request-body-mode').toUpperCase(), BODY_MODES),
+    responseBodyMode: oneOf('response-body-mode', text('response-body-mode').toUpperCase(), BODY_MODES),
+    probeIntervalMs,
+    probeTimeoutMs,
+    unhealthyThreshold: parseCount('unhealthy-threshold', text('unhealthy-threshold'), UNHEALTHY_THRESHOLD),
+    drainTimeoutMs: parseDuration('drain-timeout', text('drain-timeout'), DRAIN_TIMEOUT),
+    demo,
+  };
+}
+
+const HELP_HINT = 'run llm-extproc --help to list the flags';
+
+/**
+ * parseArgs in its strict mode throws messages naming no flag in our format, so the tokens are
+ * checked here: unknown flags, missing or empty values (an unset shell variable), stray arguments.
+ */
+function readFlags(argv: readonly string[]): Flags {
   const options = Object.fromEntries(
     Object.entries(FLAGS).map(([name, [type, fallback]]) => [
       name,
       fallback === undefined ? { type } : { type, default: fallback },
     ]),
   ) as Record<string, { type: 'string' | 'boolean'; default?: string | boolean }>;
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    values = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values;
-  } catch (err) {
-    throw new ConfigError((err as Error).message);
+  const { values, tokens } = parseArgs({ args: [...argv], options, strict: false, allowPositionals: true, tokens: true });
+  const given = new Set<string>();
+  for (const token of tokens) {
+    if (token.kind === 'positional') throw new ConfigError(`"${token.value}"`, 'is not a flag', `flags are written --name=value; ${HELP_HINT}`);
+    if (token.kind !== 'option') continue;
+    if (!Object.hasOwn(FLAGS, token.name)) throw new ConfigError(token.rawName, 'unknown flag', HELP_HINT);
+    const [type] = FLAGS[token.name as FlagName];
+    if (type === 'boolean') {
+      if (token.value !== undefined) throw new ConfigError(token.rawName, `takes no value (got "${token.value}")`, `write ${token.rawName} alone`);
+    } else if (token.value === undefined || (!token.inlineValue && token.value.startsWith('-'))) {
+      throw new ConfigError(token.rawName, 'needs a value', `write ${token.rawName}=<value>; ${HELP_HINT}`);
+    } else if (token.value.trim() === '') {
+      throw new ConfigError(token.rawName, 'is empty', 'give it a value or leave the flag out; is a shell variable unset?');
+    }
+    given.add(token.name);
   }
-  if (values.help) return undefined;
-  const text = (name: keyof typeof FLAGS) => values[name] as string;
-  const optional = (name: keyof typeof FLAGS) => (values[name] as string | undefined) || undefined;
-
-  const serviceDiscovery = oneOf('service-discovery', text('service-discovery'), ['static'] as const);
-  const demo = values.demo === true;
-  const hostsFlag = optional('static-hosts');
-  if (!demo && !hostsFlag) {
-    throw new ConfigError('--static-hosts is required with --service-discovery=static (or run with --demo)');
-  }
-  if (demo && hostsFlag) throw new ConfigError('--demo starts its own backends: drop --static-hosts');
-  const staticHosts = hostsFlag ? hostsFlag.split(',').filter((h) => h.trim()).map(parseStaticHost) : [];
-
-  const maxBodyBytes = parseBytes('max-body-size', text('max-body-size'));
-  const grpcMaxReceiveBytes = parseBytes('grpc-max-receive-size', text('grpc-max-receive-size'));
-  if (grpcMaxReceiveBytes < maxBodyBytes) {
-    throw new ConfigError('--grpc-max-receive-size must be at least --max-body-size (a BUFFERED body arrives as one message)');
-  }
-  return {
-    host: text('host'),
-    port: parsePort('port', text('port'), true),
-    adminHost: text('admin-host'),
-    adminPort: parsePort('admin-port', text('admin-port'), true),
-    serviceDiscovery,
-    staticHosts,
-    staticModels: optional('static-models'),
-    staticOwnedBy: optional('static-owned-by'),
-    routingLogic: oneOf('routing-logic', text('routing-logic'), ROUTING_LOGICS),
-    routeConfig: optional('route-config'),
-    logLevel: oneOf('log-level', text('log-level').toLowerCase(), LOG_LEVELS),
-    maxBodyBytes,
-    grpcMaxReceiveBytes,
-    destinationHeader: headerName('destination-header', text('destination-header')),
-    routedToHeader: headerName('routed-to-header', text('routed-to-header')),
-    requestBodyMode: oneOf('request-body-mode', text('request-body-mode').toUpperCase(), BODY_MODES),
-    responseBodyMode: oneOf('response-body-mode', text('response-body-mode').toUpperCase(), BODY_MODES),
-    probeIntervalMs: parseDuration('probe-interval', text('probe-interval')),
-    probeTimeoutMs: parseDuration('probe-timeout', text('probe-timeout')),
-    unhealthyThreshold: parseCount('unhealthy-threshold', text('unhealthy-threshold')),
-    drainTimeoutMs: parseDuration('drain-timeout', text('drain-timeout')),
-    demo,
-  };
+  return { values, given };
 }
 
-function oneOf<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
+function oneOf<T extends string>(flag: FlagName, value: string, allowed: readonly T[]): T {
   if ((allowed as readonly string[]).includes(value)) return value as T;
-  throw new ConfigError(`--${flag}: "${value}" is not one of ${allowed.join(', ')}`);
+  throw new ConfigError(`--${flag}`, `"${value}" is not a choice`, `use one of ${allowed.join(', ')}`);
 }
 
-function parsePort(flag: string, value: string, allowZero: boolean): number {
-  const port = Number(value);
-  if (!Number.isInteger(port) || port < (allowZero ? 0 : 1) || port > 65535) {
-    throw new ConfigError(`--${flag}: "${value}" is not a port number`);
-  }
+/** Ports are decimal digits only: `0x1f90`, `+80`, `80.0` and ` 80` are mistakes, not ports. */
+function parsePort(flag: FlagName, value: string): number {
+  const port = /^\d{1,5}$/.test(value) ? Number(value) : NaN;
+  if (!(port <= 65535)) throw new ConfigError(`--${flag}`, `"${value}" is not a port number`, 'write decimal digits 0-65535; 0 = any free port');
   return port;
 }
 
-function parseCount(flag: string, value: string): number {
-  const count = Number(value);
-  if (!Number.isInteger(count) || count < 1) throw new ConfigError(`--${flag}: "${value}" is not a positive integer`);
+function listenHost(flag: FlagName, value: string): string {
+  const problem = hostProblem(value);
+  if (problem) throw new ConfigError(`--${flag}`, problem, 'give an IP address or host name of this machine, e.g. 0.0.0.0 for all IPv4 addresses, 127.0.0.1 or ::');
+  return value;
+}
+
+function parseCount(flag: FlagName, value: string, range: Range): number {
+  const count = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!(count >= range.min && count <= range.max)) {
+    throw new ConfigError(`--${flag}`, `"${value}" is not a whole number in ${range.min}..${range.max}`, `write decimal digits, e.g. the default ${FLAGS[flag][1]}`);
+  }
   return count;
+}
+
+/** The gRPC message limit must hold the largest body plus its framing (GRPC_HEADROOM_BYTES). */
+function grpcReceiveLimit(maxBodyBytes: number, flagValue: string | undefined): number {
+  const least = maxBodyBytes + GRPC_HEADROOM_BYTES;
+  if (flagValue === undefined) return Math.max(DEFAULT_GRPC_MAX_RECEIVE_BYTES, least);
+  const bytes = parseBytes('grpc-max-receive-size', flagValue);
+  if (bytes < least) {
+    throw new ConfigError(
+      '--grpc-max-receive-size',
+      `${flagValue} is below --max-body-size + ${formatBytes(GRPC_HEADROOM_BYTES)}: a BUFFERED body arrives as one gRPC message, framing included`,
+      `set at least ${formatBytes(least)}, or leave it out: the default fits --max-body-size`,
+    );
+  }
+  return bytes;
+}
+
+/** A probe ends before the next one starts; left out, the timeout shrinks to a short interval. */
+function probeTimeout(flagValue: string | undefined, intervalMs: number, intervalText: string): number {
+  const timeoutMs = parseDuration('probe-timeout', flagValue ?? FLAGS['probe-timeout'][1], PROBE_TIMEOUT);
+  if (flagValue === undefined) return Math.min(timeoutMs, intervalMs);
+  if (timeoutMs > intervalMs) {
+    throw new ConfigError('--probe-timeout', `${flagValue} is longer than --probe-interval (${intervalText})`, 'a probe must end before the next one starts: shorten --probe-timeout or lengthen --probe-interval');
+  }
+  return timeoutMs;
 }
 
 const BYTE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1000, kb: 1000, ki: 1024, kib: 1024, m: 1e6, mb: 1e6, mi: MiB, mib: MiB, g: 1e9, gb: 1e9, gi: 1024 * MiB, gib: 1024 * MiB };
 
 /** `33554432`, `32MiB`, `32Mi`, `10MB`. */
-export function parseBytes(flag: string, value: string): number {
+function parseBytes(flag: FlagName, value: string): number {
   const match = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim());
   const unit = match ? BYTE_UNITS[match[2]!.toLowerCase()] : undefined;
-  if (!match || unit === undefined) throw new ConfigError(`--${flag}: "${value}" is not a size like 33554432 or 32MiB`);
+  if (!match || unit === undefined) throw new ConfigError(`--${flag}`, `"${value}" is not a size`, 'write bytes or a size like 32MiB, 10MB or 512KiB');
   const bytes = Math.floor(Number(match[1]) * unit);
-  if (bytes < 1) throw new ConfigError(`--${flag}: must be at least 1 byte`);
+  if (bytes < 1) throw new ConfigError(`--${flag}`, `"${value}" is less than 1 byte`, 'write a size like 32MiB');
   return bytes;
 }
 
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+/** `33MiB` when whole, else bytes. */
+function formatBytes(bytes: number): string {
+  return bytes % MiB === 0 ? `${bytes / MiB}MiB` : `${bytes} bytes`;
+}
 
-/** `500ms`, `5s`, `2m`; a bare number is seconds. */
-export function parseDuration(flag: string, value: string): number {
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: HOUR_MS };
+
+/** `500ms`, `5s`, `2m`, `1h`; a bare number is seconds. */
+function parseDuration(flag: FlagName, value: string, range: Range): number {
   const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(value.trim());
-  if (!match) throw new ConfigError(`--${flag}: "${value}" is not a duration like 500ms, 5s or 2m`);
+  if (!match) throw new ConfigError(`--${flag}`, `"${value}" is not a duration`, `write e.g. 500ms, 5s, 2m or 1h, within ${rangeText(range)}; a bare number is seconds`);
   const ms = Number(match[1]) * DURATION_UNITS[match[2] ?? 's']!;
-  if (ms <= 0) throw new ConfigError(`--${flag}: must be positive`);
+  if (ms < range.min || ms > range.max) throw new ConfigError(`--${flag}`, `${value} is outside ${rangeText(range)}`, `e.g. the default ${FLAGS[flag][1]}`);
   return ms;
 }
 
-function headerName(flag: string, value: string): string {
+function rangeText(range: Range): string {
+  return `${formatDuration(range.min)}..${formatDuration(range.max)}`;
+}
+
+/** The largest unit that writes `ms` whole: 3600000 → `1h`, 100 → `100ms`, 0 → `0s`. */
+function formatDuration(ms: number): string {
+  if (ms === 0) return '0s';
+  for (const [unit, size] of [['h', HOUR_MS], ['m', 60_000], ['s', 1000]] as const) {
+    if (ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}
+
+function headerName(flag: FlagName, value: string): string {
   const name = value.trim().toLowerCase();
-  if (!/^[a-z0-9!#$%&'*+.^_`|~-]+$/.test(name)) throw new ConfigError(`--${flag}: "${value}" is not a valid header name`);
-  if (name.startsWith('x-envoy-')) throw new ConfigError(`--${flag}: Envoy refuses ext_proc mutations of x-envoy-* headers`);
+  const hint = `e.g. the default ${FLAGS[flag][1]}`;
+  if (!/^[a-z0-9!#$%&'*+.^_`|~-]+$/.test(name)) throw new ConfigError(`--${flag}`, `"${value}" is not a valid header name`, hint);
+  if (name.startsWith('x-envoy-')) throw new ConfigError(`--${flag}`, `"${value}": Envoy refuses ext_proc mutations of x-envoy-* headers`, hint);
   return name;
 }

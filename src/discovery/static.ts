@@ -1,5 +1,7 @@
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
+import { ConfigError } from '../config/errors.js';
+import { hostProblem, joinHostPort } from '../net-address.js';
 import type { EndpointIdentity, ModelCard } from './endpoint.js';
 
 export interface StaticHost {
@@ -9,22 +11,51 @@ export interface StaticHost {
   port: number;
 }
 
-export class StaticConfigError extends Error {}
+const FLAG = '--static-hosts';
+const FORMAT_HINT = 'write host:port or http://host:port, e.g. 10.0.0.1:8000';
 
-/** Parses `10.0.0.1:8000` or `http://vllm-0:8000` (a URL's path is ignored; http only). */
+/** `--static-hosts`: comma-separated backends, at least one, each once (empty entries are skipped). */
+export function parseStaticHosts(flagValue: string): StaticHost[] {
+  const hosts = flagValue.split(',').filter((entry) => entry.trim()).map(parseStaticHost);
+  if (hosts.length === 0) throw new ConfigError(FLAG, `"${flagValue}" names no backend`, FORMAT_HINT);
+  const seen = new Set<string>();
+  for (const host of hosts) {
+    const key = joinHostPort(host.host.toLowerCase(), host.port);
+    if (seen.has(key)) throw new ConfigError(FLAG, `${key} is listed twice`, 'list each backend once');
+    seen.add(key);
+  }
+  return hosts;
+}
+
+/** Parses `10.0.0.1:8000`, `[::1]:8000` or `http://vllm-0:8000` (a URL's path is ignored; http only). */
 export function parseStaticHost(spec: string): StaticHost {
   const trimmed = spec.trim();
-  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(trimmed) ? trimmed : `http://${trimmed}`;
-  let url: URL;
-  try {
-    url = new URL(withScheme);
-  } catch {
-    throw new StaticConfigError(`--static-hosts: "${spec}" is not host:port or a URL`);
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(trimmed);
+  if (scheme && scheme[1]!.toLowerCase() !== 'http') {
+    throw new ConfigError(FLAG, `"${trimmed}": only http backends are supported`, 'write http://host:port or host:port; backends are probed over plain HTTP');
   }
-  if (url.protocol !== 'http:') throw new StaticConfigError(`--static-hosts: "${spec}": only http backends are supported`);
-  if (!url.port) throw new StaticConfigError(`--static-hosts: "${spec}" has no port`);
-  const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
-  return { spec: trimmed, host, port: Number(url.port) };
+  const authority = trimmed.slice(scheme?.[0].length ?? 0).split(/[/?#]/, 1)[0]!;
+  const unbracketedIPv6 = !authority.startsWith('[') && (isIP(authority) === 6 || isIP(authority.slice(0, authority.lastIndexOf(':'))) === 6);
+  const parts = unbracketedIPv6 ? null : /^(?:\[([^\]]*)\]|([^:[\]]*))(?::(.*))?$/.exec(authority);
+  if (!parts) {
+    const hint = unbracketedIPv6 ? 'put an IPv6 address in brackets, e.g. [::1]:8000' : FORMAT_HINT;
+    throw new ConfigError(FLAG, `"${trimmed}" is not host:port or a URL`, hint);
+  }
+  const host = parts[1] ?? parts[2]!;
+  const portText = parts[3];
+  const problem =
+    host === '' ? `"${trimmed}" has no host`
+    : parts[1] !== undefined && isIP(host) !== 6 ? `"[${host}]": brackets hold IPv6 addresses only`
+    : hostProblem(host);
+  if (problem) throw new ConfigError(FLAG, problem, FORMAT_HINT);
+  if (portText === undefined) {
+    throw new ConfigError(FLAG, `"${trimmed}" has no port`, `write host:port, e.g. ${joinHostPort(host, 8000)}`);
+  }
+  const port = /^\d{1,5}$/.test(portText) ? Number(portText) : NaN;
+  if (!(port >= 1 && port <= 65535)) {
+    throw new ConfigError(FLAG, `"${trimmed}": port "${portText}" is not 1-65535`, `write the port in decimal digits, e.g. ${joinHostPort(host, 8000)}`);
+  }
+  return { spec: trimmed, host, port };
 }
 
 /**
@@ -32,20 +63,27 @@ export function parseStaticHost(spec: string): StaticHost {
  * (Kubernetes discovery reports pod IPs directly.)
  */
 export async function resolveStaticHosts(hosts: readonly StaticHost[]): Promise<EndpointIdentity[]> {
-  return Promise.all(
+  const identities = await Promise.all(
     hosts.map(async (host) => {
       let ip = host.host;
       if (!isIP(ip)) {
         try {
           ip = (await lookup(host.host)).address;
         } catch (err) {
-          throw new StaticConfigError(`--static-hosts: cannot resolve "${host.host}": ${(err as Error).message}`);
+          throw new ConfigError(FLAG, `cannot resolve "${host.host}": ${(err as Error).message}`, `check the name, or give the backend's IP address`);
         }
       }
-      const address = isIP(ip) === 6 ? `[${ip}]:${host.port}` : `${ip}:${host.port}`;
-      return { address, name: host.spec, namespace: 'static', labels: {} };
+      return { address: joinHostPort(ip, host.port), name: host.spec, namespace: 'static', labels: {} };
     }),
   );
+  // Two names for one address would silently become a single backend.
+  const byAddress = new Map<string, string>();
+  for (const identity of identities) {
+    const other = byAddress.get(identity.address);
+    if (other !== undefined) throw new ConfigError(FLAG, `"${other}" and "${identity.name}" are both ${identity.address}`, 'list each backend once');
+    byAddress.set(identity.address, identity.name);
+  }
+  return identities;
 }
 
 /**
@@ -58,7 +96,7 @@ export function staticModelCards(
   ownedByFlag: string | undefined,
 ): (ModelCard[] | undefined)[] {
   if (modelsFlag === undefined) {
-    if (ownedByFlag !== undefined) throw new StaticConfigError('--static-owned-by needs --static-models');
+    if (ownedByFlag !== undefined) throw new ConfigError('--static-owned-by', 'is only read with --static-models', 'add --static-models, or drop --static-owned-by (engines then come from /v1/models)');
     return Array.from({ length: hostCount }, () => undefined);
   }
   const models = perHost(splitList(modelsFlag), hostCount, '--static-models');
@@ -80,7 +118,7 @@ function splitList(value: string): string[] {
 function perHost(entries: string[], hostCount: number, flag: string): string[] {
   if (entries.length === 1) return Array.from({ length: hostCount }, () => entries[0]!);
   if (entries.length !== hostCount) {
-    throw new StaticConfigError(`${flag} has ${entries.length} entries but --static-hosts has ${hostCount}; give one per host or one for all`);
+    throw new ConfigError(flag, `has ${entries.length} entries but --static-hosts has ${hostCount}`, 'give one entry per host, or one for all');
   }
   return entries;
 }

@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation, type ServingStatusMap } from 'grpc-health-check';
 import type { Logger } from 'pino';
+import { joinHostPort } from '../net-address.js';
 import type { ExternalProcessorHandlers } from '../generated/envoy/service/ext_proc/v3/ExternalProcessor.js';
 import { EXT_PROC_SERVICE, extProcPackageDefinition } from './proto.js';
 import { serializeOutgoing } from './encoded.js';
@@ -80,10 +81,11 @@ export class ExtProcServer {
     this.health.addToServer(this.server);
   }
 
+  /** Rejects with a BindError when the address cannot be bound. */
   async start(): Promise<number> {
     this.boundPort = await new Promise<number>((resolve, reject) => {
-      this.server.bindAsync(`${this.options.host}:${this.options.port}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
-        err ? reject(err) : resolve(port),
+      this.server.bindAsync(joinHostPort(this.options.host, this.options.port), grpc.ServerCredentials.createInsecure(), (err, port) =>
+        err ? reject(bindError(err)) : resolve(port),
       );
     });
     this.setServing('liveness', true);
@@ -148,4 +150,15 @@ function raiseStreamResetLimits(server: grpc.Server): boolean {
   if (!internals.commonServerOptions) return false;
   Object.assign(internals.commonServerOptions, STREAM_RESET_LIMITS);
   return true;
+}
+
+/** A failed bind, with the system error code (EADDRINUSE, EADDRNOTAVAIL, ENOTFOUND) when known. */
+export interface BindError extends Error {
+  code?: string;
+}
+
+/** grpc-js reports a failed bind as text only; the code is read back out of it. */
+function bindError(err: Error): BindError {
+  const code = /\blisten (E[A-Z]+)\b/.exec(err.message)?.[1] ?? (err.message.startsWith('Name resolution failed') ? 'ENOTFOUND' : undefined);
+  return code === undefined ? err : Object.assign(err, { code });
 }

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { ConfigError } from '../config/errors.js';
 
 /**
  * One entry of the route file (seed 004's routes.json): requests whose path starts with
@@ -13,7 +14,13 @@ export interface Route {
   owned_by?: string;
 }
 
-export class RouteConfigError extends Error {}
+const FLAG = '--route-config';
+const ROUTE_SHAPE_HINT = 'each route is {name, path_prefix, model?, owned_by?}, as in config/routes.json';
+
+/** A mistake in the route file, named by file and field path. */
+function routeError(message: string, hint = ROUTE_SHAPE_HINT): ConfigError {
+  return new ConfigError(FLAG, message, hint);
+}
 
 /** Routes ordered so that the longest matching prefix wins. */
 export class RouteTable {
@@ -41,13 +48,16 @@ export async function loadRouteTable(file: string): Promise<RouteTable> {
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    throw new RouteConfigError(`cannot read route config ${file}: ${(err as Error).message}`);
+    throw routeError(`cannot read ${file}: ${(err as Error).message}`, `check the path and its permissions; a relative path starts at ${process.cwd()}`);
   }
+  const format = ['.yaml', '.yml'].includes(extname(file)) ? 'YAML' : 'JSON';
   let document: unknown;
   try {
-    document = ['.yaml', '.yml'].includes(extname(file)) ? parseYaml(text) : JSON.parse(text);
+    document = format === 'YAML' ? parseYaml(text) : JSON.parse(text);
   } catch (err) {
-    throw new RouteConfigError(`route config ${file} is not valid ${extname(file) === '.json' ? 'JSON' : 'YAML'}: ${(err as Error).message}`);
+    // YAML's message goes on with a code frame; its first line says what and where.
+    const reason = (err as Error).message.split('\n', 1)[0];
+    throw routeError(`${file} is not valid ${format}: ${reason}`, 'fix the syntax; .yaml and .yml files are read as YAML, any other as JSON');
   }
   return new RouteTable(validateRoutes(document, file));
 }
@@ -57,30 +67,30 @@ export function validateRoutes(document: unknown, source: string): Route[] {
     document !== null && typeof document === 'object' && !Array.isArray(document) && 'routes' in document
       ? (document as { routes: unknown }).routes
       : document;
-  if (!Array.isArray(list)) throw new RouteConfigError(`${source}: expected an array of routes`);
+  if (!Array.isArray(list)) throw routeError(`${source}: expected an array of routes`);
   const names = new Set<string>();
   return list.map((entry: unknown, index) => {
     const where = `${source}: routes[${index}]`;
     if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) {
-      throw new RouteConfigError(`${where} must be an object`);
+      throw routeError(`${where} must be an object`);
     }
     const record = entry as Record<string, unknown>;
     for (const key of Object.keys(record)) {
       if (!['name', 'path_prefix', 'model', 'owned_by'].includes(key)) {
-        throw new RouteConfigError(`${where}.${key} is not a known route field (name, path_prefix, model, owned_by)`);
+        throw routeError(`${where}.${key} is not a known route field (name, path_prefix, model, owned_by)`);
       }
     }
     const field = (key: string, required: boolean): string | undefined => {
       const value = record[key];
       if (value === undefined && !required) return undefined;
       if (typeof value !== 'string' || value === '') {
-        throw new RouteConfigError(`${where}.${key} must be a non-empty string`);
+        throw routeError(`${where}.${key} must be a non-empty string`);
       }
       return value;
     };
     const route: Route = { name: field('name', true)!, path_prefix: field('path_prefix', true)! };
-    if (!route.path_prefix.startsWith('/')) throw new RouteConfigError(`${where}.path_prefix must start with '/'`);
-    if (names.has(route.name)) throw new RouteConfigError(`${where}.name "${route.name}" is used twice`);
+    if (!route.path_prefix.startsWith('/')) throw routeError(`${where}.path_prefix must start with '/'`, 'write an absolute path prefix, e.g. "/v1/chat"');
+    if (names.has(route.name)) throw routeError(`${where}.name "${route.name}" is used twice`, 'give each route a name of its own');
     names.add(route.name);
     const model = field('model', false);
     const ownedBy = field('owned_by', false);

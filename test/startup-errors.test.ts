@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createServer, type Server } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { startService } from '../src/app/service.js';
+import { parseConfig } from '../src/config/config.js';
+import { ConfigError } from '../src/config/errors.js';
+import { logGrpcJsTo } from '../src/extproc/grpc-log.js';
+import { createLogger } from '../src/log.js';
+
+const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
+/** Generous: a child starts in ~100 ms, but CI machines are slow and these run side by side. */
+const CHILD_TIMEOUT_MS = 20_000;
+
+/** A node:net server on `host` (port 0 = any free one), holding the port so llm-extproc cannot have it. */
+async function occupy(host: string, port = 0): Promise<{ server: Server; port: number }> {
+  const server = createServer();
+  server.listen(port, host);
+  await once(server, 'listening');
+  return { server, port: (server.address() as { port: number }).port };
+}
+
+async function release(server: Server): Promise<void> {
+  await new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve())));
+}
+
+/** A port nothing listens on (the kernel's pick, released again). */
+async function freePort(host: string): Promise<number> {
+  const { server, port } = await occupy(host);
+  await release(server);
+  return port;
+}
+
+/** Fails unless `host:port` can be bound, i.e. nothing is left listening there. */
+async function assertFree(host: string, port: number): Promise<void> {
+  await release((await occupy(host, port)).server);
+}
+
+/** Runs main.js until it exits and its stderr has ended; SIGKILL after CHILD_TIMEOUT_MS. */
+async function run(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, [MAIN, '--log-level=warn', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_MS);
+  try {
+    const [code] = (await once(child, 'close')) as [number | null];
+    return { code, stderr };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Exit 2 and exactly one line on stderr: `llm-extproc: <flag>: <message> (hint: ...)`, no stack trace. */
+function assertOneLine(outcome: { code: number | null; stderr: string }, flag: string, message: RegExp): void {
+  const lines = outcome.stderr.trim().split('\n');
+  assert.equal(outcome.code, 2, outcome.stderr);
+  assert.equal(lines.length, 1, `one line on stderr, got:\n${outcome.stderr}`);
+  assert.doesNotMatch(outcome.stderr, /^\s+at /m, 'no stack trace');
+  assert.ok(lines[0]!.startsWith(`llm-extproc: ${flag}: `), lines[0]);
+  assert.match(lines[0]!, message);
+  assert.match(lines[0]!, /\(hint: .+\)$/);
+}
+
+describe('start-up mistakes: one line on stderr, exit 2', { concurrency: true }, () => {
+  // Anything that starts by mistake does so on loopback ports of its own, and the test then fails.
+  const loopback = (host: string) => [`--host=${host}`, '--port=0', `--admin-host=${host}`, '--admin-port=0'];
+  const backend = '--static-hosts=127.0.0.1:9';
+  const cases: [name: string, args: string[], flag: string, message: RegExp][] = [
+    ['a static host without port', ['--static-hosts=10.0.0.1', ...loopback('127.0.0.71')], '--static-hosts', /"10\.0\.0\.1" has no port/],
+    ['a static port over 65535', ['--static-hosts=10.0.0.1:70000', ...loopback('127.0.0.71')], '--static-hosts', /port "70000" is not 1-65535/],
+    ['an https backend', ['--static-hosts=https://10.0.0.1:8443', ...loopback('127.0.0.71')], '--static-hosts', /only http backends/],
+    ['--static-hosts=, (no backend at all)', ['--static-hosts=,', ...loopback('127.0.0.71')], '--static-hosts', /names no backend/],
+    ['a static host name that does not resolve', ['--static-hosts=no-such-backend.invalid:8000', ...loopback('127.0.0.71')], '--static-hosts', /cannot resolve "no-such-backend\.invalid"/],
+    ['--port= (an unset shell variable)', [backend, ...loopback('127.0.0.71'), '--port='], '--port', /is empty/],
+    ['a port in hex', [backend, ...loopback('127.0.0.71'), '--port=0x1f90'], '--port', /"0x1f90" is not a port number/],
+    ['a dotted quad with an octet over 255', [backend, ...loopback('127.0.0.71'), '--host=999.1.1.1'], '--host', /"999\.1\.1\.1" is not an IPv4 address/],
+    ['a probe interval beyond 1h', [backend, ...loopback('127.0.0.71'), '--probe-interval=600h'], '--probe-interval', /600h is outside 100ms\.\.1h/],
+    ['an unreadable route file', [backend, ...loopback('127.0.0.71'), `--route-config=${join(tmpdir(), 'llm-extproc-no-such-routes.json')}`], '--route-config', /cannot read .*llm-extproc-no-such-routes\.json/],
+    ['an unknown flag', [backend, ...loopback('127.0.0.71'), '--bogus'], '--bogus', /unknown flag.*--help/],
+  ];
+  for (const [name, args, flag, message] of cases) {
+    it(name, async () => assertOneLine(await run(args), flag, message));
+  }
+
+  describe('ports already in use', { concurrency: true }, () => {
+    let grpcBlocker: { server: Server; port: number };
+    let adminBlocker: { server: Server; port: number };
+    before(async () => {
+      grpcBlocker = await occupy('127.0.0.72');
+      adminBlocker = await occupy('127.0.0.73');
+    });
+    after(async () => {
+      await release(grpcBlocker.server);
+      await release(adminBlocker.server);
+    });
+
+    it('the gRPC port', async () => {
+      const adminPort = await freePort('127.0.0.72');
+      const args = [backend, '--host=127.0.0.72', `--port=${grpcBlocker.port}`, '--admin-host=127.0.0.72', `--admin-port=${adminPort}`];
+      assertOneLine(await run(args), '--port', new RegExp(`127\\.0\\.0\\.72:${grpcBlocker.port} is already in use`));
+      await assertFree('127.0.0.72', adminPort);
+    });
+
+    it('the admin port, after the gRPC port was bound', async () => {
+      const grpcPort = await freePort('127.0.0.73');
+      const args = [backend, '--host=127.0.0.73', `--port=${grpcPort}`, '--admin-host=127.0.0.73', `--admin-port=${adminBlocker.port}`];
+      assertOneLine(await run(args), '--admin-port', new RegExp(`127\\.0\\.0\\.73:${adminBlocker.port} is already in use`));
+      await assertFree('127.0.0.73', grpcPort);
+    });
+
+    it('the admin port with --demo (its simulated backends already running)', async () => {
+      const args = ['--demo', '--host=127.0.0.73', '--port=0', '--admin-host=127.0.0.73', `--admin-port=${adminBlocker.port}`];
+      assertOneLine(await run(args), '--admin-port', /is already in use/);
+    });
+  });
+});
+
+describe('startService when a port cannot be bound', () => {
+  const log = createLogger('silent');
+  before(() => logGrpcJsTo(log)); // grpc-js would print its own line about the failed bind
+  it('closes the gRPC server it already bound when the admin port fails', async () => {
+    const adminBlocker = await occupy('127.0.0.74');
+    try {
+      const grpcPort = await freePort('127.0.0.74');
+      const config = parseConfig(['--static-hosts=127.0.0.1:9', '--host=127.0.0.74', `--port=${grpcPort}`, '--admin-host=127.0.0.74', `--admin-port=${adminBlocker.port}`])!;
+      await assert.rejects(startService(config, log), (err: unknown) => err instanceof ConfigError && err.flag === '--admin-port');
+      await assertFree('127.0.0.74', grpcPort);
+    } finally {
+      await release(adminBlocker.server);
+    }
+  });
+
+  it("names --host and the cause when the address is not one of this machine's", async () => {
+    // 192.0.2.0/24 is TEST-NET-1: a valid address that no machine here has.
+    const config = parseConfig(['--static-hosts=127.0.0.1:9', '--host=192.0.2.1', '--port=0', '--admin-host=127.0.0.74', '--admin-port=0'])!;
+    await assert.rejects(startService(config, log), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.equal(err.line, '--host: 192.0.2.1 is not an address of this machine (hint: use one of its addresses, 0.0.0.0 for all of them or 127.0.0.1)');
+      return true;
+    });
+  });
+});
