@@ -32,23 +32,24 @@
  *   metrics    src/metrics.ts (prom-client, default metrics on) with the request counter and the
  *              decision histogram updated per request, as llm-extproc does
  */
-import * as grpc from '@grpc/grpc-js';
+
 import { parseArgs } from 'node:util';
+import * as grpc from '@grpc/grpc-js';
+import { EndpointRegistry } from '../src/discovery/registry.js';
+import { RequestHeaders } from '../src/extproc/headers.js';
+import { extProcPackageDefinition } from '../src/extproc/proto.js';
+import { routedToResponse, routeResponse } from '../src/extproc/responses.js';
+import { ExtProcServer } from '../src/extproc/server.js';
+import type { HeaderValue__Output } from '../src/generated/envoy/config/core/v3/HeaderValue.js';
 import type { ProcessingRequest__Output } from '../src/generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
 import type { ProcessingResponse } from '../src/generated/envoy/service/ext_proc/v3/ProcessingResponse.js';
-import type { HeaderValue__Output } from '../src/generated/envoy/config/core/v3/HeaderValue.js';
-import { EndpointRegistry } from '../src/discovery/registry.js';
 import { createLogger } from '../src/log.js';
 import { Metrics } from '../src/metrics.js';
-import { extProcPackageDefinition } from '../src/extproc/proto.js';
-import { routeResponse, routedToResponse } from '../src/extproc/responses.js';
-import { ExtProcServer } from '../src/extproc/server.js';
-import { RequestHeaders } from '../src/extproc/headers.js';
 import { readRoutingRequest, scanRoutingKeys } from '../src/request/routing-request.js';
 import { RouteTable } from '../src/routing/routes.js';
+import type { Lease } from '../src/scheduling/ledger.js';
 import { LeastOutstandingPicker } from '../src/scheduling/pickers.js';
 import { Scheduler } from '../src/scheduling/scheduler.js';
-import type { Lease } from '../src/scheduling/ledger.js';
 import { MAX_STREAMED_CHUNK_BYTES } from './messages.js';
 
 const MiB = 1024 * 1024;
@@ -90,9 +91,15 @@ function llmExtprocServerSettings(): ServerInternals {
       routedToHeader: 'x-routed-to',
     },
     {
-      decide: () => { throw new Error('unused'); },
-      bodyTooLarge: () => { throw new Error('unused'); },
-      failed: () => { throw new Error('unused'); },
+      decide: () => {
+        throw new Error('unused');
+      },
+      bodyTooLarge: () => {
+        throw new Error('unused');
+      },
+      failed: () => {
+        throw new Error('unused');
+      },
     },
     { decided: () => {}, protocolError: () => {} },
     createLogger('warn'),
@@ -140,7 +147,9 @@ function echo(call: grpc.ServerDuplexStream<ProcessingRequest__Output, Processin
   do {
     const end = Math.min(offset + MAX_STREAMED_CHUNK_BYTES, body.length);
     call.write({
-      request_body: { response: { body_mutation: { streamed_response: { body: body.subarray(offset, end), end_of_stream: endOfStream && end === body.length } } } },
+      request_body: {
+        response: { body_mutation: { streamed_response: { body: body.subarray(offset, end), end_of_stream: endOfStream && end === body.length } } },
+      },
     });
     offset = end;
   } while (offset < body.length);

@@ -10,7 +10,7 @@
  * the longest slice (how long the event loop is blocked at once) and the slices' total.
  * Run: node dist/bench/json-scan.js
  */
-import { SCAN_SLICE_BYTES, TopLevelScanner, WantedKeys, scanTopLevel, type ScanResult } from '../src/request/json-scan.js';
+import { SCAN_SLICE_BYTES, type ScanResult, scanTopLevel, TopLevelScanner, WantedKeys } from '../src/request/json-scan.js';
 import { HOSTILE_SHAPES } from './json-scan-shapes.js';
 
 const WANTED = new WantedKeys(['model', 'owned_by', 'engine', 'inference_server']);
@@ -23,7 +23,16 @@ const PROMPTS = {
 function chatBody(bytes: number, filler: string): Buffer {
   const content = filler.repeat(Math.max(1, Math.ceil(bytes / filler.length)));
   return Buffer.from(
-    JSON.stringify({ model: 'Qwen/Qwen2.5-0.5B-Instruct', messages: [{ role: 'system', content: 'You are helpful.' }, { role: 'user', content }], max_tokens: 64, stream: true, owned_by: 'sglang' }),
+    JSON.stringify({
+      model: 'Qwen/Qwen2.5-0.5B-Instruct',
+      messages: [
+        { role: 'system', content: 'You are helpful.' },
+        { role: 'user', content },
+      ],
+      max_tokens: 64,
+      stream: true,
+      owned_by: 'sglang',
+    }),
   );
 }
 
@@ -61,7 +70,10 @@ function slicedMs(body: Buffer): { longest: number; total: number } {
     const ms = Number(process.hrtime.bigint() - start) / 1e6;
     longest = Math.max(longest, ms);
     total += ms;
-    if (result !== undefined) return (check(result), { longest, total });
+    if (result !== undefined) {
+      check(result);
+      return { longest, total };
+    }
   }
 }
 
@@ -91,19 +103,28 @@ export function runJsonScanBench(): string[] {
   // Before the rows below, whose JSON.parse garbage would otherwise be collected during its slices.
   const hostile = hostileRows();
   const lines = ['prompt | body size | scanTopLevel µs | JSON.parse µs | parse/scan'];
-  const sizes = [['1 KiB', 1024, 20000], ['64 KiB', 65536, 2000], ['1 MiB', 1 << 20, 100], ['8 MiB', 8 << 20, 12], ['20 MiB', 20 << 20, 5]] as const;
-  for (const [prompt, filler] of Object.entries(PROMPTS)) for (const [label, size, iterations] of sizes) {
-    const body = chatBody(size, filler);
-    const scanUs = time(iterations, () => {
-      const result = scanTopLevel(body, WANTED);
-      if (!result.ok) throw new Error(result.error);
-    });
-    const parseUs = time(iterations, () => {
-      const doc = JSON.parse(body.toString()) as { model?: unknown };
-      if (typeof doc.model !== 'string') throw new Error('no model');
-    });
-    lines.push(`${prompt.padEnd(6)} | ${label.padEnd(9)} | ${scanUs.toFixed(1).padStart(15)} | ${parseUs.toFixed(1).padStart(13)} | ${(parseUs / scanUs).toFixed(2)}x`);
-  }
+  const sizes = [
+    ['1 KiB', 1024, 20000],
+    ['64 KiB', 65536, 2000],
+    ['1 MiB', 1 << 20, 100],
+    ['8 MiB', 8 << 20, 12],
+    ['20 MiB', 20 << 20, 5],
+  ] as const;
+  for (const [prompt, filler] of Object.entries(PROMPTS))
+    for (const [label, size, iterations] of sizes) {
+      const body = chatBody(size, filler);
+      const scanUs = time(iterations, () => {
+        const result = scanTopLevel(body, WANTED);
+        if (!result.ok) throw new Error(result.error);
+      });
+      const parseUs = time(iterations, () => {
+        const doc = JSON.parse(body.toString()) as { model?: unknown };
+        if (typeof doc.model !== 'string') throw new Error('no model');
+      });
+      lines.push(
+        `${prompt.padEnd(6)} | ${label.padEnd(9)} | ${scanUs.toFixed(1).padStart(15)} | ${parseUs.toFixed(1).padStart(13)} | ${(parseUs / scanUs).toFixed(2)}x`,
+      );
+    }
   return [...lines, '', ...hostile];
 }
 

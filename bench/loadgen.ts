@@ -29,15 +29,15 @@
  */
 import { performance } from 'node:perf_hooks';
 import { EXT_PROC_METHOD_PATH } from '../src/extproc/proto.js';
-import { GrpcH2Connection, type GrpcCallStatus, type GrpcH2Stream } from '../test/support/envoy/grpc-h2.js';
+import { type GrpcCallStatus, GrpcH2Connection, type GrpcH2Stream } from '../test/support/envoy/grpc-h2.js';
 import {
+  chatBody,
   DESTINATION_HEADER,
+  decodedStreamedChunk,
+  destinationOf,
   MAX_STREAMED_CHUNK_BYTES,
   RESPONSE_TAG,
   RequestHeadersTemplate,
-  chatBody,
-  decodedStreamedChunk,
-  destinationOf,
   requestBodyMessage,
   responseHeadersMessage,
   streamedChunkOf,
@@ -164,7 +164,6 @@ class Run {
   /** Routing answers received (the validation sample counts them). */
   private routed = 0;
   private readonly destinations: Record<string, number> = {};
-  private reconnecting = 0;
 
   constructor(private readonly s: Scenario) {
     this.fullDuplex = s.requestMode === 'full_duplex';
@@ -245,10 +244,26 @@ class Run {
     const wallMs = performance.now() - t0;
     await Promise.all(this.conns.map((c) => c.close(2000)));
     return {
-      name: this.s.name, completed: this.latency.length, started: this.latency.length, completedTotal: 0, wallMs,
-      serverCpuMs: 0, loadgenCpuMs: 0, idleServerCpuMs: 0, machineBusyMs: 0, machineStealMs: 0,
-      latencyUs: this.latency.toArray(), headersRtUs: new Float64Array(0), echoUs: new Float64Array(0), lagUs: new Float64Array(0), errors: {},
-      goaways: 0, streamsLost: 0, connectionErrors: 0, validated: 0, destinations: {},
+      name: this.s.name,
+      completed: this.latency.length,
+      started: this.latency.length,
+      completedTotal: 0,
+      wallMs,
+      serverCpuMs: 0,
+      loadgenCpuMs: 0,
+      idleServerCpuMs: 0,
+      machineBusyMs: 0,
+      machineStealMs: 0,
+      latencyUs: this.latency.toArray(),
+      headersRtUs: new Float64Array(0),
+      echoUs: new Float64Array(0),
+      lagUs: new Float64Array(0),
+      errors: {},
+      goaways: 0,
+      streamsLost: 0,
+      connectionErrors: 0,
+      validated: 0,
+      destinations: {},
     };
   }
 
@@ -302,16 +317,13 @@ class Run {
     const old = this.conns[index]!;
     if ((old as unknown as { replacing?: boolean }).replacing) return;
     (old as unknown as { replacing?: boolean }).replacing = true;
-    this.reconnecting++;
     GrpcH2Connection.connect(this.s.target).then(
       (fresh) => {
         this.retired.push(old);
         this.conns[index] = fresh;
-        this.reconnecting--;
       },
       () => {
         (old as unknown as { replacing?: boolean }).replacing = false;
-        this.reconnecting--;
         this.count('reconnect failed');
       },
     );
@@ -343,20 +355,27 @@ class Run {
   private onAnswer(a: Active, m: Buffer, turn: number): void {
     switch (a.stage) {
       case 0:
-        if (m[0] !== RESPONSE_TAG.request_headers) return this.fail(a, unexpected('request_headers', m));
+        if (m[0] !== RESPONSE_TAG.request_headers) {
+          this.fail(a, unexpected('request_headers', m));
+          return;
+        }
         if (this.measuring) this.headersRt.push((performance.now() - a.startedAt) * 1000);
         a.stage = 1;
         a.stream.send(this.bodies[turn]!);
         return;
       case 1: {
-        if (m[0] !== RESPONSE_TAG.request_body || m.indexOf(DEST_BYTES) < 0) return this.fail(a, unexpected('request_body', m));
+        if (m[0] !== RESPONSE_TAG.request_body || m.indexOf(DEST_BYTES) < 0) {
+          this.fail(a, unexpected('request_body', m));
+          return;
+        }
         this.onDestination(a, m);
         a.stage = 2;
         a.stream.send(this.responseHeaders);
         return;
       }
       default:
-        return this.onResponseHeadersAnswer(a, m);
+        this.onResponseHeadersAnswer(a, m);
+        return;
     }
   }
 
@@ -364,37 +383,55 @@ class Run {
   private onFullDuplexAnswer(a: Active, m: Buffer): void {
     switch (a.stage) {
       case 0:
-        if (m[0] !== RESPONSE_TAG.request_headers || m.indexOf(DEST_BYTES) < 0) return this.fail(a, unexpected('request_headers', m));
+        if (m[0] !== RESPONSE_TAG.request_headers || m.indexOf(DEST_BYTES) < 0) {
+          this.fail(a, unexpected('request_headers', m));
+          return;
+        }
         a.sampled = this.onDestination(a, m);
         a.stage = 1;
         return;
       case 1: {
-        if (m[0] !== RESPONSE_TAG.request_body) return this.fail(a, unexpected('request_body (echo)', m));
+        if (m[0] !== RESPONSE_TAG.request_body) {
+          this.fail(a, unexpected('request_body (echo)', m));
+          return;
+        }
         const chunk = streamedChunkOf(m);
-        if (!chunk) return this.fail(a, 'request_body answer without body_mutation.streamed_response');
+        if (!chunk) {
+          this.fail(a, 'request_body answer without body_mutation.streamed_response');
+          return;
+        }
         if (a.sampled) {
           // Once per sampled request: the codec must read the same chunk as the wire reader.
           a.sampled = false;
           const decoded = decodedStreamedChunk(m);
-          if (!decoded || !decoded.body.equals(chunk.body) || decoded.endOfStream !== chunk.endOfStream) {
-            return this.fail(a, 'streamed_response read off the wire differs from the decoded one');
+          if (!decoded?.body.equals(chunk.body) || decoded.endOfStream !== chunk.endOfStream) {
+            this.fail(a, 'streamed_response read off the wire differs from the decoded one');
+            return;
           }
         }
         const n = chunk.body.length;
-        if (n > MAX_STREAMED_CHUNK_BYTES) return this.fail(a, `echoed chunk of ${n} bytes (> ${MAX_STREAMED_CHUNK_BYTES})`);
+        if (n > MAX_STREAMED_CHUNK_BYTES) {
+          this.fail(a, `echoed chunk of ${n} bytes (> ${MAX_STREAMED_CHUNK_BYTES})`);
+          return;
+        }
         if (a.echoed + n > a.body.length || a.body.compare(chunk.body, 0, n, a.echoed, a.echoed + n) !== 0) {
-          return this.fail(a, 'echoed body differs from the body sent');
+          this.fail(a, 'echoed body differs from the body sent');
+          return;
         }
         a.echoed += n;
         if (!chunk.endOfStream) return;
-        if (a.echoed !== a.body.length) return this.fail(a, `echo ended (end_of_stream) after ${a.echoed} of ${a.body.length} bytes`);
+        if (a.echoed !== a.body.length) {
+          this.fail(a, `echo ended (end_of_stream) after ${a.echoed} of ${a.body.length} bytes`);
+          return;
+        }
         if (this.measuring) this.echo.push((performance.now() - a.startedAt) * 1000);
         a.stage = 2;
         a.stream.send(this.responseHeaders);
         return;
       }
       default:
-        return this.onResponseHeadersAnswer(a, m);
+        this.onResponseHeadersAnswer(a, m);
+        return;
     }
   }
 
@@ -409,7 +446,10 @@ class Run {
   private onResponseHeadersAnswer(a: Active, m: Buffer): void {
     switch (a.stage) {
       case 2:
-        if (m[0] !== RESPONSE_TAG.response_headers) return this.fail(a, unexpected('response_headers', m));
+        if (m[0] !== RESPONSE_TAG.response_headers) {
+          this.fail(a, unexpected('response_headers', m));
+          return;
+        }
         a.stage = 3;
         a.stream.closeLikeEnvoy();
         if (this.measuring) this.completed++;

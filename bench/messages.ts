@@ -7,9 +7,9 @@
  * no decode).
  */
 import type { MethodDefinition, PackageDefinition } from '@grpc/proto-loader';
+import { EXT_PROC_SERVICE, extProcPackageDefinition } from '../src/extproc/proto.js';
 import type { ProcessingRequest } from '../src/generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
 import type { ProcessingResponse, ProcessingResponse__Output } from '../src/generated/envoy/service/ext_proc/v3/ProcessingResponse.js';
-import { EXT_PROC_SERVICE, extProcPackageDefinition } from '../src/extproc/proto.js';
 
 export const MODEL = 'Qwen/Qwen2.5-0.5B-Instruct';
 export const DESTINATION_HEADER = 'x-gateway-destination-endpoint';

@@ -14,12 +14,12 @@
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { EndpointRegistry } from '../src/discovery/registry.js';
 import type { ModelCard } from '../src/discovery/endpoint.js';
+import { EndpointRegistry } from '../src/discovery/registry.js';
 import type { RoutingRequest } from '../src/request/routing-request.js';
-import { LeastOutstandingPicker, RoundRobinPicker, type Picker } from '../src/scheduling/pickers.js';
-import { Scheduler } from '../src/scheduling/scheduler.js';
 import { Lease } from '../src/scheduling/ledger.js';
+import { LeastOutstandingPicker, type Picker, RoundRobinPicker } from '../src/scheduling/pickers.js';
+import { Scheduler } from '../src/scheduling/scheduler.js';
 import { MODEL } from './messages.js';
 
 export interface PickerRow {
@@ -137,7 +137,9 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     process.stdout.write(JSON.stringify(timeCase(Number(count), logic, state, budgetMs)));
   } else {
     for (const row of runPickerBench(budgetMs)) {
-      console.log(`${String(row.endpoints).padStart(6)} endpoints  ${row.picker.padEnd(27)} ${row.state.padEnd(4)} ${row.nsPerDecision.toFixed(0).padStart(8)} ns/decision`);
+      console.log(
+        `${String(row.endpoints).padStart(6)} endpoints  ${row.picker.padEnd(27)} ${row.state.padEnd(4)} ${row.nsPerDecision.toFixed(0).padStart(8)} ns/decision`,
+      );
     }
   }
 }

@@ -24,7 +24,12 @@ export interface Frame {
 
 function frameName(node: ProfileNode): string {
   const { functionName, url, lineNumber } = node.callFrame;
-  const file = url ? url.replace(/^file:\/\//, '').replace(/^.*\/node_modules\//, '').replace(/^.*\/dist\//, '') : '';
+  const file = url
+    ? url
+        .replace(/^file:\/\//, '')
+        .replace(/^.*\/node_modules\//, '')
+        .replace(/^.*\/dist\//, '')
+    : '';
   return `${functionName || '(anonymous)'}${file ? ` ${file}:${lineNumber + 1}` : ''}`;
 }
 
@@ -57,7 +62,10 @@ export function topFrames(file: string, count = 25): { totalMs: number; bySelf: 
   }
   const pct = (us: number) => (total ? (us / total) * 100 : 0);
   const ranked = (m: Map<string, number>) =>
-    [...m].sort((a, b) => b[1] - a[1]).slice(0, count).map(([frame]) => ({ frame, selfPercent: pct(self.get(frame) ?? 0), totalPercent: pct(inclusive.get(frame) ?? 0) }));
+    [...m]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, count)
+      .map(([frame]) => ({ frame, selfPercent: pct(self.get(frame) ?? 0), totalPercent: pct(inclusive.get(frame) ?? 0) }));
   return {
     totalMs: total / 1000,
     bySelf: ranked(self),
@@ -75,7 +83,8 @@ export function category(node: ProfileNode): string {
   if (url.includes('/dist/src/')) return 'llm-extproc code (dist/src)';
   if (url.includes('/dist/bench/')) return 'bench code';
   if (url.includes('@grpc/grpc-js')) return 'grpc-js';
-  if (url.includes('protobufjs') || url.includes('@grpc/proto-loader') || /\$(decode|encode|fromObject|toObject|verify)$/.test(functionName)) return 'protobuf codec (proto-loader/protobufjs)';
+  if (url.includes('protobufjs') || url.includes('@grpc/proto-loader') || /\$(decode|encode|fromObject|toObject|verify)$/.test(functionName))
+    return 'protobuf codec (proto-loader/protobufjs)';
   if (url.includes('prom-client')) return 'prom-client';
   if (url.includes('pino')) return 'pino';
   if (url.includes('node:internal/http2')) return 'node http2';

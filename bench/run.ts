@@ -12,20 +12,20 @@
  *   env: BENCH_SECONDS BENCH_WARMUP_SECONDS BENCH_ROUNDS BENCH_CONCURRENCY BENCH_FULL_DUPLEX_CONCURRENCY BENCH_CONNECTIONS BENCH_RATE
  *        BENCH_OPEN_SECONDS BENCH_LARGE_SECONDS BENCH_LARGE_CONCURRENCY BENCH_LARGE_SIZES BENCH_PIN BENCH_PICKER_MS
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { startSimulator, type Simulator } from '../src/simulator/simulator.js';
+import { type Simulator, startSimulator } from '../src/simulator/simulator.js';
+import { type GcSummary, isGcLine, summarizeGc } from './gc-trace.js';
 import { runJsonScanBench } from './json-scan.js';
 import type { Scenario, ScenarioResult } from './loadgen.js';
 import { MODEL } from './messages.js';
-import { runPickerBench, type PickerRow } from './picker.js';
+import { type PickerRow, runPickerBench } from './picker.js';
 import { canPin, clockTicksPerSecond, describeMachine, freePort, hasProcCpu, pinProcess } from './proc.js';
-import { isGcLine, summarizeGc, type GcSummary } from './gc-trace.js';
 import { categoryBreakdown, frameTimes } from './profile.js';
-import { fmt, fmtInt, percentiles, ratio, table, type Percentiles } from './stats.js';
+import { fmt, fmtInt, type Percentiles, percentiles, ratio, table } from './stats.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DIST = join(ROOT, 'dist');
@@ -137,7 +137,7 @@ function gcSection(servers: { bare: ServerProcess; ext: ServerProcess }, extDeci
     rows.push([server.name, fmtInt(gc.scavenges), fmtInt(gc.fullCollections), fmt(gc.pauseMs, 1), fmt(gc.longestPauseMs, 2), fmt(per1000, 2)]);
   }
   say(table([['server', 'scavenges', 'full GCs', 'pause ms total', 'longest ms', 'GCs per 1000 ext requests'], ...rows]));
-  say('   both servers see the same request count per section; the bare server\'s collections are the floor of grpc-js itself');
+  say("   both servers see the same request count per section; the bare server's collections are the floor of grpc-js itself");
   say();
   return result;
 }
@@ -190,8 +190,7 @@ function collectLines(child: ChildProcess, into: string[], onLine?: (line: strin
     stream?.setEncoding('utf8');
     stream?.on('data', (chunk: string) => {
       rest += chunk;
-      let i: number;
-      while ((i = rest.indexOf('\n')) >= 0) {
+      for (let i = rest.indexOf('\n'); i >= 0; i = rest.indexOf('\n')) {
         const line = rest.slice(0, i);
         rest = rest.slice(i + 1);
         if (onLine) onLine(line);
@@ -242,7 +241,11 @@ async function startBare(opts: Options, destination: string, profileDir: string 
     ...serverNodeFlags(opts, 'bare'),
     ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, 'bare')}`] : []),
     join(DIST, 'bench', 'bare-server.js'),
-    ...(opts.bareLike ? [`--like=${opts.bareLike}`] : []), '--port=0', `--destination=${destination}`, `--grpc-max-receive-size=${64 * MiB}`];
+    ...(opts.bareLike ? [`--like=${opts.bareLike}`] : []),
+    '--port=0',
+    `--destination=${destination}`,
+    `--grpc-max-receive-size=${64 * MiB}`,
+  ];
   const [cmd, argv] = nodeCommand(opts.pin, SERVER_CPU, args);
   const child = track(spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] }));
   const output: string[] = [];
@@ -252,7 +255,14 @@ async function startBare(opts: Options, destination: string, profileDir: string 
       if (!started && line.startsWith('{')) {
         started = true;
         const info = JSON.parse(line) as { listening: number; grpcOptions: unknown; http2: unknown };
-        resolvePromise({ name: 'bare', child, pid: child.pid!, target: `127.0.0.1:${info.listening}`, output, settings: { grpcOptions: info.grpcOptions, http2: info.http2 } });
+        resolvePromise({
+          name: 'bare',
+          child,
+          pid: child.pid!,
+          target: `127.0.0.1:${info.listening}`,
+          output,
+          settings: { grpcOptions: info.grpcOptions, http2: info.http2 },
+        });
       } else if (line.trim()) output.push(line);
     });
     child.once('exit', (code) => {
@@ -449,15 +459,18 @@ async function measurePair(
     for (const which of order) {
       const server = servers[which];
       progress(`${label}: ${server.name}, round ${round + 1}/${opts.rounds}`);
-      const result = served(server, await lg.run({
-        ...base,
-        name: `${label} ${server.name}`,
-        target: server.target,
-        serverPid: server.pid,
-        idlePid: servers[which === 'bare' ? 'ext' : 'bare'].pid,
-        durationMs: sliceMs,
-        seed: (round + 1) * 7919,
-      }));
+      const result = served(
+        server,
+        await lg.run({
+          ...base,
+          name: `${label} ${server.name}`,
+          target: server.target,
+          serverPid: server.pid,
+          idlePid: servers[which === 'bare' ? 'ext' : 'bare'].pid,
+          durationMs: sliceMs,
+          seed: (round + 1) * 7919,
+        }),
+      );
       results[which].push(result);
     }
   }
@@ -478,8 +491,15 @@ function noiseLine(pairs: Pair[]): void {
   const idleExt = Math.max(...pairs.map((p) => p.bare.idleServerCores));
   const idleBare = Math.max(...pairs.map((p) => p.ext.idleServerCores));
   const worst = max((m) => m.backgroundCoresMax);
-  say(`   noise: other CPU use on the machine ${fmt(max((m) => m.backgroundCores), 2)} cores on average, up to ${fmt(worst, 2)} in a slice; steal up to ${fmt(max((m) => m.stealCores), 2)}; ` +
-    `idle server meanwhile: llm-extproc ≤ ${fmt(idleExt, 3)}, bare ≤ ${fmt(idleBare, 3)} cores`);
+  say(
+    `   noise: other CPU use on the machine ${fmt(
+      max((m) => m.backgroundCores),
+      2,
+    )} cores on average, up to ${fmt(worst, 2)} in a slice; steal up to ${fmt(
+      max((m) => m.stealCores),
+      2,
+    )}; ` + `idle server meanwhile: llm-extproc ≤ ${fmt(idleExt, 3)}, bare ≤ ${fmt(idleBare, 3)} cores`,
+  );
   if (worst > 0.25) {
     noisy = true;
     say(`   WARNING: other processes used up to ${fmt(worst, 2)} cores during this section: its figures are unreliable, re-run on a quiet machine`);
@@ -508,12 +528,27 @@ function listErrors(pairs: Pair[]): void {
 /** The transport's floor on this machine: HTTP/2 PING round trips to the idle bare server. */
 async function pingFloor(lg: LoadGenerator, bare: ServerProcess, opts: Options, ticks: number) {
   const result = await lg.run({
-    name: 'ping', target: bare.target, serverPid: bare.pid, idlePid: 0, connections: 1, mode: 'ping', requestMode: 'buffered', concurrency: 0, rate: 0,
-    warmupMs: 0, durationMs: opts.quick ? 1000 : 3000, bodyBytes: 1024, timeoutMs: 10_000, clockTicks: ticks, seed: 3,
+    name: 'ping',
+    target: bare.target,
+    serverPid: bare.pid,
+    idlePid: 0,
+    connections: 1,
+    mode: 'ping',
+    requestMode: 'buffered',
+    concurrency: 0,
+    rate: 0,
+    warmupMs: 0,
+    durationMs: opts.quick ? 1000 : 3000,
+    bodyBytes: 1024,
+    timeoutMs: 10_000,
+    clockTicks: ticks,
+    seed: 3,
   });
   const p = percentiles(result.latencyUs);
   say(`floor:    HTTP/2 PING round trip to the idle bare server (answered inside nghttp2, no JavaScript): p50 ${fmt(p.p50, 0)} µs,`);
-  say(`          p99 ${fmt(p.p99, 0)} µs, p99.9 ${fmt(p.p999, 0)} µs, max ${fmt(p.max, 0)} µs over ${fmtInt(p.count)} pings — no latency below this is possible here`);
+  say(
+    `          p99 ${fmt(p.p99, 0)} µs, p99.9 ${fmt(p.p999, 0)} µs, max ${fmt(p.max, 0)} µs over ${fmtInt(p.count)} pings — no latency below this is possible here`,
+  );
   say();
   return p;
 }
@@ -531,7 +566,9 @@ interface ClosedRow {
 }
 
 async function closedLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext: ServerProcess }, opts: Options, ticks: number) {
-  say(`== 1. Closed loop: N streams in flight, 1 KiB chat body, ${opts.connections} HTTP/2 connections; BUFFERED lifecycle at N = ${opts.concurrency.join(', ')},`);
+  say(
+    `== 1. Closed loop: N streams in flight, 1 KiB chat body, ${opts.connections} HTTP/2 connections; BUFFERED lifecycle at N = ${opts.concurrency.join(', ')},`,
+  );
   say(`   FULL_DUPLEX_STREAMED at N = ${opts.fullDuplexConcurrency}`);
   say(`   baseline: bare grpc-js ext_proc server (same stack, answers at once); ${opts.closedSeconds} s measured per server per row,`);
   say(`   in ${opts.rounds} alternating slices, each after ${opts.warmupSeconds} s warm-up`);
@@ -539,10 +576,26 @@ async function closedLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext
   for (const requestMode of ['buffered', 'full_duplex'] as const) {
     for (const server of [servers.bare, servers.ext]) {
       progress(`warm-up ${server.name} (${MODE_NAME[requestMode]})`);
-      served(server, await lg.run({
-        name: 'warm-up', target: server.target, serverPid: server.pid, idlePid: 0, connections: opts.connections, mode: 'closed', requestMode, concurrency: 64, rate: 0,
-        warmupMs: 0, durationMs: Math.max(1000, opts.warmupSeconds * (requestMode === 'buffered' ? 2000 : 1000)), bodyBytes: 1024, timeoutMs: 10_000, clockTicks: ticks, seed: 1,
-      }));
+      served(
+        server,
+        await lg.run({
+          name: 'warm-up',
+          target: server.target,
+          serverPid: server.pid,
+          idlePid: 0,
+          connections: opts.connections,
+          mode: 'closed',
+          requestMode,
+          concurrency: 64,
+          rate: 0,
+          warmupMs: 0,
+          durationMs: Math.max(1000, opts.warmupSeconds * (requestMode === 'buffered' ? 2000 : 1000)),
+          bodyBytes: 1024,
+          timeoutMs: 10_000,
+          clockTicks: ticks,
+          seed: 1,
+        }),
+      );
     }
   }
   const rows: ClosedRow[] = [];
@@ -553,9 +606,22 @@ async function closedLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext
   ];
   for (const { mode, concurrency } of shapes) {
     const pair = await measurePair(
-      lg, servers, opts,
-      { connections: opts.connections, mode: 'closed', requestMode: mode, concurrency, rate: 0, warmupMs: opts.warmupSeconds * 1000, bodyBytes: 1024, timeoutMs: 10_000, clockTicks: ticks },
-      opts.closedSeconds, `closed ${MODE_NAME[mode]} N=${concurrency}`,
+      lg,
+      servers,
+      opts,
+      {
+        connections: opts.connections,
+        mode: 'closed',
+        requestMode: mode,
+        concurrency,
+        rate: 0,
+        warmupMs: opts.warmupSeconds * 1000,
+        bodyBytes: 1024,
+        timeoutMs: 10_000,
+        clockTicks: ticks,
+      },
+      opts.closedSeconds,
+      `closed ${MODE_NAME[mode]} N=${concurrency}`,
     );
     pairs.push(pair);
     rows.push({
@@ -576,22 +642,58 @@ async function closedLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext
   const body: string[][] = [];
   for (const row of rows) {
     for (const m of [row.bare, row.llmExtproc]) {
-      body.push([MODE_NAME[row.mode], String(row.concurrency), m.server, fmtInt(m.requestsPerSecond), fmt(m.cpuUsPerRequest), fmt(m.serverCores, 2), fmt(m.latencyUs.p50, 0), fmt(m.latencyUs.p99, 0), errorsCell(m), fmt(m.loadgenCpuUsPerRequest), fmt(m.loadgenCores, 2)]);
+      body.push([
+        MODE_NAME[row.mode],
+        String(row.concurrency),
+        m.server,
+        fmtInt(m.requestsPerSecond),
+        fmt(m.cpuUsPerRequest),
+        fmt(m.serverCores, 2),
+        fmt(m.latencyUs.p50, 0),
+        fmt(m.latencyUs.p99, 0),
+        errorsCell(m),
+        fmt(m.loadgenCpuUsPerRequest),
+        fmt(m.loadgenCores, 2),
+      ]);
     }
-    body.push(['', '', 'ratio ext/bare', ratio(row.llmExtproc.requestsPerSecond, row.bare.requestsPerSecond), ratio(row.llmExtproc.cpuUsPerRequest, row.bare.cpuUsPerRequest), '', ratio(row.llmExtproc.latencyUs.p50, row.bare.latencyUs.p50), ratio(row.llmExtproc.latencyUs.p99, row.bare.latencyUs.p99), '', '', '']);
+    body.push([
+      '',
+      '',
+      'ratio ext/bare',
+      ratio(row.llmExtproc.requestsPerSecond, row.bare.requestsPerSecond),
+      ratio(row.llmExtproc.cpuUsPerRequest, row.bare.cpuUsPerRequest),
+      '',
+      ratio(row.llmExtproc.latencyUs.p50, row.bare.latencyUs.p50),
+      ratio(row.llmExtproc.latencyUs.p99, row.bare.latencyUs.p99),
+      '',
+      '',
+      '',
+    ]);
   }
   say(table([header, ...body]));
   listErrors(pairs);
   noiseLine(pairs);
-  const dest = pairs.map((p) => p.ext.destinations).reduce((acc, d) => {
-    for (const [k, v] of Object.entries(d)) acc[k] = (acc[k] ?? 0) + v;
-    return acc;
-  }, {} as Record<string, number>);
+  const dest = pairs
+    .map((p) => p.ext.destinations)
+    .reduce(
+      (acc, d) => {
+        for (const [k, v] of Object.entries(d)) acc[k] = (acc[k] ?? 0) + v;
+        return acc;
+      },
+      {} as Record<string, number>,
+    );
   const validated = pairs.reduce((n, p) => n + p.ext.validated + p.bare.validated, 0);
   say('   latency = request_headers sent → the answer carrying the destination: BUFFERED, the request_body answer (two round trips);');
   say('   FULL_DUPLEX, the request_headers answer (one round trip, the body sent with the headers); stream set-up included');
-  say(`   checked: every answer's type and destination header, every FULL_DUPLEX echo against the body sent; ${fmtInt(validated)} routing answers fully decoded.`);
-  say(`   llm-extproc destinations in the decoded sample: ${Object.entries(dest).sort().map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  say(
+    `   checked: every answer's type and destination header, every FULL_DUPLEX echo against the body sent; ${fmtInt(validated)} routing answers fully decoded.`,
+  );
+  say(
+    `   llm-extproc destinations in the decoded sample: ${Object.entries(dest)
+      .sort()
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}`,
+  );
   const label = (r: ClosedRow) => `${r.mode === 'buffered' ? '' : `${MODE_NAME[r.mode]} `}N=${r.concurrency}`;
   const cpuRatios = rows.map((r) => r.ratios.cpuPerRequest!);
   say(`   headline — CPU per request, llm-extproc/bare: ${rows.map((r) => `${label(r)} ${r.ratios.cpuPerRequest!.toFixed(2)}x`).join(', ')} (target ≤ 1.30x)`);
@@ -600,7 +702,9 @@ async function closedLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext
   const sameN = fd && rows.find((r) => r.mode === 'buffered' && r.concurrency === fd.concurrency);
   if (fd && sameN) {
     const vs = (f: (m: Measured) => number) => `bare ${ratio(f(fd.bare), f(sameN.bare))}, llm-extproc ${ratio(f(fd.llmExtproc), f(sameN.llmExtproc))}`;
-    say(`   FULL_DUPLEX / BUFFERED at N=${fd.concurrency}: CPU per request ${vs((m) => m.cpuUsPerRequest)}; req/s ${vs((m) => m.requestsPerSecond)}; p50 ${vs((m) => m.latencyUs.p50)}`);
+    say(
+      `   FULL_DUPLEX / BUFFERED at N=${fd.concurrency}: CPU per request ${vs((m) => m.cpuUsPerRequest)}; req/s ${vs((m) => m.requestsPerSecond)}; p50 ${vs((m) => m.latencyUs.p50)}`,
+    );
   }
   say();
   return { rows, maxCpuRatio: Math.max(...cpuRatios) };
@@ -615,46 +719,110 @@ interface OpenResult {
 }
 
 async function openLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext: ServerProcess }, opts: Options, ticks: number) {
-  say(`== 2. Open loop: Poisson arrivals at ${opts.rate} req/s (not closed loop), 1 KiB body, ${opts.connections} connections, BUFFERED then FULL_DUPLEX_STREAMED`);
+  say(
+    `== 2. Open loop: Poisson arrivals at ${opts.rate} req/s (not closed loop), 1 KiB body, ${opts.connections} connections, BUFFERED then FULL_DUPLEX_STREAMED`,
+  );
   say(`   baseline: bare server at the same arrival sequence; ${opts.openSeconds} s measured per server per mode in ${opts.rounds} alternating slices`);
   const out: OpenResult[] = [];
   for (const mode of ['buffered', 'full_duplex'] as const) {
     const pair = await measurePair(
-      lg, servers, opts,
-      { connections: opts.connections, mode: 'open', requestMode: mode, concurrency: 0, rate: opts.rate, warmupMs: opts.warmupSeconds * 1000, bodyBytes: 1024, timeoutMs: 10_000, clockTicks: ticks },
-      opts.openSeconds, `open ${opts.rate}/s ${MODE_NAME[mode]}`,
+      lg,
+      servers,
+      opts,
+      {
+        connections: opts.connections,
+        mode: 'open',
+        requestMode: mode,
+        concurrency: 0,
+        rate: opts.rate,
+        warmupMs: opts.warmupSeconds * 1000,
+        bodyBytes: 1024,
+        timeoutMs: 10_000,
+        clockTicks: ticks,
+      },
+      opts.openSeconds,
+      `open ${opts.rate}/s ${MODE_NAME[mode]}`,
     );
     const fullDuplex = mode === 'full_duplex';
-    say(fullDuplex
-      ? '   2b. FULL_DUPLEX_STREAMED: request_headers + request_body sent at once → request_headers answer with the destination → body echoed'
-      : '   2a. BUFFERED: request_headers → CONTINUE, then request_body → the answer with the destination');
+    say(
+      fullDuplex
+        ? '   2b. FULL_DUPLEX_STREAMED: request_headers + request_body sent at once → request_headers answer with the destination → body echoed'
+        : '   2a. BUFFERED: request_headers → CONTINUE, then request_body → the answer with the destination',
+    );
     // BUFFERED: the first round trip (request_headers → CONTINUE) on its own. FULL_DUPLEX: the
     // decision is that first round trip; what follows is the echo of the body.
     const extra = fullDuplex ? 'echo p50/p99 µs' : '1st RT p50/p99 µs';
-    const header = ['server', 'req/s', 'p50 µs', 'p90 µs', 'p99 µs', 'p99.9 µs', 'max µs', extra, 'CPU µs/req', 'server cores', 'err/lost/GOAWAY', 'send lag p99 µs'];
+    const header = [
+      'server',
+      'req/s',
+      'p50 µs',
+      'p90 µs',
+      'p99 µs',
+      'p99.9 µs',
+      'max µs',
+      extra,
+      'CPU µs/req',
+      'server cores',
+      'err/lost/GOAWAY',
+      'send lag p99 µs',
+    ];
     const rows = [pair.bare, pair.ext].map((m) => {
       const second = fullDuplex ? m.echoUs : m.headersRtUs;
-      return [m.server, fmtInt(m.requestsPerSecond), fmt(m.latencyUs.p50, 0), fmt(m.latencyUs.p90, 0), fmt(m.latencyUs.p99, 0), fmt(m.latencyUs.p999, 0), fmt(m.latencyUs.max, 0), `${fmt(second.p50, 0)}/${fmt(second.p99, 0)}`, fmt(m.cpuUsPerRequest), fmt(m.serverCores, 2), errorsCell(m), fmt(m.lagUs?.p99 ?? NaN, 0)];
+      return [
+        m.server,
+        fmtInt(m.requestsPerSecond),
+        fmt(m.latencyUs.p50, 0),
+        fmt(m.latencyUs.p90, 0),
+        fmt(m.latencyUs.p99, 0),
+        fmt(m.latencyUs.p999, 0),
+        fmt(m.latencyUs.max, 0),
+        `${fmt(second.p50, 0)}/${fmt(second.p99, 0)}`,
+        fmt(m.cpuUsPerRequest),
+        fmt(m.serverCores, 2),
+        errorsCell(m),
+        fmt(m.lagUs?.p99 ?? NaN, 0),
+      ];
     });
-    rows.push(['ratio ext/bare', ratio(pair.ext.requestsPerSecond, pair.bare.requestsPerSecond), ratio(pair.ext.latencyUs.p50, pair.bare.latencyUs.p50), ratio(pair.ext.latencyUs.p90, pair.bare.latencyUs.p90), ratio(pair.ext.latencyUs.p99, pair.bare.latencyUs.p99), ratio(pair.ext.latencyUs.p999, pair.bare.latencyUs.p999), '', '', ratio(pair.ext.cpuUsPerRequest, pair.bare.cpuUsPerRequest), '', '', '']);
+    rows.push([
+      'ratio ext/bare',
+      ratio(pair.ext.requestsPerSecond, pair.bare.requestsPerSecond),
+      ratio(pair.ext.latencyUs.p50, pair.bare.latencyUs.p50),
+      ratio(pair.ext.latencyUs.p90, pair.bare.latencyUs.p90),
+      ratio(pair.ext.latencyUs.p99, pair.bare.latencyUs.p99),
+      ratio(pair.ext.latencyUs.p999, pair.bare.latencyUs.p999),
+      '',
+      '',
+      ratio(pair.ext.cpuUsPerRequest, pair.bare.cpuUsPerRequest),
+      '',
+      '',
+      '',
+    ]);
     say(table([header, ...rows]));
     listErrors([pair]);
     noiseLine([pair]);
     const p50ok = pair.ext.latencyUs.p50 < 500;
     const p99ok = pair.ext.latencyUs.p99 < 2000;
-    say(`   llm-extproc targets: p50 ${fmt(pair.ext.latencyUs.p50 / 1000, 3)} ms (< 0.5 ms: ${p50ok ? 'met' : 'MISSED'}), p99 ${fmt(pair.ext.latencyUs.p99 / 1000, 3)} ms (< 2 ms: ${p99ok ? 'met' : 'MISSED'}); CPU ratio per round ${spread(pair.cpuRatioPerRound)}`);
-    say(fullDuplex
-      ? '   latency = request_headers sent → request_headers answer with the destination (one round trip, the body sent with the headers);'
-      : '   latency = request_headers sent → request_body answer with the destination (two round trips); "1st RT" = the request_headers round trip alone;');
-    say(fullDuplex
-      ? '   "echo" = request_headers sent → the last echoed body chunk (end_of_stream), when Envoy has the whole body back to send upstream'
-      : '   stream set-up included; measured from the actual send; "send lag" = how late the load generator sent vs the schedule');
+    say(
+      `   llm-extproc targets: p50 ${fmt(pair.ext.latencyUs.p50 / 1000, 3)} ms (< 0.5 ms: ${p50ok ? 'met' : 'MISSED'}), p99 ${fmt(pair.ext.latencyUs.p99 / 1000, 3)} ms (< 2 ms: ${p99ok ? 'met' : 'MISSED'}); CPU ratio per round ${spread(pair.cpuRatioPerRound)}`,
+    );
+    say(
+      fullDuplex
+        ? '   latency = request_headers sent → request_headers answer with the destination (one round trip, the body sent with the headers);'
+        : '   latency = request_headers sent → request_body answer with the destination (two round trips); "1st RT" = the request_headers round trip alone;',
+    );
+    say(
+      fullDuplex
+        ? '   "echo" = request_headers sent → the last echoed body chunk (end_of_stream), when Envoy has the whole body back to send upstream'
+        : '   stream set-up included; measured from the actual send; "send lag" = how late the load generator sent vs the schedule',
+    );
     say();
     out.push({ mode, bare: pair.bare, llmExtproc: pair.ext, cpuRatioPerRound: pair.cpuRatioPerRound, targets: { p50Met: p50ok, p99Met: p99ok } });
   }
   const [buffered, fd] = out as [OpenResult, OpenResult];
   const vs = (f: (m: Measured) => number) => `bare ${ratio(f(fd.bare), f(buffered.bare))}, llm-extproc ${ratio(f(fd.llmExtproc), f(buffered.llmExtproc))}`;
-  say(`   FULL_DUPLEX / BUFFERED at ${opts.rate} req/s: decision p50 ${vs((m) => m.latencyUs.p50)}; p99 ${vs((m) => m.latencyUs.p99)}; CPU per request ${vs((m) => m.cpuUsPerRequest)}`);
+  say(
+    `   FULL_DUPLEX / BUFFERED at ${opts.rate} req/s: decision p50 ${vs((m) => m.latencyUs.p50)}; p99 ${vs((m) => m.latencyUs.p99)}; CPU per request ${vs((m) => m.cpuUsPerRequest)}`,
+  );
   say();
   return { rate: opts.rate, modes: out };
 }
@@ -666,21 +834,62 @@ async function largeBodies(lg: LoadGenerator, servers: { bare: ServerProcess; ex
   const pairs: Pair[] = [];
   for (const size of opts.largeSizes) {
     const pair = await measurePair(
-      lg, servers, opts,
-      { connections: opts.connections, mode: 'closed', requestMode: 'buffered', concurrency: opts.largeConcurrency, rate: 0, warmupMs: opts.warmupSeconds * 1000, bodyBytes: size, timeoutMs: 30_000, clockTicks: ticks },
-      opts.largeSeconds, `large ${size / MiB} MiB`,
+      lg,
+      servers,
+      opts,
+      {
+        connections: opts.connections,
+        mode: 'closed',
+        requestMode: 'buffered',
+        concurrency: opts.largeConcurrency,
+        rate: 0,
+        warmupMs: opts.warmupSeconds * 1000,
+        bodyBytes: size,
+        timeoutMs: 30_000,
+        clockTicks: ticks,
+      },
+      opts.largeSeconds,
+      `large ${size / MiB} MiB`,
     );
     pairs.push(pair);
-    out.push({ bodyBytes: size, bare: pair.bare, llmExtproc: pair.ext, cpuRatio: pair.ext.cpuUsPerRequest / pair.bare.cpuUsPerRequest, cpuRatioPerRound: pair.cpuRatioPerRound });
+    out.push({
+      bodyBytes: size,
+      bare: pair.bare,
+      llmExtproc: pair.ext,
+      cpuRatio: pair.ext.cpuUsPerRequest / pair.bare.cpuUsPerRequest,
+      cpuRatioPerRound: pair.cpuRatioPerRound,
+    });
   }
   const header = ['body', 'server', 'req/s', 'MiB/s', 'CPU ms/req', 'server cores', 'p50 ms', 'p99 ms', 'err/lost/GOAWAY', 'loadgen ms/req'];
   const body: string[][] = [];
   for (const row of out) {
     const mib = row.bodyBytes / MiB;
     for (const m of [row.bare, row.llmExtproc]) {
-      body.push([`${mib} MiB`, m.server, fmt(m.requestsPerSecond, 1), fmt(m.requestsPerSecond * mib, 0), fmt(m.cpuUsPerRequest / 1000, 2), fmt(m.serverCores, 2), fmt(m.latencyUs.p50 / 1000, 2), fmt(m.latencyUs.p99 / 1000, 2), errorsCell(m), fmt(m.loadgenCpuUsPerRequest / 1000, 2)]);
+      body.push([
+        `${mib} MiB`,
+        m.server,
+        fmt(m.requestsPerSecond, 1),
+        fmt(m.requestsPerSecond * mib, 0),
+        fmt(m.cpuUsPerRequest / 1000, 2),
+        fmt(m.serverCores, 2),
+        fmt(m.latencyUs.p50 / 1000, 2),
+        fmt(m.latencyUs.p99 / 1000, 2),
+        errorsCell(m),
+        fmt(m.loadgenCpuUsPerRequest / 1000, 2),
+      ]);
     }
-    body.push(['', 'ratio ext/bare', ratio(row.llmExtproc.requestsPerSecond, row.bare.requestsPerSecond), '', ratio(row.llmExtproc.cpuUsPerRequest, row.bare.cpuUsPerRequest), '', ratio(row.llmExtproc.latencyUs.p50, row.bare.latencyUs.p50), ratio(row.llmExtproc.latencyUs.p99, row.bare.latencyUs.p99), '', '']);
+    body.push([
+      '',
+      'ratio ext/bare',
+      ratio(row.llmExtproc.requestsPerSecond, row.bare.requestsPerSecond),
+      '',
+      ratio(row.llmExtproc.cpuUsPerRequest, row.bare.cpuUsPerRequest),
+      '',
+      ratio(row.llmExtproc.latencyUs.p50, row.bare.latencyUs.p50),
+      ratio(row.llmExtproc.latencyUs.p99, row.bare.latencyUs.p99),
+      '',
+      '',
+    ]);
     body.push(['', 'extra CPU', '', '', fmt((row.llmExtproc.cpuUsPerRequest - row.bare.cpuUsPerRequest) / 1000, 2), '', '', '', '', '']);
   }
   say(table([header, ...body]));
@@ -698,10 +907,19 @@ function pickerSection(opts: Options): PickerRow[] {
   say('   idle = every endpoint has the same in-flight count (all tie: worst case for least_outstanding_requests); busy = in-flight spread 0..15');
   const rows = runPickerBench(opts.pickerMs);
   const baseline = new Map(rows.filter((r) => r.endpoints === 1).map((r) => [r.picker, r.nsPerDecision]));
-  say(table([
-    ['endpoints', 'picker', 'state', 'ns/decision', 'vs 1 endpoint', 'decisions timed'],
-    ...rows.map((r) => [fmtInt(r.endpoints), r.picker, r.state, fmtInt(r.nsPerDecision), ratio(r.nsPerDecision, baseline.get(r.picker) ?? NaN), fmtInt(r.decisions)]),
-  ]));
+  say(
+    table([
+      ['endpoints', 'picker', 'state', 'ns/decision', 'vs 1 endpoint', 'decisions timed'],
+      ...rows.map((r) => [
+        fmtInt(r.endpoints),
+        r.picker,
+        r.state,
+        fmtInt(r.nsPerDecision),
+        ratio(r.nsPerDecision, baseline.get(r.picker) ?? NaN),
+        fmtInt(r.decisions),
+      ]),
+    ]),
+  );
   say();
   return rows;
 }
@@ -730,7 +948,9 @@ async function serverCheck(ext: ServerProcess, extDecisions: number) {
   const inFlight = sumOf('llm_extproc_endpoint_in_flight_requests');
   const activeStreams = sumOf('llm_extproc_active_streams');
   say(`== llm-extproc's own counters (/metrics) after the load: routed ${fmtInt(routed)}, refused ${fmtInt(refused)}, protocol errors ${protocolErrors},`);
-  say(`   endpoint in-flight now ${inFlight} (leases all released: ${inFlight === 0 ? 'yes' : 'NO'}), open streams now ${activeStreams}; the load generator received ${fmtInt(extDecisions)} destinations from it`);
+  say(
+    `   endpoint in-flight now ${inFlight} (leases all released: ${inFlight === 0 ? 'yes' : 'NO'}), open streams now ${activeStreams}; the load generator received ${fmtInt(extDecisions)} destinations from it`,
+  );
   say();
   return { routed, refused, protocolErrors, inFlightAfter: inFlight, activeStreamsAfter: activeStreams, loadgenDecisions: extDecisions };
 }
@@ -745,17 +965,26 @@ async function main(): Promise<void> {
   opts.pin = pin;
   if (!hasProcCpu()) throw new Error('this benchmark reads CPU time from /proc/<pid>/stat (Linux only)');
   const ticks = clockTicksPerSecond();
-  const via = [process.env.MAKELEVEL ? 'make bench' : '', process.env.npm_lifecycle_event ? `npm run ${process.env.npm_lifecycle_event}` : ''].filter(Boolean).join(' → ');
-  const command = `node ${process.argv.slice(1).map((a) => (a.startsWith(ROOT) ? a.slice(ROOT.length + 1) : a)).join(' ')}`;
+  const via = [process.env.MAKELEVEL ? 'make bench' : '', process.env.npm_lifecycle_event ? `npm run ${process.env.npm_lifecycle_event}` : '']
+    .filter(Boolean)
+    .join(' → ');
+  const command = `node ${process.argv
+    .slice(1)
+    .map((a) => (a.startsWith(ROOT) ? a.slice(ROOT.length + 1) : a))
+    .join(' ')}`;
 
-  say(`llm-extproc benchmark — ${started.toISOString()}${opts.quick ? '  [--quick: smoke run, short durations]' : ''}${opts.profile ? '  [--profile: llm-extproc runs under --cpu-prof, figures are skewed]' : ''}${opts.nodelay ? '  [--nodelay: experiment, both servers get TCP_NODELAY]' : ''}${opts.bareLike ? `  [--bare-like=${opts.bareLike}: diagnostic, the "bare" server does part of llm-extproc's work]` : ''}`);
+  say(
+    `llm-extproc benchmark — ${started.toISOString()}${opts.quick ? '  [--quick: smoke run, short durations]' : ''}${opts.profile ? '  [--profile: llm-extproc runs under --cpu-prof, figures are skewed]' : ''}${opts.nodelay ? '  [--nodelay: experiment, both servers get TCP_NODELAY]' : ''}${opts.bareLike ? `  [--bare-like=${opts.bareLike}: diagnostic, the "bare" server does part of llm-extproc's work]` : ''}`,
+  );
   say(`command:  ${via ? `${via} → ` : ''}${command}`);
   say(`machine:  ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}`);
   say(`node:     ${machine.node} (V8 ${machine.v8})`);
   say(`cpu time: utime+stime of /proc/<pid>/stat (all threads), ${ticks} ticks/s, read by the load generator at the window edges`);
-  say(pin
-    ? `pinning:  servers on CPU ${SERVER_CPU}; load generator, orchestrator and simulated backends on CPU ${LOADGEN_CPU} (taskset)`
-    : `pinning:  none (${opts.pin ? 'no taskset' : machine.cores < 2 ? 'one core' : '--no-pin'}): load generator and servers share the cores`);
+  say(
+    pin
+      ? `pinning:  servers on CPU ${SERVER_CPU}; load generator, orchestrator and simulated backends on CPU ${LOADGEN_CPU} (taskset)`
+      : `pinning:  none (${opts.pin ? 'no taskset' : machine.cores < 2 ? 'one core' : '--no-pin'}): load generator and servers share the cores`,
+  );
   say();
 
   if (opts.pin) pinProcess(process.pid, LOADGEN_CPU);
@@ -765,7 +994,15 @@ async function main(): Promise<void> {
   const backends: Simulator[] = [];
   const children: ChildProcess[] = [];
   let lg: LoadGenerator | undefined;
-  const report: Record<string, unknown> = { version: 1, startedAt: started.toISOString(), command, via, machine, pinned: pin, options: { ...opts, sections: [...opts.sections] } };
+  const report: Record<string, unknown> = {
+    version: 1,
+    startedAt: started.toISOString(),
+    command,
+    via,
+    machine,
+    pinned: pin,
+    options: { ...opts, sections: [...opts.sections] },
+  };
   try {
     const needServers = opts.sections.has('closed') || opts.sections.has('open') || opts.sections.has('large');
     if (needServers) {
@@ -779,7 +1016,9 @@ async function main(): Promise<void> {
       await lg.ready;
       const servers = { bare, ext };
       say(`backends: ${backends.map((b) => `${b.engine}@${b.address}`).join(', ')} (simulators, serving ${MODEL}; llm-extproc discovers them by probing)`);
-      say(`servers:  llm-extproc pid ${ext.pid} at ${ext.target} (--log-level=warn, defaults otherwise: least_outstanding_requests, 32 MiB body limit, 64 MiB gRPC receive limit)`);
+      say(
+        `servers:  llm-extproc pid ${ext.pid} at ${ext.target} (--log-level=warn, defaults otherwise: least_outstanding_requests, 32 MiB body limit, 64 MiB gRPC receive limit)`,
+      );
       say(`          bare pid ${bare.pid} at ${bare.target}, settings copied from llm-extproc's grpc.Server: ${JSON.stringify(bare.settings)}`);
       say(`load:     load generator pid ${lg.child.pid}; raw HTTP/2 gRPC client (test/support/envoy/grpc-h2.ts); per request, one ext_proc stream:`);
       say('          BUFFERED     request_headers → CONTINUE, request_body → destination, response_headers → answer, END_STREAM+RST_STREAM(CANCEL)');
@@ -794,17 +1033,17 @@ async function main(): Promise<void> {
       const countDecisions = (m: Measured) => (extDecisions += m.latencyUs.count);
       if (opts.sections.has('closed')) {
         const result = await closedLoop(lg, servers, opts, ticks);
-        result.rows.forEach((r) => countDecisions(r.llmExtproc));
+        for (const r of result.rows) countDecisions(r.llmExtproc);
         sections.closedLoop = result;
       }
       if (opts.sections.has('open')) {
         const result = await openLoop(lg, servers, opts, ticks);
-        result.modes.forEach((r) => countDecisions(r.llmExtproc));
+        for (const r of result.modes) countDecisions(r.llmExtproc);
         sections.openLoop = result;
       }
       if (opts.sections.has('large')) {
         const result = await largeBodies(lg, servers, opts, ticks);
-        result.forEach((r) => countDecisions(r.llmExtproc));
+        for (const r of result) countDecisions(r.llmExtproc);
         sections.largeBodies = result;
       }
       sections.serverCheck = await serverCheck(ext, extDecisions);
@@ -823,7 +1062,8 @@ async function main(): Promise<void> {
       await Promise.all(backends.splice(0).map((b) => b.close()));
       if (profileDir) report.profile = profileSection(profileDir);
     }
-    const sections = (report.sections ??= {}) as Record<string, unknown>;
+    report.sections ??= {};
+    const sections = report.sections as Record<string, unknown>;
     if (opts.sections.has('picker')) sections.picker = pickerSection(opts);
     if (opts.sections.has('json-scan')) sections.jsonScan = jsonScanSection();
 
@@ -832,7 +1072,11 @@ async function main(): Promise<void> {
     const large = sections.largeBodies as { bodyBytes: number; cpuRatio: number }[] | undefined;
     say('== Summary (figures are reported, not asserted)');
     if (closed) {
-      const byMode = (mode: RequestMode) => closed.rows.filter((r) => r.mode === mode).map((r) => `N=${r.concurrency} ${r.ratios.cpuPerRequest!.toFixed(2)}x`).join(', ');
+      const byMode = (mode: RequestMode) =>
+        closed.rows
+          .filter((r) => r.mode === mode)
+          .map((r) => `N=${r.concurrency} ${r.ratios.cpuPerRequest!.toFixed(2)}x`)
+          .join(', ');
       say(`   CPU per request llm-extproc/bare (closed loop): BUFFERED ${byMode('buffered')}; FULL_DUPLEX ${byMode('full_duplex')};`);
       say(`   target ≤ 1.30x: ${closed.maxCpuRatio <= 1.3 ? 'met' : 'MISSED'} (worst ${closed.maxCpuRatio.toFixed(2)}x)`);
     }
@@ -840,14 +1084,18 @@ async function main(): Promise<void> {
       say(`   decision latency at ${opts.rate} req/s, llm-extproc (targets p50 < 0.5 ms, p99 < 2 ms; bare server in brackets):`);
       for (const r of open.modes) {
         const ms = (us: number) => fmt(us / 1000, 3);
-        say(`     ${MODE_NAME[r.mode].padEnd(11)}  p50 ${ms(r.llmExtproc.latencyUs.p50)} ms ${r.targets.p50Met ? 'met' : 'MISSED'}, p99 ${ms(r.llmExtproc.latencyUs.p99)} ms ${r.targets.p99Met ? 'met' : 'MISSED'}` +
-          `  (bare p50 ${ms(r.bare.latencyUs.p50)} ms, p99 ${ms(r.bare.latencyUs.p99)} ms)`);
+        say(
+          `     ${MODE_NAME[r.mode].padEnd(11)}  p50 ${ms(r.llmExtproc.latencyUs.p50)} ms ${r.targets.p50Met ? 'met' : 'MISSED'}, p99 ${ms(r.llmExtproc.latencyUs.p99)} ms ${r.targets.p99Met ? 'met' : 'MISSED'}` +
+            `  (bare p50 ${ms(r.bare.latencyUs.p50)} ms, p99 ${ms(r.bare.latencyUs.p99)} ms)`,
+        );
       }
     }
     if (large) say(`   large bodies, CPU per request llm-extproc/bare: ${large.map((r) => `${r.bodyBytes / MiB} MiB ${r.cpuRatio.toFixed(2)}x`).join(', ')}`);
     if (noisy) say('   WARNING: other processes competed for the CPUs during some sections (see their noise lines): re-run on a quiet machine');
     const finished = new Date();
-    say(`   wall time ${((finished.getTime() - started.getTime()) / 1000).toFixed(0)} s; JSON report: ${opts.out.startsWith(ROOT) ? opts.out.slice(ROOT.length + 1) : opts.out}`);
+    say(
+      `   wall time ${((finished.getTime() - started.getTime()) / 1000).toFixed(0)} s; JSON report: ${opts.out.startsWith(ROOT) ? opts.out.slice(ROOT.length + 1) : opts.out}`,
+    );
     report.finishedAt = finished.toISOString();
     report.text = text;
     mkdirSync(dirname(opts.out), { recursive: true });
@@ -886,11 +1134,13 @@ function profileSection(dir: string) {
   const busy = (m: Map<string, number>) => names.reduce((sum, k) => sum + (m.get(k) ?? 0), 0);
   say(`== Profile (--cpu-prof, 1 ms sampling, whole run): sampled busy time per answered request, by component`);
   say(`   requests answered: llm-extproc ${fmtInt(servedTotals['llm-extproc'] ?? 0)}, bare ${fmtInt(servedTotals.bare ?? 0)} (warm-ups included)`);
-  say(table([
-    ['component (self time)', 'llm-extproc µs/req', 'bare µs/req', 'extra µs/req'],
-    ...names.map((k) => [k, fmt(ext.get(k) ?? 0), fmt(bare.get(k) ?? 0), fmt((ext.get(k) ?? 0) - (bare.get(k) ?? 0))]),
-    ['total', fmt(busy(ext)), fmt(busy(bare)), fmt(busy(ext) - busy(bare))],
-  ]));
+  say(
+    table([
+      ['component (self time)', 'llm-extproc µs/req', 'bare µs/req', 'extra µs/req'],
+      ...names.map((k) => [k, fmt(ext.get(k) ?? 0), fmt(bare.get(k) ?? 0), fmt((ext.get(k) ?? 0) - (bare.get(k) ?? 0))]),
+      ['total', fmt(busy(ext)), fmt(busy(bare)), fmt(busy(ext) - busy(bare))],
+    ]),
+  );
   // Frame by frame, per answered request: where llm-extproc spends more than the floor.
   const nExt = servedTotals['llm-extproc'] ?? 0;
   const nBare = servedTotals.bare ?? 0;

@@ -76,7 +76,10 @@ export function table(rows: string[][]): string {
   const figure = /^[\d.,x/%–-]*$/;
   const textColumn = rows[0]!.map((_, c) => rows.slice(1).some((r) => !figure.test(r[c] ?? '')));
   const line = (r: string[]) =>
-    r.map((cell, c) => (textColumn[c] ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ').trimEnd();
+    r
+      .map((cell, c) => (textColumn[c] ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!)))
+      .join('  ')
+      .trimEnd();
   const out = [line(rows[0]!), widths.map((w) => '-'.repeat(w)).join('  ')];
   for (const r of rows.slice(1)) out.push(line(r));
   return out.join('\n');

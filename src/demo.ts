@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { parseStaticHost, type StaticHost } from './discovery/static.js';
-import { startSimulator, type Simulator } from './simulator/simulator.js';
+import { type Simulator, startSimulator } from './simulator/simulator.js';
 
 export interface DemoBackends {
   hosts: StaticHost[];

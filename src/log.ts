@@ -1,4 +1,4 @@
-import { pino, type Logger } from 'pino';
+import { type Logger, pino } from 'pino';
 import type { LogLevel } from './config/config.js';
 
 /** JSON logs on stdout; `requestId` carries Envoy's x-request-id on request-scoped lines. */

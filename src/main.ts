@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-import { startService, type Service } from './app/service.js';
+import { type Service, startService } from './app/service.js';
 import { parseConfig, usage } from './config/config.js';
 import { ConfigError } from './config/errors.js';
-import { startDemoBackends, type DemoBackends } from './demo.js';
+import { type DemoBackends, startDemoBackends } from './demo.js';
 import { logGrpcJsTo } from './extproc/grpc-log.js';
 import { createLogger } from './log.js';
 

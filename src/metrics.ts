@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { Endpoint } from './discovery/endpoint.js';
 import type { EndpointRegistry } from './discovery/registry.js';
 
@@ -67,7 +67,10 @@ export class Metrics {
   /** Counts one routed request; `model` is always one the registry serves, so the map stays small. */
   routed(model: string, ownedBy: string): void {
     let byEngine = this.routedChildren.get(model);
-    if (!byEngine) this.routedChildren.set(model, (byEngine = new Map()));
+    if (!byEngine) {
+      byEngine = new Map();
+      this.routedChildren.set(model, byEngine);
+    }
     let child = byEngine.get(ownedBy);
     if (!child) {
       child = this.requests.labels({ outcome: 'routed', status: '200', model, owned_by: ownedBy });

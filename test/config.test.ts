@@ -3,17 +3,17 @@ import { lookup } from 'node:dns/promises';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { startService } from '../src/app/service.js';
-import { parseConfig, type Config } from '../src/config/config.js';
+import { type Config, parseConfig } from '../src/config/config.js';
 import { ConfigError } from '../src/config/errors.js';
 import { parseStaticHost, resolveStaticHosts, staticModelCards } from '../src/discovery/static.js';
 import { createLogger } from '../src/log.js';
 import { loadRouteTable } from '../src/routing/routes.js';
 import { startSimulator } from '../src/simulator/simulator.js';
 import { EnvoyDouble, type EnvoyResponse } from './support/envoy/envoy-double.js';
-import { JSON_HEADERS, QWEN, chatBody } from './support/harness.js';
+import { chatBody, JSON_HEADERS, QWEN } from './support/harness.js';
 
 const MiB = 1024 * 1024;
 const HOSTS = '--static-hosts=10.0.0.1:8000';
@@ -38,8 +38,12 @@ const parsed = (...argv: string[]): Config => parseConfig([HOSTS, ...argv])!;
 describe('parseConfig', () => {
   it("accepts seed 004's flags as written", () => {
     const config = parseConfig([
-      '--service-discovery=static', '--static-hosts=localhost:8000', '--routing-logic=least_outstanding_requests',
-      '--route-config=config/routes.json', '--log-level=info', '--port=50051',
+      '--service-discovery=static',
+      '--static-hosts=localhost:8000',
+      '--routing-logic=least_outstanding_requests',
+      '--route-config=config/routes.json',
+      '--log-level=info',
+      '--port=50051',
     ])!;
     assert.equal(config.port, 50051);
     assert.equal(config.routingLogic, 'least_outstanding_requests');
@@ -78,7 +82,11 @@ describe('parseConfig', () => {
   });
 
   it('ports are decimal digits 0-65535; 0 means any free port', () => {
-    for (const [text, port] of [['0', 0], ['8000', 8000], ['65535', 65535]] as const) {
+    for (const [text, port] of [
+      ['0', 0],
+      ['8000', 8000],
+      ['65535', 65535],
+    ] as const) {
       assert.equal(parsed(`--port=${text}`).port, port);
       assert.equal(parsed(`--admin-port=${text}`).adminPort, port);
     }
@@ -126,7 +134,8 @@ describe('parseConfig', () => {
     assert.equal(parsed('--probe-interval=500ms').probeTimeoutMs, 500, 'left out, the 2s timeout shrinks to a shorter interval');
     assert.equal(parsed('--probe-interval=1s', '--probe-timeout=1s').probeTimeoutMs, 1000, 'as long as the interval is allowed');
     refuses([HOSTS, '--probe-interval=1s', '--probe-timeout=2s'], '--probe-timeout', /longer than --probe-interval/);
-    for (const bad of ['-5s', '5 sec', '5d', 'soon']) refuses([HOSTS, `--probe-interval=${bad}`], '--probe-interval', /is not a duration/, /500ms, 5s, 2m or 1h/);
+    for (const bad of ['-5s', '5 sec', '5d', 'soon'])
+      refuses([HOSTS, `--probe-interval=${bad}`], '--probe-interval', /is not a duration/, /500ms, 5s, 2m or 1h/);
   });
 
   it('--unhealthy-threshold is decimal digits, 1..100', () => {
@@ -150,7 +159,12 @@ describe('parseConfig', () => {
     assert.equal(parsed('--max-body-size=64MiB').grpcMaxReceiveBytes, 65 * MiB, '...or more when the body limit needs it');
     assert.equal(parsed('--max-body-size=128MiB').grpcMaxReceiveBytes, 129 * MiB);
     assert.equal(parsed('--max-body-size=1MiB', '--grpc-max-receive-size=2MiB').grpcMaxReceiveBytes, 2 * MiB, 'the least allowed');
-    refuses([HOSTS, '--max-body-size=1MiB', '--grpc-max-receive-size=1MiB'], '--grpc-max-receive-size', /1MiB is below --max-body-size \+ 1MiB/, /at least 2MiB/);
+    refuses(
+      [HOSTS, '--max-body-size=1MiB', '--grpc-max-receive-size=1MiB'],
+      '--grpc-max-receive-size',
+      /1MiB is below --max-body-size \+ 1MiB/,
+      /at least 2MiB/,
+    );
     refuses([HOSTS, '--max-body-size=128MiB', '--grpc-max-receive-size=128MiB'], '--grpc-max-receive-size', /below --max-body-size/, /at least 129MiB/);
     refuses([HOSTS, '--max-body-size=1000', '--grpc-max-receive-size=1048575'], '--grpc-max-receive-size', /below/, /at least 1049576 bytes/);
   });
@@ -197,7 +211,10 @@ describe('--static-hosts', () => {
   });
 
   it('a name that does not resolve, or two that resolve to one address, is refused at start', async () => {
-    await assert.rejects(resolveStaticHosts([parseStaticHost('no-such-backend.invalid:8000')]), isConfigError('--static-hosts', /cannot resolve "no-such-backend\.invalid"/, /IP address/));
+    await assert.rejects(
+      resolveStaticHosts([parseStaticHost('no-such-backend.invalid:8000')]),
+      isConfigError('--static-hosts', /cannot resolve "no-such-backend\.invalid"/, /IP address/),
+    );
     const { address } = await lookup('localhost');
     const hosts = [parseStaticHost('localhost:8000'), parseStaticHost(`${address.includes(':') ? `[${address}]` : address}:8000`)];
     await assert.rejects(resolveStaticHosts(hosts), isConfigError('--static-hosts', /"localhost:8000" and ".+" are both/, /each backend once/));
@@ -205,9 +222,18 @@ describe('--static-hosts', () => {
 
   it('spreads --static-models and --static-owned-by over the hosts', () => {
     const cards = staticModelCards(2, 'qwen;llama,qwen', 'vllm,sglang');
-    assert.deepEqual(cards.map((list) => list!.map((c) => `${c.id}/${c.owned_by}`)), [['qwen/vllm', 'llama/vllm'], ['qwen/sglang']]);
-    assert.deepEqual(staticModelCards(2, 'm', undefined).map((l) => l![0]!.owned_by), ['vllm', 'vllm']);
-    assert.throws(() => staticModelCards(3, 'a,b', undefined), isConfigError('--static-models', /has 2 entries but --static-hosts has 3/, /one entry per host/));
+    assert.deepEqual(
+      cards.map((list) => list!.map((c) => `${c.id}/${c.owned_by}`)),
+      [['qwen/vllm', 'llama/vllm'], ['qwen/sglang']],
+    );
+    assert.deepEqual(
+      staticModelCards(2, 'm', undefined).map((l) => l![0]!.owned_by),
+      ['vllm', 'vllm'],
+    );
+    assert.throws(
+      () => staticModelCards(3, 'a,b', undefined),
+      isConfigError('--static-models', /has 2 entries but --static-hosts has 3/, /one entry per host/),
+    );
     assert.throws(() => staticModelCards(2, 'a', 'x,y,z'), isConfigError('--static-owned-by', /has 3 entries/));
     assert.throws(() => staticModelCards(1, undefined, 'vllm'), isConfigError('--static-owned-by', /only read with --static-models/, /add --static-models/));
   });
@@ -248,7 +274,11 @@ describe('route config files', () => {
     }
     await assert.rejects(loadRouteTable(join(dir, 'missing.json')), isConfigError('--route-config', /cannot read .*missing\.json: ENOENT/, /check the path/));
     await writeFile(join(dir, 'bad.yaml'), 'routes:\n  - name: a\n   path_prefix: /\n');
-    await assert.rejects(loadRouteTable(join(dir, 'bad.yaml')), (err: unknown) => err instanceof ConfigError && !err.message.includes('\n'), "YAML's code frame is left out");
+    await assert.rejects(
+      loadRouteTable(join(dir, 'bad.yaml')),
+      (err: unknown) => err instanceof ConfigError && !err.message.includes('\n'),
+      "YAML's code frame is left out",
+    );
   });
 });
 
@@ -269,9 +299,22 @@ describe('a BUFFERED body of exactly --max-body-size (1 MiB), end to end', () =>
   async function send(body: string, grpcMaxReceiveBytes?: number): Promise<EnvoyResponse> {
     const pod = await startSimulator({ engine: 'vllm', models: [QWEN], host: '127.0.0.51', port: 0 });
     try {
-      const config = parseConfig([`--static-hosts=${pod.address}`, '--host=127.0.0.1', '--port=0', '--admin-host=127.0.0.1', '--admin-port=0', '--probe-interval=60s', '--max-body-size=1MiB'])!;
+      const config = parseConfig([
+        `--static-hosts=${pod.address}`,
+        '--host=127.0.0.1',
+        '--port=0',
+        '--admin-host=127.0.0.1',
+        '--admin-port=0',
+        '--probe-interval=60s',
+        '--max-body-size=1MiB',
+      ])!;
       const service = await startService(grpcMaxReceiveBytes === undefined ? config : { ...config, grpcMaxReceiveBytes }, createLogger('silent'));
-      const envoy = new EnvoyDouble({ extProcTarget: `127.0.0.1:${service.grpcPort}`, processingMode: { requestBodyMode: 'BUFFERED' }, bufferLimitBytes: 4 * MiB, messageTimeoutMs: 10_000 });
+      const envoy = new EnvoyDouble({
+        extProcTarget: `127.0.0.1:${service.grpcPort}`,
+        processingMode: { requestBodyMode: 'BUFFERED' },
+        bufferLimitBytes: 4 * MiB,
+        messageTimeoutMs: 10_000,
+      });
       try {
         await service.prober.probeAll();
         await envoy.connect();

@@ -13,15 +13,16 @@
  * newer fields and enum values we may use, with the Envoy version that added them; anything else
  * unknown (including a misspelling of an allow-listed name) still fails.
  */
-import { describe, it } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import protobuf from 'protobufjs';
+import { describe, it } from 'node:test';
 import type { Enum, Field, MapField, Type } from 'protobufjs';
+import protobuf from 'protobufjs';
 import YAML from 'yaml';
-import { REPO_ROOT, XDS_INCLUDE_DIRS, ProtoSet, fullName } from './support/xds-protos.js';
 import { parseConfig } from '../src/config/config.js';
+import { fullName, ProtoSet, REPO_ROOT, XDS_INCLUDE_DIRS } from './support/xds-protos.js';
 
 // ---------------------------------------------------------------------------------------------
 // Allow-list: names newer than the grpc-js-xds copy (versions from ../shared/reference/envoy-extproc.md (the team's reference notes)).
@@ -104,17 +105,10 @@ const INT64: Record<string, [bigint, bigint]> = {
   fixed64: [0n, 2n ** 64n - 1n],
 };
 
-const WRAPPERS = new Set(
-  ['Double', 'Float', 'Int64', 'UInt64', 'Int32', 'UInt32', 'Bool', 'String', 'Bytes'].map(
-    (w) => `google.protobuf.${w}Value`,
-  ),
-);
+const WRAPPERS = new Set(['Double', 'Float', 'Int64', 'UInt64', 'Int32', 'UInt32', 'Bool', 'String', 'Bytes'].map((w) => `google.protobuf.${w}Value`));
 
 /** Well-known types whose proto3 JSON form is not an object (inside an Any: {"@type", "value"}). */
-const SPECIAL_JSON = new Set([
-  ...WRAPPERS,
-  ...['Duration', 'Timestamp', 'FieldMask', 'Struct', 'Value', 'ListValue'].map((w) => `google.protobuf.${w}`),
-]);
+const SPECIAL_JSON = new Set([...WRAPPERS, ...['Duration', 'Timestamp', 'FieldMask', 'Struct', 'Value', 'ListValue'].map((w) => `google.protobuf.${w}`)]);
 
 /** proto3 JSON for Duration: decimal seconds with up to 9 fractional digits and a trailing "s". */
 const DURATION = /^-?(\d+)(\.\d{1,9})?s$/;
@@ -225,10 +219,7 @@ class StrictDecoder {
           .map((f) => f.name)
           .filter((f) => editDistance(f, key) <= 2)
           .sort((a, b) => editDistance(a, key) - editDistance(b, key));
-        this.issue(
-          p,
-          `unknown field "${key}" in ${name}` + (close.length > 0 ? ` (did you mean "${close[0]}"?)` : ''),
-        );
+        this.issue(p, `unknown field "${key}" in ${name}${close.length > 0 ? ` (did you mean "${close[0]}"?)` : ''}`);
         continue;
       }
       if (present.has(field.name)) {
@@ -236,7 +227,7 @@ class StrictDecoder {
         continue;
       }
       present.add(field.name);
-      if (field.options?.['deprecated'] === true) this.deprecated.push(p);
+      if (field.options?.deprecated === true) this.deprecated.push(p);
       this.fieldValue(this.spec(field), v, p);
     }
 
@@ -291,7 +282,7 @@ class StrictDecoder {
       if (typeof min === 'number' && value.length < min) {
         this.issue(path, `field ${spec.name} needs at least ${min} item(s)`);
       }
-      value.forEach((v, i) => this.single(spec, v, `${path}[${i}]`));
+      for (const [i, v] of value.entries()) this.single(spec, v, `${path}[${i}]`);
       return;
     }
     this.single(spec, value, path);
@@ -322,7 +313,7 @@ class StrictDecoder {
     const name = fullName(e);
     if (typeof value === 'string') {
       if (e.values[value] !== undefined) {
-        if (e.valuesOptions?.[value]?.['deprecated'] === true) this.deprecated.push(path);
+        if (e.valuesOptions?.[value]?.deprecated === true) this.deprecated.push(path);
         return;
       }
       const newer = NEWER_ENUM_VALUES[`${name}.${value}`];
@@ -341,8 +332,7 @@ class StrictDecoder {
   }
 
   private scalar(type: string, value: unknown, path: string): void {
-    const bad = (what: string): void =>
-      this.issue(path, `expected ${what} (${type}), got ${JSON.stringify(value)}`);
+    const bad = (what: string): void => this.issue(path, `expected ${what} (${type}), got ${JSON.stringify(value)}`);
     if (type in INT32) {
       const [lo, hi] = INT32[type]!;
       const n = typeof value === 'string' && /^-?\d+$/.test(value) ? Number(value) : value;
@@ -414,7 +404,7 @@ class StrictDecoder {
   /** proto3 JSON forms of the well-known types; returns false for a normal message. */
   private wellKnown(name: string, type: Type, value: unknown, path: string): boolean {
     if (WRAPPERS.has(name)) {
-      const inner = type.fields['value']!;
+      const inner = type.fields.value!;
       this.scalar(inner.type, value, path);
       return true;
     }
@@ -506,8 +496,7 @@ function at(value: unknown, ...keys: (string | number)[]): unknown {
   const seen: (string | number)[] = [];
   for (const k of keys) {
     seen.push(k);
-    const next =
-      typeof k === 'number' ? (Array.isArray(cur) ? cur[k] : undefined) : isObject(cur) ? cur[k] : undefined;
+    const next = typeof k === 'number' ? (Array.isArray(cur) ? cur[k] : undefined) : isObject(cur) ? cur[k] : undefined;
     assert.ok(next !== undefined, `missing ${seen.join('.')}`);
     cur = next;
   }
@@ -521,7 +510,7 @@ function list(value: unknown, ...keys: (string | number)[]): unknown[] {
 }
 
 function named(items: unknown[], name: string): JsonObject {
-  const hit = items.find((i) => isObject(i) && i['name'] === name);
+  const hit = items.find((i) => isObject(i) && i.name === name);
   assert.ok(isObject(hit), `no item named ${name}`);
   return hit;
 }
@@ -601,9 +590,12 @@ describe('envoy configs decode strictly against Envoy protos', () => {
 
       // ext_proc cluster: STATIC 127.0.0.1:50051 over HTTP/2, recycled connections, big breakers, gRPC health.
       const ep = cluster(cfg, 'ext_proc');
-      assert.equal(ep['type'], 'STATIC');
+      assert.equal(ep.type, 'STATIC');
       const eps = list(ep, 'load_assignment', 'endpoints', 0, 'lb_endpoints');
-      assert.deepEqual(eps.map((e) => socket(at(e, 'endpoint', 'address'))), ['127.0.0.1:50051']);
+      assert.deepEqual(
+        eps.map((e) => socket(at(e, 'endpoint', 'address'))),
+        ['127.0.0.1:50051'],
+      );
       const hpoKey = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
       const hpo = at(ep, 'typed_extension_protocol_options', hpoKey);
       assert.equal(at(hpo, '@type'), `type.googleapis.com/${hpoKey}`);
@@ -622,8 +614,8 @@ describe('envoy configs decode strictly against Envoy protos', () => {
 
       // Upstream: ORIGINAL_DST by our header.
       const od = cluster(cfg, 'llm_original_dst');
-      assert.equal(od['type'], 'ORIGINAL_DST');
-      assert.equal(od['lb_policy'], 'CLUSTER_PROVIDED');
+      assert.equal(od.type, 'ORIGINAL_DST');
+      assert.equal(od.lb_policy, 'CLUSTER_PROVIDED');
       assert.deepEqual(at(od, 'original_dst_lb_config'), {
         use_http_header: true,
         http_header_name: 'x-gateway-destination-endpoint',
@@ -644,12 +636,8 @@ describe('envoy configs decode strictly against Envoy protos', () => {
       assert.ok(seconds(at(hcm(cfg), 'stream_idle_timeout')) >= 600);
 
       // Filter chain: strip client header -> ext_proc -> router (last).
-      const names = httpFilters(cfg).map((f) => f['name']);
-      assert.deepEqual(names, [
-        'envoy.filters.http.header_mutation',
-        'envoy.filters.http.ext_proc',
-        'envoy.filters.http.router',
-      ]);
+      const names = httpFilters(cfg).map((f) => f.name);
+      assert.deepEqual(names, ['envoy.filters.http.header_mutation', 'envoy.filters.http.ext_proc', 'envoy.filters.http.router']);
       const removed = list(named(httpFilters(cfg), 'envoy.filters.http.header_mutation'), 'typed_config', 'mutations', 'request_mutations');
       assert.deepEqual(removed, [{ remove: 'x-gateway-destination-endpoint' }]);
 
@@ -657,10 +645,10 @@ describe('envoy configs decode strictly against Envoy protos', () => {
       const x = extProc(cfg);
       assert.equal(at(x, 'grpc_service', 'envoy_grpc', 'cluster_name'), 'ext_proc');
       assert.ok(clusterNames.has('ext_proc'));
-      assert.equal(x['failure_mode_allow'], false);
+      assert.equal(x.failure_mode_allow, false);
       assert.ok(seconds(at(x, 'message_timeout')) >= 5, 'message_timeout must be raised from 200ms');
       assert.deepEqual(at(x, 'metadata_options', 'receiving_namespaces', 'untyped'), ['envoy.lb']);
-      assert.equal(x['mutation_rules'], undefined, 'default mutation rules expected');
+      assert.equal(x.mutation_rules, undefined, 'default mutation rules expected');
       const mode = at(x, 'processing_mode');
       assert.equal(at(mode, 'request_header_mode'), 'SEND');
       assert.equal(at(mode, 'response_header_mode'), 'SEND', 'x-routed-to needs the response headers');
@@ -672,8 +660,8 @@ describe('envoy configs decode strictly against Envoy protos', () => {
         }
       }
       if (at(mode, 'request_body_mode') === 'BUFFERED') {
-        const routeLimits = rs.map((r) => Number(r['request_body_buffer_limit'] ?? 0));
-        const limit = Math.max(Number(listener['per_connection_buffer_limit_bytes'] ?? MIB), Math.min(...routeLimits) || 0);
+        const routeLimits = rs.map((r) => Number(r.request_body_buffer_limit ?? 0));
+        const limit = Math.max(Number(listener.per_connection_buffer_limit_bytes ?? MIB), Math.min(...routeLimits) || 0);
         assert.ok(limit >= BODY_LIMIT, `BUFFERED needs a buffer limit >= 32 MiB, got ${limit}`);
       }
 
@@ -705,9 +693,9 @@ describe('envoy configs decode strictly against Envoy protos', () => {
     const strip = (cfg: JsonObject): JsonObject => {
       const copy = structuredClone(cfg);
       const x = extProc(copy);
-      delete (x['processing_mode'] as JsonObject)['request_body_mode'];
-      delete (x['processing_mode'] as JsonObject)['request_trailer_mode'];
-      delete named(list(copy, 'static_resources', 'listeners'), 'llm')['per_connection_buffer_limit_bytes'];
+      delete (x.processing_mode as JsonObject).request_body_mode;
+      delete (x.processing_mode as JsonObject).request_trailer_mode;
+      delete named(list(copy, 'static_resources', 'listeners'), 'llm').per_connection_buffer_limit_bytes;
       return copy;
     };
     assert.deepEqual(strip(readConfig('envoy-full-duplex.yaml')), strip(readConfig('envoy.yaml')));
@@ -716,29 +704,27 @@ describe('envoy configs decode strictly against Envoy protos', () => {
 
 describe('strict decoder catches mistakes', () => {
   const base = (): JsonObject => readConfig('envoy.yaml');
-  const extProcPath =
-    'static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[1].typed_config';
+  const extProcPath = 'static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[1].typed_config';
 
   it('reports a misspelt field with its path', () => {
     const cfg = base();
     const x = extProc(cfg);
-    x['failure_mode_alow'] = x['failure_mode_allow'];
-    delete x['failure_mode_allow'];
+    x.failure_mode_alow = x.failure_mode_allow;
+    delete x.failure_mode_allow;
     const d = validate(cfg);
     assert.deepEqual(d.issues, [
       {
         path: `${extProcPath}.failure_mode_alow`,
-        message:
-          'unknown field "failure_mode_alow" in envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor (did you mean "failure_mode_allow"?)',
+        message: 'unknown field "failure_mode_alow" in envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor (did you mean "failure_mode_allow"?)',
       },
     ]);
   });
 
   it('reports a misspelt field at top level and deep inside a cluster', () => {
     const cfg = base();
-    cfg['admn'] = cfg['admin'];
+    cfg.admn = cfg.admin;
     const od = cluster(cfg, 'llm_original_dst');
-    (od['original_dst_lb_config'] as JsonObject)['http_header'] = 'x';
+    (od.original_dst_lb_config as JsonObject).http_header = 'x';
     const paths = validate(cfg).issues.map((i) => i.path);
     assert.deepEqual(paths.sort(), ['admn', 'static_resources.clusters[0].original_dst_lb_config.http_header']);
   });
@@ -746,29 +732,29 @@ describe('strict decoder catches mistakes', () => {
   it('still rejects a misspelling of an allow-listed newer field', () => {
     const cfg = base();
     const route = routes(cfg)[0]!;
-    route['request_body_buffer_limit'] = 33554432; // allowed (Envoy >= 1.36)
+    route.request_body_buffer_limit = 33554432; // allowed (Envoy >= 1.36)
     let d = validate(cfg);
     assert.deepEqual(d.issues, []);
     assert.equal(d.newer.length, 1);
-    delete route['request_body_buffer_limit'];
-    route['request_body_buffer_limt'] = 33554432;
+    delete route.request_body_buffer_limit;
+    route.request_body_buffer_limt = 33554432;
     d = validate(cfg);
     assert.equal(d.issues.length, 1);
     assert.match(d.issues[0]!.path, /routes\[0\]\.request_body_buffer_limt$/);
     // ... and type-checks the allow-listed field's value.
-    delete route['request_body_buffer_limt'];
-    route['request_body_buffer_limit'] = '32Mi';
+    delete route.request_body_buffer_limt;
+    route.request_body_buffer_limit = '32Mi';
     assert.match(validate(cfg).issues[0]?.message ?? '', /integer/);
   });
 
   it('rejects bad enum names, durations, types and unknown @type URLs', () => {
     const cfg = base();
     const x = extProc(cfg);
-    (x['processing_mode'] as JsonObject)['request_body_mode'] = 'FULL_DUPLEX_STREAM';
-    x['message_timeout'] = '10ms';
-    x['failure_mode_allow'] = 'false';
+    (x.processing_mode as JsonObject).request_body_mode = 'FULL_DUPLEX_STREAM';
+    x.message_timeout = '10ms';
+    x.failure_mode_allow = 'false';
     const router = named(httpFilters(cfg), 'envoy.filters.http.router');
-    (router['typed_config'] as JsonObject)['@type'] = 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Routr';
+    (router.typed_config as JsonObject)['@type'] = 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Routr';
     const issues = validate(cfg).issues;
     const byPath = new Map(issues.map((i) => [i.path.replace(`${extProcPath}.`, ''), i.message]));
     assert.match(byPath.get('processing_mode.request_body_mode') ?? '', /not a value of enum/);
@@ -784,39 +770,49 @@ describe('strict decoder catches mistakes', () => {
   it('rejects two members of a oneof and missing required fields', () => {
     const cfg = base();
     const route = routes(cfg)[0]!;
-    (route['route'] as JsonObject)['cluster_header'] = 'x-cluster';
+    (route.route as JsonObject).cluster_header = 'x-cluster';
     const x = extProc(cfg);
-    x['grpc_service'] = { envoy_grpc: {} };
+    x.grpc_service = { envoy_grpc: {} };
     const issues = validate(cfg).issues;
-    assert.ok(issues.some((i) => /oneof cluster_specifier .* cluster, cluster_header/.test(i.message)), JSON.stringify(issues));
-    assert.ok(issues.some((i) => i.path === `${extProcPath}.grpc_service.envoy_grpc.cluster_name`), JSON.stringify(issues));
+    assert.ok(
+      issues.some((i) => /oneof cluster_specifier .* cluster, cluster_header/.test(i.message)),
+      JSON.stringify(issues),
+    );
+    assert.ok(
+      issues.some((i) => i.path === `${extProcPath}.grpc_service.envoy_grpc.cluster_name`),
+      JSON.stringify(issues),
+    );
     assert.equal(issues.length, 2);
   });
 
-  it('applies Envoy\'s required-field rules, rejects nulls, flags deprecated fields, accepts camelCase', () => {
+  it("applies Envoy's required-field rules, rejects nulls, flags deprecated fields, accepts camelCase", () => {
     const cfg = base();
-    delete hcm(cfg)['stat_prefix'];
+    delete hcm(cfg).stat_prefix;
     const ep = cluster(cfg, 'ext_proc');
-    ep['max_requests_per_connection'] = 500; // deprecated in favour of HttpProtocolOptions
+    ep.max_requests_per_connection = 500; // deprecated in favour of HttpProtocolOptions
     const hpo = at(ep, 'typed_extension_protocol_options', 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions');
-    (at(hpo, 'explicit_http_config') as JsonObject)['http2_protocol_options'] = null;
+    (at(hpo, 'explicit_http_config') as JsonObject).http2_protocol_options = null;
     const od = cluster(cfg, 'llm_original_dst');
-    od['connectTimeout'] = od['connect_timeout']; // proto3 JSON name, accepted by Envoy
-    delete od['connect_timeout'];
+    od.connectTimeout = od.connect_timeout; // proto3 JSON name, accepted by Envoy
+    delete od.connect_timeout;
     const d = validate(cfg);
     const paths = d.issues.map((i) => i.path).sort();
-    assert.deepEqual(paths, [
-      'static_resources.clusters[1].typed_extension_protocol_options[envoy.extensions.upstreams.http.v3.HttpProtocolOptions].explicit_http_config.http2_protocol_options',
-      'static_resources.listeners[0].filter_chains[0].filters[0].typed_config.stat_prefix',
-    ], JSON.stringify(d.issues, null, 1));
+    assert.deepEqual(
+      paths,
+      [
+        'static_resources.clusters[1].typed_extension_protocol_options[envoy.extensions.upstreams.http.v3.HttpProtocolOptions].explicit_http_config.http2_protocol_options',
+        'static_resources.listeners[0].filter_chains[0].filters[0].typed_config.stat_prefix',
+      ],
+      JSON.stringify(d.issues, null, 1),
+    );
     assert.deepEqual(d.deprecated, ['static_resources.clusters[1].max_requests_per_connection']);
   });
 
   it('rejects FULL_DUPLEX_STREAMED misspelt as a newer enum value, and values out of range', () => {
     const cfg = readConfig('envoy-full-duplex.yaml');
     const admin = at(cfg, 'admin', 'address', 'socket_address') as JsonObject;
-    admin['port_value'] = 70000;
-    (at(extProc(cfg), 'processing_mode') as JsonObject)['request_body_mode'] = 'FULL_DUPLEX_STREAMING';
+    admin.port_value = 70000;
+    (at(extProc(cfg), 'processing_mode') as JsonObject).request_body_mode = 'FULL_DUPLEX_STREAMING';
     const issues = validate(cfg).issues;
     assert.equal(issues.length, 2, JSON.stringify(issues));
     assert.ok(issues.some((i) => i.path === 'admin.address.socket_address.port_value'));
@@ -850,7 +846,7 @@ describe('container files', () => {
   const compose = YAML.parse(readFileSync(path.join(REPO_ROOT, 'docker-compose.yaml'), 'utf8'), { uniqueKeys: true }) as unknown;
   const dockerfile = readFileSync(path.join(REPO_ROOT, 'Dockerfile'), 'utf8');
 
-  it('docker-compose runs Envoy in llm-extproc\'s network namespace with a valid config', () => {
+  it("docker-compose runs Envoy in llm-extproc's network namespace with a valid config", () => {
     const envoy = at(compose, 'services', 'envoy');
     assert.equal(at(envoy, 'network_mode'), 'service:llm-extproc');
     const extproc = parseConfig(list(at(compose, 'services', 'llm-extproc'), 'command').map(String))!;

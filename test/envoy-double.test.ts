@@ -2,24 +2,20 @@
  * Tests of the Envoy test double itself (test/support/envoy/*), against tiny in-test ext_proc
  * servers (grpc-js, the project's package definition) and a tiny HTTP backend on 127.0.0.2.
  */
-import { describe, it, before, after } from 'node:test';
+
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { extProcPackageDefinition } from '../src/extproc/proto.js';
+import type { HeaderValueOption } from '../src/generated/envoy/config/core/v3/HeaderValueOption.js';
 import type { ProcessingRequest__Output } from '../src/generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
 import type { ProcessingResponse } from '../src/generated/envoy/service/ext_proc/v3/ProcessingResponse.js';
-import type { HeaderValueOption } from '../src/generated/envoy/config/core/v3/HeaderValueOption.js';
-import {
-  EnvoyDouble,
-  encodeProcessingRequest,
-  decodeProcessingResponse,
-  type EnvoyDoubleOptions,
-} from './support/envoy/envoy-double.js';
+import { decodeProcessingResponse, EnvoyDouble, type EnvoyDoubleOptions, encodeProcessingRequest } from './support/envoy/envoy-double.js';
 import { GrpcH2Connection, grpcFrame } from './support/envoy/grpc-h2.js';
-import { startH2Sniffer, H2FrameType } from './support/envoy/h2-sniffer.js';
+import { H2FrameType, startH2Sniffer } from './support/envoy/h2-sniffer.js';
 import { defer, until } from './support/wait.js';
 
 const T = { timeout: 20_000 };
@@ -38,7 +34,7 @@ interface CallRec {
   times: number[];
   call: grpc.ServerDuplexStream<Req, Res>;
 }
-type Handler = (m: Req, rec: CallRec) => Res | Res[] | void | Promise<Res | Res[] | void>;
+type Handler = (m: Req, rec: CallRec) => Res | Res[] | undefined | Promise<Res | Res[] | undefined>;
 
 interface Processor {
   target: string;
@@ -142,14 +138,25 @@ async function startBackend(): Promise<Backend> {
     const parts: Buffer[] = [];
     req.on('data', (d: Buffer) => parts.push(d));
     req.on('end', () => {
-      const s: Seen = { method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders, body: Buffer.concat(parts), trailers: req.trailers };
+      const s: Seen = {
+        method: req.method!,
+        url: req.url!,
+        headers: req.headers,
+        rawHeaders: req.rawHeaders,
+        body: Buffer.concat(parts),
+        trailers: req.trailers,
+      };
       seen.push(s);
       b.handler(s, res);
     });
   });
   await new Promise<void>((r) => srv.listen(0, '127.0.0.2', r));
   b.hostPort = `127.0.0.2:${(srv.address() as net.AddressInfo).port}`;
-  b.close = () => new Promise<void>((r) => { srv.closeAllConnections(); srv.close(() => r()); });
+  b.close = () =>
+    new Promise<void>((r) => {
+      srv.closeAllConnections();
+      srv.close(() => r());
+    });
   return b;
 }
 
@@ -201,7 +208,10 @@ describe('grpc-h2 client', () => {
       st.halfClose();
       const got: Buffer[] = [];
       for await (const m of st) got.push(Buffer.from(m));
-      assert.deepEqual(got.slice(0, 3).map((b) => b.toString()), ['a', '', 'ccc']);
+      assert.deepEqual(
+        got.slice(0, 3).map((b) => b.toString()),
+        ['a', '', 'ccc'],
+      );
       assert.equal(got.length, 4);
       assert.equal(got[3]!.length, 100_000);
       assert.ok(got[3]!.every((x) => x === 7));
@@ -236,7 +246,11 @@ describe('grpc-h2 client', () => {
       const status = await st.status;
       assert.equal(status.localReset, true);
       assert.equal(status.rstCode, http2.constants.NGHTTP2_CANCEL);
-      await until('two streams at the server', () => seen.length, (n) => n >= 2);
+      await until(
+        'two streams at the server',
+        () => seen.length,
+        (n) => n >= 2,
+      );
       assert.deepEqual(seen, ['end', `close:${http2.constants.NGHTTP2_CANCEL}`]);
       const frames = sniff.frames.filter((f) => f.streamId === 1);
       const endIdx = frames.findIndex((f) => f.type === H2FrameType.DATA && (f.flags & 0x1) === 1);
@@ -268,7 +282,11 @@ describe('grpc-h2 client', () => {
     try {
       assert.equal(conn.stats.goawayCount, 0);
       conn.openStream('/x.Y/Z');
-      await until('a GOAWAY', () => conn.stats.goawayCount, (n) => n > 0);
+      await until(
+        'a GOAWAY',
+        () => conn.stats.goawayCount,
+        (n) => n > 0,
+      );
       assert.equal(conn.stats.goawayCount, 1);
       assert.deepEqual(conn.stats.goawayCodes, [http2.constants.NGHTTP2_ENHANCE_YOUR_CALM]);
       assert.equal(conn.isGone, true);
@@ -283,7 +301,7 @@ describe('grpc-h2 client', () => {
   // nothing is lost. Both sides are observable with the client's counters.
   for (const tuned of [false, true]) {
     it(`3000 Envoy-closed streams on one connection, server ${tuned ? 'with raised' : 'with default'} reset limits`, T, async () => {
-      const srv = http2.createServer(tuned ? { streamResetBurst: 100_000, streamResetRate: 100_000 } as http2.ServerOptions : {});
+      const srv = http2.createServer(tuned ? ({ streamResetBurst: 100_000, streamResetRate: 100_000 } as http2.ServerOptions) : {});
       srv.on('stream', (s) => {
         s.respond({ ':status': 200, 'content-type': 'application/grpc' });
         s.on('error', () => {});
@@ -365,7 +383,7 @@ describe('Envoy double: request path', () => {
         const seen = backend.seen.at(-1)!;
         assert.equal(seen.url, '/v1/models');
         assert.equal(seen.headers[DEST], backend.hostPort);
-        assert.equal(seen.headers['host'], 'llm.local');
+        assert.equal(seen.headers.host, 'llm.local');
         assert.equal(seen.headers['x-request-id'], hv(first, 'x-request-id')[0]);
       });
     } finally {
@@ -402,25 +420,31 @@ describe('Envoy double: request path', () => {
       }
       if (m.request === 'request_body') {
         const model = JSON.parse(m.request_body!.body!.toString()).model;
-        return bodyResp('request', { header_mutation: { set_headers: [setHeader(DEST, backend.hostPort), setHeader('x-model', model)] }, clear_route_cache: true });
+        return bodyResp('request', {
+          header_mutation: { set_headers: [setHeader(DEST, backend.hostPort), setHeader('x-model', model)] },
+          clear_route_cache: true,
+        });
       }
       return continueAll(m);
     });
     try {
-      await withDouble({ extProcTarget: p.target, messageTimeoutMs: 1000, processingMode: { requestBodyMode: 'BUFFERED', responseHeaderMode: 'SKIP' } }, async (d) => {
-        const r = await d.request({ method: 'POST', path: '/v1/chat/completions', chunks: [Buffer.from('{"model":'), Buffer.from('"llama"}')] });
-        assert.equal(r.status, 200, r.details);
-        const rec = p.calls[0]!;
-        assert.deepEqual(kinds(rec), ['request_headers', 'request_body']);
-        const bodyAt = rec.times[rec.events.indexOf('request_body')]!;
-        assert.ok(bodyAt >= headersAnsweredAt, 'body sent only after the headers response');
-        assert.equal(rec.msgs[1]!.request_body!.body!.toString(), '{"model":"llama"}');
-        assert.equal(rec.msgs[1]!.request_body!.end_of_stream, true);
-        const seen = backend.seen.at(-1)!;
-        assert.equal(seen.headers['x-model'], 'llama');
-        assert.equal(seen.headers['content-length'], '17', 'BUFFERED+SEND keeps content-length');
-        assert.equal(seen.body.toString(), '{"model":"llama"}');
-      });
+      await withDouble(
+        { extProcTarget: p.target, messageTimeoutMs: 1000, processingMode: { requestBodyMode: 'BUFFERED', responseHeaderMode: 'SKIP' } },
+        async (d) => {
+          const r = await d.request({ method: 'POST', path: '/v1/chat/completions', chunks: [Buffer.from('{"model":'), Buffer.from('"llama"}')] });
+          assert.equal(r.status, 200, r.details);
+          const rec = p.calls[0]!;
+          assert.deepEqual(kinds(rec), ['request_headers', 'request_body']);
+          const bodyAt = rec.times[rec.events.indexOf('request_body')]!;
+          assert.ok(bodyAt >= headersAnsweredAt, 'body sent only after the headers response');
+          assert.equal(rec.msgs[1]!.request_body!.body!.toString(), '{"model":"llama"}');
+          assert.equal(rec.msgs[1]!.request_body!.end_of_stream, true);
+          const seen = backend.seen.at(-1)!;
+          assert.equal(seen.headers['x-model'], 'llama');
+          assert.equal(seen.headers['content-length'], '17', 'BUFFERED+SEND keeps content-length');
+          assert.equal(seen.body.toString(), '{"model":"llama"}');
+        },
+      );
     } finally {
       await p.close();
     }
@@ -435,7 +459,11 @@ describe('Envoy double: request path', () => {
         assert.equal(r.status, 413);
         assert.equal(r.localReply, true);
         assert.equal(r.details, 'request_payload_too_large');
-        await until('the processor to see the stream cancelled', () => p.calls[0]?.events ?? [], (events) => events.includes('cancelled'));
+        await until(
+          'the processor to see the stream cancelled',
+          () => p.calls[0]?.events ?? [],
+          (events) => events.includes('cancelled'),
+        );
         assert.deepEqual(kinds(p.calls[0]), ['request_headers']);
         assert.equal(backend.seen.length, before);
         // Exactly at the limit is fine.
@@ -476,19 +504,25 @@ describe('Envoy double: request path', () => {
   it('BUFFERED with request headers SKIP: body is the first message; content-length removed', T, async () => {
     const p = await startProcessor((m) =>
       m.request === 'request_body'
-        ? bodyResp('request', { header_mutation: { set_headers: [setHeader(DEST, backend.hostPort), setHeader('content-length', '3')] }, body_mutation: { body: Buffer.from('new body') } })
+        ? bodyResp('request', {
+            header_mutation: { set_headers: [setHeader(DEST, backend.hostPort), setHeader('content-length', '3')] },
+            body_mutation: { body: Buffer.from('new body') },
+          })
         : continueAll(m),
     );
     try {
-      await withDouble({ extProcTarget: p.target, processingMode: { requestHeaderMode: 'SKIP', requestBodyMode: 'BUFFERED', responseHeaderMode: 'SKIP' } }, async (d) => {
-        const r = await d.request({ method: 'POST', path: '/b', body: 'old' });
-        assert.equal(r.status, 200, r.details);
-        assert.deepEqual(kinds(p.calls[0]), ['request_body']);
-        assert.equal(p.calls[0]!.msgs[0]!.protocol_config?.request_body_mode, 'BUFFERED');
-        const seen = backend.seen.at(-1)!;
-        assert.equal(seen.body.toString(), 'new body');
-        assert.equal(seen.headers['content-length'], undefined);
-      });
+      await withDouble(
+        { extProcTarget: p.target, processingMode: { requestHeaderMode: 'SKIP', requestBodyMode: 'BUFFERED', responseHeaderMode: 'SKIP' } },
+        async (d) => {
+          const r = await d.request({ method: 'POST', path: '/b', body: 'old' });
+          assert.equal(r.status, 200, r.details);
+          assert.deepEqual(kinds(p.calls[0]), ['request_body']);
+          assert.equal(p.calls[0]!.msgs[0]!.protocol_config?.request_body_mode, 'BUFFERED');
+          const seen = backend.seen.at(-1)!;
+          assert.equal(seen.body.toString(), 'new body');
+          assert.equal(seen.headers['content-length'], undefined);
+        },
+      );
     } finally {
       await p.close();
     }
@@ -497,7 +531,11 @@ describe('Envoy double: request path', () => {
   it('STREAMED: one response per chunk, in order; chunk mutations; content-length removed', T, async () => {
     const p = await startProcessor((m) => {
       if (m.request === 'request_headers') return headersResp('request', [setHeader(DEST, backend.hostPort), setHeader('content-length', '999')]);
-      if (m.request === 'request_body') return bodyResp('request', { body_mutation: { body: Buffer.from(m.request_body!.body!.toString().toUpperCase()) }, header_mutation: { set_headers: [setHeader('x-ignored', '1')] } });
+      if (m.request === 'request_body')
+        return bodyResp('request', {
+          body_mutation: { body: Buffer.from(m.request_body!.body!.toString().toUpperCase()) },
+          header_mutation: { set_headers: [setHeader('x-ignored', '1')] },
+        });
       return continueAll(m);
     });
     try {
@@ -506,7 +544,14 @@ describe('Envoy double: request path', () => {
         assert.equal(r.status, 200, r.details);
         const rec = p.calls[0]!;
         assert.deepEqual(kinds(rec), ['request_headers', 'request_body', 'request_body', 'request_body']);
-        assert.deepEqual(rec.msgs.slice(1).map((m) => [m.request_body!.body!.toString(), m.request_body!.end_of_stream]), [['ab', false], ['cd', false], ['ef', true]]);
+        assert.deepEqual(
+          rec.msgs.slice(1).map((m) => [m.request_body!.body!.toString(), m.request_body!.end_of_stream]),
+          [
+            ['ab', false],
+            ['cd', false],
+            ['ef', true],
+          ],
+        );
         const seen = backend.seen.at(-1)!;
         assert.equal(seen.body.toString(), 'ABCDEF');
         assert.equal(seen.headers['content-length'], undefined, 'content-length removed (and the set skipped)');
@@ -525,7 +570,9 @@ describe('Envoy double: request path', () => {
         const body = Buffer.concat(rec.msgs.filter((x) => x.request_body).map((x) => x.request_body!.body!)).toString();
         const out = Buffer.from(body.replace('alias', 'real-model'));
         return [
-          headersResp('request', [setHeader(DEST, backend.hostPort)], { dynamic_metadata: { fields: { 'envoy.lb': { structValue: { fields: { [DEST]: { stringValue: backend.hostPort } } } } } } }),
+          headersResp('request', [setHeader(DEST, backend.hostPort)], {
+            dynamic_metadata: { fields: { 'envoy.lb': { structValue: { fields: { [DEST]: { stringValue: backend.hostPort } } } } } },
+          }),
           bodyResp('request', { body_mutation: { streamed_response: { body: out.subarray(0, 5) } } }),
           bodyResp('request', { body_mutation: { streamed_response: { body: out.subarray(5), end_of_stream: true } } }),
         ];
@@ -538,7 +585,12 @@ describe('Envoy double: request path', () => {
       return undefined;
     });
     try {
-      const mode = { requestBodyMode: 'FULL_DUPLEX_STREAMED', requestTrailerMode: 'SEND', responseBodyMode: 'FULL_DUPLEX_STREAMED', responseTrailerMode: 'SEND' } as const;
+      const mode = {
+        requestBodyMode: 'FULL_DUPLEX_STREAMED',
+        requestTrailerMode: 'SEND',
+        responseBodyMode: 'FULL_DUPLEX_STREAMED',
+        responseTrailerMode: 'SEND',
+      } as const;
       await withDouble({ extProcTarget: p.target, processingMode: mode }, async (d) => {
         const r = await d.request({ method: 'POST', path: '/v1/completions', chunks: ['{"model":', '"alias"}'] });
         assert.equal(r.status, 200, r.details);
@@ -559,13 +611,25 @@ describe('Envoy double: request path', () => {
   });
 
   it('FULL_DUPLEX_STREAMED config without trailer mode SEND is rejected', () => {
-    assert.throws(() => new EnvoyDouble({ extProcTarget: '127.0.0.1:1', processingMode: { requestBodyMode: 'FULL_DUPLEX_STREAMED' } }), /request_trailer_mode has to be set to SEND/);
-    assert.throws(() => new EnvoyDouble({ extProcTarget: '127.0.0.1:1', processingMode: { responseBodyMode: 'FULL_DUPLEX_STREAMED' } }), /response_trailer_mode/);
+    assert.throws(
+      () => new EnvoyDouble({ extProcTarget: '127.0.0.1:1', processingMode: { requestBodyMode: 'FULL_DUPLEX_STREAMED' } }),
+      /request_trailer_mode has to be set to SEND/,
+    );
+    assert.throws(
+      () => new EnvoyDouble({ extProcTarget: '127.0.0.1:1', processingMode: { responseBodyMode: 'FULL_DUPLEX_STREAMED' } }),
+      /response_trailer_mode/,
+    );
   });
 
   for (const [name, answer] of [
-    ['body response before the headers response', (): Res[] => [bodyResp('request', { body_mutation: { streamed_response: { body: Buffer.from('x'), end_of_stream: true } } })]],
-    ['non-streamed body mutation', (): Res[] => [headersResp('request', [setHeader(DEST, backend.hostPort)]), bodyResp('request', { body_mutation: { body: Buffer.from('x') } })]],
+    [
+      'body response before the headers response',
+      (): Res[] => [bodyResp('request', { body_mutation: { streamed_response: { body: Buffer.from('x'), end_of_stream: true } } })],
+    ],
+    [
+      'non-streamed body mutation',
+      (): Res[] => [headersResp('request', [setHeader(DEST, backend.hostPort)]), bodyResp('request', { body_mutation: { body: Buffer.from('x') } })],
+    ],
     ['empty body response', (): Res[] => [headersResp('request', [setHeader(DEST, backend.hostPort)]), bodyResp('request', {})]],
   ] as const) {
     it(`FULL_DUPLEX_STREAMED: ${name} is spurious ⇒ 500`, T, async () => {
@@ -631,7 +695,12 @@ describe('Envoy double: request path', () => {
     });
     try {
       await withDouble({ extProcTarget: p.target }, async (d) => {
-        const ex = await d.open({ method: 'POST', path: '/orig', headers: { 'x-over': 'old', 'x-over-false': 'old', 'x-action': 'old', 'x-app': 'one', 'x-remove-me': '1' }, body: 'b' });
+        const ex = await d.open({
+          method: 'POST',
+          path: '/orig',
+          headers: { 'x-over': 'old', 'x-over-false': 'old', 'x-action': 'old', 'x-app': 'one', 'x-remove-me': '1' },
+          body: 'b',
+        });
         assert.equal(ex.localReply, undefined);
         const h = ex.requestHeaders;
         assert.equal(h['x-over'], 'new');
@@ -640,7 +709,7 @@ describe('Envoy double: request path', () => {
         assert.deepEqual(h['x-app'], ['one', 'two']);
         assert.equal(h['x-upper'], 'lowered');
         assert.equal(h[':authority'], 'llm.local');
-        assert.equal(h['host'], undefined);
+        assert.equal(h.host, undefined);
         assert.equal(h[':method'], 'POST');
         assert.equal(h[':scheme'], 'http');
         assert.equal(h['x-envoy-original-dst-host'], undefined);
@@ -664,7 +733,11 @@ describe('Envoy double: request path', () => {
   it('value and raw_value both set ⇒ local reply with status_on_error', T, async () => {
     const p = await startProcessor((m) =>
       m.request === 'request_headers'
-        ? { request_headers: { response: { header_mutation: { set_headers: [{ header: { key: DEST, value: backend.hostPort, raw_value: Buffer.from(backend.hostPort) } }] } } } }
+        ? {
+            request_headers: {
+              response: { header_mutation: { set_headers: [{ header: { key: DEST, value: backend.hostPort, raw_value: Buffer.from(backend.hostPort) } }] } },
+            },
+          }
         : undefined,
     );
     try {
@@ -742,7 +815,11 @@ describe('Envoy double: request path', () => {
         const r = await d.request({ method: 'GET', path: '/x', headers: { [DEST]: backend.hostPort } });
         assert.equal(r.status, 500);
         assert.equal(r.details, 'spurious_message');
-        await until('the processor to see the stream cancelled', () => p.calls[0]!.events, (events) => events.includes('cancelled'));
+        await until(
+          'the processor to see the stream cancelled',
+          () => p.calls[0]!.events,
+          (events) => events.includes('cancelled'),
+        );
       });
     } finally {
       await p.close();
@@ -760,10 +837,18 @@ describe('Envoy double: request path', () => {
         assert.equal(r.details, 'ext_proc_error_per-message_timeout_exceeded');
         assert.ok(dt >= 140 && dt < 1500, `took ${dt} ms`);
       });
-      await withDouble({ extProcTarget: p.target, messageTimeoutMs: 100, exchangeTimeoutMs: 600, processingMode: { requestBodyMode: 'FULL_DUPLEX_STREAMED', requestTrailerMode: 'SEND' } }, async (d) => {
-        // No per-message timer in FULL_DUPLEX: only the harness bound ends this exchange.
-        await assert.rejects(d.request({ method: 'POST', path: '/x', body: 'x' }), /did not finish within 600 ms/);
-      });
+      await withDouble(
+        {
+          extProcTarget: p.target,
+          messageTimeoutMs: 100,
+          exchangeTimeoutMs: 600,
+          processingMode: { requestBodyMode: 'FULL_DUPLEX_STREAMED', requestTrailerMode: 'SEND' },
+        },
+        async (d) => {
+          // No per-message timer in FULL_DUPLEX: only the harness bound ends this exchange.
+          await assert.rejects(d.request({ method: 'POST', path: '/x', body: 'x' }), /did not finish within 600 ms/);
+        },
+      );
     } finally {
       await p.close();
     }
@@ -824,8 +909,12 @@ describe('Envoy double: request path', () => {
   });
 
   it('dynamic metadata kept only for receiving namespaces', T, async () => {
-    const md = { fields: { 'envoy.lb': { structValue: { fields: { a: { stringValue: '1' } } } }, 'other.ns': { structValue: { fields: { b: { numberValue: 2 } } } } } };
-    const p = await startProcessor((m) => (m.request === 'request_headers' ? headersResp('request', [setHeader(DEST, backend.hostPort)], { dynamic_metadata: md }) : continueAll(m)));
+    const md = {
+      fields: { 'envoy.lb': { structValue: { fields: { a: { stringValue: '1' } } } }, 'other.ns': { structValue: { fields: { b: { numberValue: 2 } } } } },
+    };
+    const p = await startProcessor((m) =>
+      m.request === 'request_headers' ? headersResp('request', [setHeader(DEST, backend.hostPort)], { dynamic_metadata: md }) : continueAll(m),
+    );
     try {
       await withDouble({ extProcTarget: p.target }, async (d) => {
         assert.deepEqual((await d.request({ method: 'GET', path: '/x' })).dynamicMetadata, { 'envoy.lb': { a: '1' } });
@@ -849,7 +938,8 @@ describe('Envoy double: response path and stream end', () => {
     const p = await startProcessor((m) => {
       if (m.request === 'request_headers') return headersResp('request', [setHeader(DEST, backend.hostPort)]);
       if (m.request === 'response_headers') return headersResp('response', [setHeader('x-seen', '1')]);
-      if (m.request === 'response_body') return bodyResp('response', { body_mutation: { body: Buffer.from(m.response_body!.body!.toString().replace('data', 'DATA')) } });
+      if (m.request === 'response_body')
+        return bodyResp('response', { body_mutation: { body: Buffer.from(m.response_body!.body!.toString().replace('data', 'DATA')) } });
     });
     // The backend writes a chunk only once the client has the one before: a double that held the
     // response back would never get the second chunk and time out.
@@ -876,7 +966,12 @@ describe('Envoy double: response path and stream end', () => {
         assert.equal(r.body.toString(), 'DATA: 0\n\nDATA: 1\n\nDATA: 2\n\n');
         const rec = p.calls[0]!;
         const bodies = rec.msgs.filter((m) => m.response_body).map((m) => [m.response_body!.body!.toString(), m.response_body!.end_of_stream]);
-        assert.deepEqual(bodies, [['data: 0\n\n', false], ['data: 1\n\n', false], ['data: 2\n\n', false], ['', true]]);
+        assert.deepEqual(bodies, [
+          ['data: 0\n\n', false],
+          ['data: 1\n\n', false],
+          ['data: 2\n\n', false],
+          ['', true],
+        ]);
         assert.deepEqual(arrivals, ['DATA: 0\n\n', 'DATA: 1\n\n', 'DATA: 2\n\n']);
       });
     } finally {
@@ -890,7 +985,10 @@ describe('Envoy double: response path and stream end', () => {
       if (m.request === 'request_headers') return headersResp('request', [setHeader(DEST, '127.0.0.2:1')]);
       if (m.request === 'response_headers') return { response_headers: { response: {} } };
       if (m.request === 'response_body') {
-        return bodyResp('response', { header_mutation: { set_headers: [setHeader('content-length', '4'), setHeader('x-total', String(m.response_body!.body!.length))] }, body_mutation: { body: Buffer.from('done') } });
+        return bodyResp('response', {
+          header_mutation: { set_headers: [setHeader('content-length', '4'), setHeader('x-total', String(m.response_body!.body!.length))] },
+          body_mutation: { body: Buffer.from('done') },
+        });
       }
     });
     try {
@@ -918,7 +1016,11 @@ describe('Envoy double: response path and stream end', () => {
         const r = await d.request({ method: 'GET', path: '/x', headers: { [DEST]: backend.hostPort } });
         assert.equal(r.status, 200);
         assert.equal(r.grpcStatus?.localReset, true);
-        await until('the processor to see the stream cancelled', () => p.calls[0]!.events, (events) => events.includes('cancelled'));
+        await until(
+          'the processor to see the stream cancelled',
+          () => p.calls[0]!.events,
+          (events) => events.includes('cancelled'),
+        );
         const ev = p.calls[0]!.events;
         assert.ok(ev.indexOf('end') >= 0 && ev.indexOf('end') < ev.indexOf('cancelled'), ev.join(','));
       });
@@ -950,7 +1052,11 @@ describe('Envoy double: response path and stream end', () => {
         assert.equal(ex.upstream, backend.hostPort);
         const st = await ex.abort();
         assert.equal(st?.localReset, true);
-        await until('the processor to see the stream cancelled', () => p.calls[0]!.events, (events) => events.includes('cancelled'));
+        await until(
+          'the processor to see the stream cancelled',
+          () => p.calls[0]!.events,
+          (events) => events.includes('cancelled'),
+        );
         assert.deepEqual(p.calls[0]!.events, ['request_headers', 'end', 'cancelled']);
         await assert.rejects(ex.forward(), /already finished/);
       });
@@ -963,7 +1069,8 @@ describe('Envoy double: response path and stream end', () => {
     const p = await startProcessor((m) => {
       if (m.request === 'request_headers') return headersResp('request', [setHeader(DEST, backend.hostPort)]);
       if (m.request === 'response_headers') return headersResp('response');
-      if (m.request === 'response_body') return bodyResp('response', { body_mutation: { streamed_response: { body: m.response_body!.body, end_of_stream: m.response_body!.end_of_stream } } });
+      if (m.request === 'response_body')
+        return bodyResp('response', { body_mutation: { streamed_response: { body: m.response_body!.body, end_of_stream: m.response_body!.end_of_stream } } });
       return undefined;
     });
     const prevHandler = backend.handler;
@@ -984,13 +1091,21 @@ describe('Envoy double: response path and stream end', () => {
         const ex = await d.open({ method: 'POST', path: '/v1/chat/completions', body: '{}', onResponseChunk: () => chunks++ });
         const pending = ex.forward();
         const t0 = Date.now();
-        await until('the stream to flow downstream', () => chunks, (n) => n >= 2);
+        await until(
+          'the stream to flow downstream',
+          () => chunks,
+          (n) => n >= 2,
+        );
         await ex.abort();
         const r = await pending;
         assert.equal(r.reset, true);
         assert.equal(r.details, 'downstream_remote_disconnect');
         assert.ok(Date.now() - t0 < 5000);
-        await until('the upstream closed and the stream cancelled', () => ({ upstreamClosed, events: p.calls[0]!.events }), (seen) => seen.upstreamClosed && seen.events.includes('cancelled'));
+        await until(
+          'the upstream closed and the stream cancelled',
+          () => ({ upstreamClosed, events: p.calls[0]!.events }),
+          (seen) => seen.upstreamClosed && seen.events.includes('cancelled'),
+        );
         const ev = p.calls[0]!.events;
         assert.ok(ev.indexOf('end') < ev.indexOf('cancelled'), ev.join(','));
         assert.ok(!ev.includes('response_trailers'));
@@ -1014,16 +1129,22 @@ describe('Envoy double: response path and stream end', () => {
       return undefined;
     });
     try {
-      await withDouble({ extProcTarget: p.target, processingMode: { requestBodyMode: 'FULL_DUPLEX_STREAMED', requestTrailerMode: 'SEND', responseHeaderMode: 'SKIP' } }, async (d) => {
-        const r = await d.request({ method: 'POST', path: '/t', chunks: ['ab', 'cd'], trailers: { 'x-checksum': 'orig' } });
-        assert.equal(r.status, 200, r.details);
-        const rec = p.calls[0]!;
-        assert.deepEqual(kinds(rec), ['request_headers', 'request_body', 'request_body', 'request_trailers']);
-        assert.deepEqual(rec.msgs.filter((m) => m.request_body).map((m) => m.request_body!.end_of_stream), [false, false]);
-        const seen = backend.seen.at(-1)!;
-        assert.equal(seen.body.toString(), 'abcd');
-        assert.equal(seen.trailers['x-checksum'], 'fixed');
-      });
+      await withDouble(
+        { extProcTarget: p.target, processingMode: { requestBodyMode: 'FULL_DUPLEX_STREAMED', requestTrailerMode: 'SEND', responseHeaderMode: 'SKIP' } },
+        async (d) => {
+          const r = await d.request({ method: 'POST', path: '/t', chunks: ['ab', 'cd'], trailers: { 'x-checksum': 'orig' } });
+          assert.equal(r.status, 200, r.details);
+          const rec = p.calls[0]!;
+          assert.deepEqual(kinds(rec), ['request_headers', 'request_body', 'request_body', 'request_trailers']);
+          assert.deepEqual(
+            rec.msgs.filter((m) => m.request_body).map((m) => m.request_body!.end_of_stream),
+            [false, false],
+          );
+          const seen = backend.seen.at(-1)!;
+          assert.equal(seen.body.toString(), 'abcd');
+          assert.equal(seen.trailers['x-checksum'], 'fixed');
+        },
+      );
     } finally {
       await p.close();
     }
@@ -1078,7 +1199,10 @@ describe('Envoy double: response path and stream end', () => {
         }
         const conns = d.connectionsUsed;
         assert.equal(conns.length, 3);
-        assert.deepEqual(conns.map((c) => c.stats.streamsOpened), [3, 3, 3]);
+        assert.deepEqual(
+          conns.map((c) => c.stats.streamsOpened),
+          [3, 3, 3],
+        );
       });
       // Generous message timeout: this test is about the connection, not about a loaded CI box.
       await withDouble({ extProcTarget: p.target, messageTimeoutMs: 5000 }, async (d) => {

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { once, type EventEmitter } from 'node:events';
+import { type EventEmitter, once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import type { ExtProcServer } from '../src/extproc/server.js';
 import type { Destination, HttpRequestView, LocalReply, RequestRouter, RouteDecision } from '../src/extproc/types.js';
-import { EnvoyDouble, decodeProcessingResponse, encodeProcessingRequest } from './support/envoy/envoy-double.js';
+import { decodeProcessingResponse, EnvoyDouble, encodeProcessingRequest } from './support/envoy/envoy-double.js';
 import type { GrpcH2Stream } from './support/envoy/grpc-h2.js';
 import { startExtProcServer } from './support/extproc-server.js';
-import { defer, until, type Deferred } from './support/wait.js';
+import { type Deferred, defer, until } from './support/wait.js';
 
 /** The answers the stream asks the application for, worded so a test can tell them apart. */
 const TEST_REPLIES = {
@@ -69,7 +69,8 @@ async function serve(router: RequestRouter): Promise<{ envoy: EnvoyDouble; serve
  * so when it fires the server has handled the message or the close.
  */
 function newestCall(server: ExtProcServer): EventEmitter {
-  const call = [...server['openStreams']].at(-1);
+  // The server keeps its open calls private; this test reads them to order events by the server's own.
+  const call = [...(server as unknown as { openStreams: Set<EventEmitter> }).openStreams].at(-1);
   assert.ok(call, 'the server has an open stream');
   return call;
 }
@@ -87,7 +88,9 @@ describe('ext_proc streams with an asynchronous router', () => {
   /** A raw stream whose request headers were answered; the next message is the body. */
   async function awaitingBody(): Promise<{ stream: GrpcH2Stream; call: EventEmitter }> {
     const stream = await envoy.openRawStream();
-    stream.send(encodeProcessingRequest({ protocol_config: { request_body_mode: 'BUFFERED' }, request_headers: headers({ ':method': 'POST', ':path': '/x' }) }));
+    stream.send(
+      encodeProcessingRequest({ protocol_config: { request_body_mode: 'BUFFERED' }, request_headers: headers({ ':method': 'POST', ':path': '/x' }) }),
+    );
     assert.equal(decodeProcessingResponse((await stream.recv(2000))!).response, 'request_headers');
     return { stream, call: newestCall(server) };
   }
@@ -109,7 +112,11 @@ describe('ext_proc streams with an asynchronous router', () => {
     assert.equal(second.response_headers?.response?.header_mutation?.set_headers?.[0]?.header?.key, 'x-routed-to');
     const releasesBefore = router.releases;
     stream.closeLikeEnvoy();
-    await until('the routed request to be released', () => router.releases, (n) => n === releasesBefore + 1);
+    await until(
+      'the routed request to be released',
+      () => router.releases,
+      (n) => n === releasesBefore + 1,
+    );
   });
 
   it('a stream that ends while its decision is pending gives the destination back at once', async () => {
@@ -123,14 +130,26 @@ describe('ext_proc streams with an asynchronous router', () => {
     stream.closeLikeEnvoy();
     await closed;
     gate.resolve();
-    await until('the late decision to be released', () => router.releases, (n) => n === releasesBefore + 1);
+    await until(
+      'the late decision to be released',
+      () => router.releases,
+      (n) => n === releasesBefore + 1,
+    );
     assert.equal(router.decided, decidedBefore + 1, 'the decision completed after the stream ended');
   });
 });
 
 describe('a router that fails', () => {
   for (const [name, router] of [
-    ['throws', { ...TEST_REPLIES, decide: () => { throw new Error('boom'); } }],
+    [
+      'throws',
+      {
+        ...TEST_REPLIES,
+        decide: () => {
+          throw new Error('boom');
+        },
+      },
+    ],
     ['rejects', { ...TEST_REPLIES, decide: () => Promise.reject(new Error('boom')) }],
   ] as const) {
     it(`${name}: the request gets the application's failure answer as an immediate response`, async () => {

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import { applyHeaderMutation } from './support/envoy/mutation.js';
 import { decodeProcessingResponse, encodeProcessingRequest, fromHeaderInput, toHeaderMap } from './support/envoy/codec.js';
-import { JSON_HEADERS, LLAMA, QWEN, chatBody, startCluster, withCluster, type Cluster } from './support/harness.js';
+import { applyHeaderMutation } from './support/envoy/mutation.js';
+import { type Cluster, chatBody, JSON_HEADERS, LLAMA, QWEN, startCluster, withCluster } from './support/harness.js';
 
 /** Log lines of a cluster's service, parsed. */
 function captureLogs(): { stream: Writable; lines: Record<string, unknown>[]; raw: string[] } {
@@ -23,7 +23,9 @@ function captureLogs(): { stream: Writable; lines: Record<string, unknown>[]; ra
 
 async function counter(cluster: Cluster, labels: Record<string, string>): Promise<number> {
   const { values } = await cluster.service.metrics.requests.get();
-  return values.filter((v) => Object.entries(labels).every(([k, want]) => (v.labels as Record<string, unknown>)[k] === want)).reduce((sum, v) => sum + v.value, 0);
+  return values
+    .filter((v) => Object.entries(labels).every(([k, want]) => (v.labels as Record<string, unknown>)[k] === want))
+    .reduce((sum, v) => sum + v.value, 0);
 }
 
 describe('an Envoy that sends and reads header values in `value` (before 1.27, or send_header_raw_value off)', () => {
@@ -41,16 +43,29 @@ describe('an Envoy that sends and reads header values in `value` (before 1.27, o
   });
 
   it('reads the engine selector header and answers errors with their content-type', async () => {
-    const routed = await cluster.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: { ...JSON_HEADERS, 'x-owned-by': 'sglang' }, body: chatBody({ model: QWEN }) });
+    const routed = await cluster.envoy.request({
+      method: 'POST',
+      path: '/v1/chat/completions',
+      headers: { ...JSON_HEADERS, 'x-owned-by': 'sglang' },
+      body: chatBody({ model: QWEN }),
+    });
     assert.equal(routed.headers['x-simulator-engine'], 'sglang');
-    const refused = await cluster.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: 'no-such-model' }) });
+    const refused = await cluster.envoy.request({
+      method: 'POST',
+      path: '/v1/chat/completions',
+      headers: JSON_HEADERS,
+      body: chatBody({ model: 'no-such-model' }),
+    });
     assert.equal(refused.status, 404);
     assert.equal(refused.headers['content-type'], 'application/json');
   });
 
   it('control: such an Envoy reads an answer given only in raw_value as an empty header', () => {
     const headers = fromHeaderInput({ ':path': '/' });
-    const mutation = { set_headers: [{ header: { key: 'x-gateway-destination-endpoint', raw_value: Buffer.from('127.0.0.1:1'), value: '' }, append: { value: false } }], remove_headers: [] };
+    const mutation = {
+      set_headers: [{ header: { key: 'x-gateway-destination-endpoint', raw_value: Buffer.from('127.0.0.1:1'), value: '' }, append: { value: false } }],
+      remove_headers: [],
+    };
     applyHeaderMutation(mutation, headers, { removeContentLength: false, field: 'value' });
     assert.deepEqual(headers.get('x-gateway-destination-endpoint'), ['']);
     // ... and the modern field is what the double sends by default.
@@ -74,7 +89,9 @@ describe('after llm-extproc answers a FULL_DUPLEX body with 413', () => {
         const headers = toHeaderMap(fromHeaderInput({ ':method': 'POST', ':path': '/v1/chat/completions', 'content-type': 'application/json' }));
         // Everything is on the wire before the server can answer: the chunks after the second
         // (which crosses the limit) are what a real Envoy has in flight when the 413 arrives.
-        stream.send(encodeProcessingRequest({ protocol_config: { request_body_mode: 'FULL_DUPLEX_STREAMED' }, request_headers: { headers, end_of_stream: false } }));
+        stream.send(
+          encodeProcessingRequest({ protocol_config: { request_body_mode: 'FULL_DUPLEX_STREAMED' }, request_headers: { headers, end_of_stream: false } }),
+        );
         for (let i = 0; i < 4; i++) stream.send(encodeProcessingRequest({ request_body: { body: chunk, end_of_stream: false } }));
         stream.send(encodeProcessingRequest({ request_trailers: { trailers: toHeaderMap(fromHeaderInput({ 'x-trailer': '1' })) } }));
         const answer = decodeProcessingResponse((await stream.recv(5000))!);
@@ -111,7 +128,12 @@ describe('methods on /v1/models, which llm-extproc answers itself', () => {
 
   for (const method of ['OPTIONS', 'DELETE', 'POST', 'PUT']) {
     it(`${method} gets 405 with an allow header`, async () => {
-      const response = await cluster.envoy.request({ method, path: '/v1/models', headers: JSON_HEADERS, body: method === 'OPTIONS' || method === 'DELETE' ? undefined : '{}' });
+      const response = await cluster.envoy.request({
+        method,
+        path: '/v1/models',
+        headers: JSON_HEADERS,
+        body: method === 'OPTIONS' || method === 'DELETE' ? undefined : '{}',
+      });
       assert.equal(response.status, 405, response.body.toString());
       assert.equal(response.headers.allow, 'GET, HEAD');
       assert.equal(JSON.parse(response.body.toString()).error.code, 'method_not_allowed');

@@ -1,7 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { isDeepStrictEqual } from 'node:util';
-import { TopLevelScanner, WantedKeys, scanTopLevel, scanTopLevelSliced, type ScanOptions, type ScanResult, type ScannedValue } from '../src/request/json-scan.js';
+import {
+  type ScannedValue,
+  type ScanOptions,
+  type ScanResult,
+  scanTopLevel,
+  scanTopLevelSliced,
+  TopLevelScanner,
+  WantedKeys,
+} from '../src/request/json-scan.js';
 import { generateCorpus } from './support/json-corpus.js';
 
 const WANTED = new WantedKeys(['model', 'owned_by', 'engine']);
@@ -18,7 +26,8 @@ function strings(text: string): Record<string, unknown> {
 
 describe('scanTopLevel', () => {
   it('finds top-level string values and ignores nested keys of the same name', () => {
-    const doc = '{"messages":[{"role":"user","content":"hi","model":"nested"}],"model":"Qwen/Qwen2.5-0.5B-Instruct","extra":{"owned_by":"deep"},"owned_by":"sglang"}';
+    const doc =
+      '{"messages":[{"role":"user","content":"hi","model":"nested"}],"model":"Qwen/Qwen2.5-0.5B-Instruct","extra":{"owned_by":"deep"},"owned_by":"sglang"}';
     assert.deepEqual(strings(doc), { model: 'Qwen/Qwen2.5-0.5B-Instruct', owned_by: 'sglang' });
   });
 
@@ -54,9 +63,24 @@ describe('scanTopLevel', () => {
   it('accepts what JSON.parse accepts and rejects what it rejects (structure)', () => {
     const valid = ['{}', '{"a":-0.5e-3}', '{"a":[[],[{}],"s",1,true,null]}', '{"a":0}', '{"a":"\\""}'];
     const invalid = [
-      '', '{', '{"model":"m"', '{"model" "m"}', '{"model":"m",}', '{"a":[1,]}', '{"a":01}',
-      '{"a":1.}', '{"a":.5}', '{"a":-}', '{"a":tru}', '{"a":nul}', '{model:"m"}', '{"a":1}}', '{"a":1} x',
-      '{"a":"unterminated}', '{"a":[1 2]}', '{"a":1e}',
+      '',
+      '{',
+      '{"model":"m"',
+      '{"model" "m"}',
+      '{"model":"m",}',
+      '{"a":[1,]}',
+      '{"a":01}',
+      '{"a":1.}',
+      '{"a":.5}',
+      '{"a":-}',
+      '{"a":tru}',
+      '{"a":nul}',
+      '{model:"m"}',
+      '{"a":1}}',
+      '{"a":1} x',
+      '{"a":"unterminated}',
+      '{"a":[1 2]}',
+      '{"a":1e}',
     ];
     for (const doc of ['[]', '"model"', '12', 'null']) assert.equal(scan(doc).ok, false, `${doc} is not an object`);
     for (const doc of valid) {
@@ -166,7 +190,10 @@ describe('scanTopLevel against JSON.parse on a generated corpus', () => {
     const valid = CORPUS.filter(({ text }) => valuesByJsonParse(text) !== undefined).length;
     // Agreement proves little unless the corpus holds plenty of both.
     assert.ok(valid > 1000 && CORPUS.length - valid > 1000, `${valid} valid documents of ${CORPUS.length}`);
-    assert.deepEqual(disagreements((body) => scanTopLevel(body, ROUTING)), []);
+    assert.deepEqual(
+      disagreements((body) => scanTopLevel(body, ROUTING)),
+      [],
+    );
   });
 
   it('control: the same check catches a scanner that tolerates a trailing comma', () => {
@@ -218,9 +245,28 @@ const PARTIAL_DOCUMENTS = [
     ['"engine"', '-1.5e+3'],
     ['"inference_server"', 'true'],
   ]),
-  documentOf([['"model"', '{"a":[1,"]}"],"b":null}'], ['"owned_by"', 'false'], ['"engine"', 'null'], ['"x"', '[[],{}]'], ['"inference_server"', '[0]']], ' '),
-  documentOf([['"mod\\u0065l"', '"x\\"y"'], ['"a"', '[ ]'], ['"owned_by"', '0']], ' '),
-  documentOf([['"a"', '1'], ['"model"', '12']]),
+  documentOf(
+    [
+      ['"model"', '{"a":[1,"]}"],"b":null}'],
+      ['"owned_by"', 'false'],
+      ['"engine"', 'null'],
+      ['"x"', '[[],{}]'],
+      ['"inference_server"', '[0]'],
+    ],
+    ' ',
+  ),
+  documentOf(
+    [
+      ['"mod\\u0065l"', '"x\\"y"'],
+      ['"a"', '[ ]'],
+      ['"owned_by"', '0'],
+    ],
+    ' ',
+  ),
+  documentOf([
+    ['"a"', '1'],
+    ['"model"', '12'],
+  ]),
 ];
 
 /** What is wrong with partial scans (by `scan`) of every prefix of `body`, a valid document with no repeated key. */
@@ -238,7 +284,8 @@ function prefixProblems(body: Buffer, scan: (prefix: Buffer) => ScanResult): str
     }
     if (result.complete !== length >= objectEnd) problems.push(`complete: ${result.complete} for ${JSON.stringify(prefix.toString())}`);
     for (const [name, value] of result.values) {
-      if (!isDeepStrictEqual(value, whole.values.get(name))) problems.push(`recorded ${name} = ${JSON.stringify(value)} from ${JSON.stringify(prefix.toString())}`);
+      if (!isDeepStrictEqual(value, whole.values.get(name)))
+        problems.push(`recorded ${name} = ${JSON.stringify(value)} from ${JSON.stringify(prefix.toString())}`);
     }
   }
   return problems;
@@ -260,7 +307,9 @@ describe('scanTopLevel with partial: true', () => {
   });
 
   it('accepts every prefix of valid generated documents, recording only values of the whole document', () => {
-    const documents = CORPUS.filter(({ text, topKeys }) => topKeys !== undefined && new Set(topKeys).size === topKeys.length && valuesByJsonParse(text) !== undefined);
+    const documents = CORPUS.filter(
+      ({ text, topKeys }) => topKeys !== undefined && new Set(topKeys).size === topKeys.length && valuesByJsonParse(text) !== undefined,
+    );
     assert.ok(documents.length > 300);
     for (const { text } of documents) assert.deepEqual(prefixProblems(Buffer.from(text), scanPartial), []);
   });

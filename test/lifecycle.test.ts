@@ -1,17 +1,17 @@
-import * as grpc from '@grpc/grpc-js';
-import { service as healthService } from 'grpc-health-check';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import { service as healthService } from 'grpc-health-check';
 import { EXT_PROC_SERVICE } from '../src/extproc/proto.js';
 import { HEALTH_SERVICES } from '../src/extproc/server.js';
-import { startSimulator, type Simulator } from '../src/simulator/simulator.js';
+import { type Simulator, startSimulator } from '../src/simulator/simulator.js';
 import { EnvoyDouble } from './support/envoy/envoy-double.js';
 import { startExtProcServer } from './support/extproc-server.js';
-import { JSON_HEADERS, QWEN, chatBody } from './support/harness.js';
+import { chatBody, JSON_HEADERS, QWEN } from './support/harness.js';
 import { until } from './support/wait.js';
 
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
@@ -48,9 +48,13 @@ interface Child {
 
 async function startChild(t: TestContext, flags: string[]): Promise<Child> {
   const [grpcPort, adminPort] = [await freePort('127.0.0.1'), await freePort('127.0.0.1')];
-  const child = spawn(process.execPath, [MAIN, '--host=127.0.0.1', `--port=${grpcPort}`, '--admin-host=127.0.0.1', `--admin-port=${adminPort}`, '--log-level=info', ...flags], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [MAIN, '--host=127.0.0.1', `--port=${grpcPort}`, '--admin-host=127.0.0.1', `--admin-port=${adminPort}`, '--log-level=info', ...flags],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   t.after(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
@@ -59,7 +63,11 @@ async function startChild(t: TestContext, flags: string[]): Promise<Child> {
   child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
   // 'close' comes after 'exit' and after the pipes have ended, so the logs are whole by then.
   const exited = once(child, 'close').then(([code]) => code as number | null);
-  const logs = () => output.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as LogLine);
+  const logs = () =>
+    output
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as LogLine);
   return { process: child, grpcPort, adminPort, output: () => output, logs, exited };
 }
 
@@ -73,7 +81,13 @@ async function ready(child: Child): Promise<ReadyAnswer> {
   return { status: response.status, body: (await response.json()) as ReadyAnswer['body'] };
 }
 
-const untilReady = (child: Child) => until('/ready to answer 200', () => ready(child), (r) => r.status === 200, CHILD);
+const untilReady = (child: Child) =>
+  until(
+    '/ready to answer 200',
+    () => ready(child),
+    (r) => r.status === 200,
+    CHILD,
+  );
 
 type HealthClient = grpc.Client & {
   check(req: { service: string }, cb: (err: grpc.ServiceError | null, res?: { status: string }) => void): void;
@@ -119,7 +133,10 @@ describe('the service process: health, readiness and the drain', () => {
     assert.match(metrics, new RegExp(`llm_extproc_endpoint_healthy\\{endpoint="${pod.address.replace(/\./g, '\\.')}".*\\} 1`));
   });
 
-  for (const [signal, again] of [['SIGTERM', 'SIGINT'], ['SIGHUP', 'SIGTERM']] as const) {
+  for (const [signal, again] of [
+    ['SIGTERM', 'SIGINT'],
+    ['SIGHUP', 'SIGTERM'],
+  ] as const) {
     it(`${signal} drains: not ready at once but still live, ${again} during the drain is ignored, the open request finishes, exit 0`, async (t) => {
       const child = await startChild(t, [`--static-hosts=${pod.address}`, '--drain-timeout=20s']);
       await untilReady(child);
@@ -132,25 +149,54 @@ describe('the service process: health, readiness and the drain', () => {
       };
       t.after(stopWatching);
       const seen = (name: string) => watches.get(name)!.seen;
-      await until('every health watch to report SERVING', () => HEALTH_SERVICES.map(seen), (all) => all.every((statuses) => statuses.at(-1) === 'SERVING'), CHILD);
-      const envoy = new EnvoyDouble({ extProcTarget: `127.0.0.1:${child.grpcPort}`, processingMode: { requestBodyMode: 'BUFFERED', responseHeaderMode: 'SEND' }, messageTimeoutMs: MESSAGE_TIMEOUT_MS });
+      await until(
+        'every health watch to report SERVING',
+        () => HEALTH_SERVICES.map(seen),
+        (all) => all.every((statuses) => statuses.at(-1) === 'SERVING'),
+        CHILD,
+      );
+      const envoy = new EnvoyDouble({
+        extProcTarget: `127.0.0.1:${child.grpcPort}`,
+        processingMode: { requestBodyMode: 'BUFFERED', responseHeaderMode: 'SEND' },
+        messageTimeoutMs: MESSAGE_TIMEOUT_MS,
+      });
       t.after(() => envoy.close());
       await envoy.connect();
-      const exchange = await envoy.open({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN, stream: true, max_tokens: 3 }) });
+      const exchange = await envoy.open({
+        method: 'POST',
+        path: '/v1/chat/completions',
+        headers: JSON_HEADERS,
+        body: chatBody({ model: QWEN, stream: true, max_tokens: 3 }),
+      });
       assert.equal(exchange.upstream, pod.address);
 
       child.process.kill(signal);
-      const draining = await until('/ready to answer "draining"', () => ready(child), (r) => r.body.status === 'draining', CHILD);
+      const draining = await until(
+        '/ready to answer "draining"',
+        () => ready(child),
+        (r) => r.body.status === 'draining',
+        CHILD,
+      );
       assert.equal(draining.status, 503);
       const { status: _, ...rest } = draining.body;
       assert.deepEqual(rest, { endpoints: 1, healthy_endpoints: 1, unhealthy: [] }, 'the other fields are kept');
       assert.equal((await fetch(`http://127.0.0.1:${child.adminPort}/health`)).status, 200, '/health stays 200 during the drain');
       for (const name of ['readiness', EXT_PROC_SERVICE, '']) {
-        await until(`health "${name}" to turn NOT_SERVING on its watch`, () => seen(name), (statuses) => statuses.at(-1) === 'NOT_SERVING', CHILD);
+        await until(
+          `health "${name}" to turn NOT_SERVING on its watch`,
+          () => seen(name),
+          (statuses) => statuses.at(-1) === 'NOT_SERVING',
+          CHILD,
+        );
       }
 
       child.process.kill(again);
-      await until(`${again} to be logged as ignored`, child.logs, (logs) => logs.some((l) => l.msg === 'already draining: signal ignored' && l.signal === again), CHILD);
+      await until(
+        `${again} to be logged as ignored`,
+        child.logs,
+        (logs) => logs.some((l) => l.msg === 'already draining: signal ignored' && l.signal === again),
+        CHILD,
+      );
       const response = await exchange.forward();
       assert.equal(response.status, 200, `${response.details} ${response.body.toString()}`);
       assert.equal(response.headers['x-routed-to'], pod.address, 'the response phase still worked during the drain');
@@ -175,11 +221,19 @@ describe('ExtProcServer.stop', () => {
     const readiness = watchHealth(health, 'readiness');
     let stopped: Promise<void> | undefined;
     try {
-      await until('the readiness watch to report', () => readiness.seen, (seen) => seen.length === 1);
+      await until(
+        'the readiness watch to report',
+        () => readiness.seen,
+        (seen) => seen.length === 1,
+      );
       stopped = server.stop(); // the open watch holds the drain open
       server.setReady(true);
       // grpc-health-check reports every status set, changed or not, so the late report shows up.
-      await until('the stop and the late report on the watch', () => readiness.seen, (seen) => seen.length === 3);
+      await until(
+        'the stop and the late report on the watch',
+        () => readiness.seen,
+        (seen) => seen.length === 3,
+      );
       assert.deepEqual(readiness.seen, ['NOT_SERVING', 'NOT_SERVING', 'NOT_SERVING']);
     } finally {
       readiness.cancel();
@@ -199,7 +253,9 @@ describe("the README's first command: --demo", () => {
     const models = await envoy.request({ method: 'GET', path: '/v1/models' });
     await envoy.close();
     assert.equal(models.status, 200, `GET /v1/models: ${models.details} ${models.body.toString()}`);
-    const owners = (JSON.parse(models.body.toString()) as { data: { id: string; owned_by: string }[] }).data.filter((m) => m.id === QWEN).map((m) => m.owned_by);
+    const owners = (JSON.parse(models.body.toString()) as { data: { id: string; owned_by: string }[] }).data
+      .filter((m) => m.id === QWEN)
+      .map((m) => m.owned_by);
     assert.deepEqual(owners.sort(), ['sglang', 'vllm']);
     child.process.kill('SIGTERM');
     assert.equal(await child.exited, 0, child.output());

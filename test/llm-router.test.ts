@@ -20,7 +20,13 @@ function router(): LlmRouter {
   const card: ModelCard = { id: MODEL, object: 'model', created: 0, owned_by: 'vllm', root: MODEL, parent: null };
   registry.update('10.0.0.1:8000', { models: [card], healthy: true });
   const routes = new RouteTable();
-  return new LlmRouter(() => routes, new Scheduler(registry, createPicker('least_outstanding_requests')), registry, new Metrics(registry, () => 0), createLogger('silent'));
+  return new LlmRouter(
+    () => routes,
+    new Scheduler(registry, createPicker('least_outstanding_requests')),
+    registry,
+    new Metrics(registry, () => 0),
+    createLogger('silent'),
+  );
 }
 
 function view(body: Buffer, signal = new AbortController().signal): HttpRequestView {
@@ -61,7 +67,7 @@ describe('LlmRouter: large bodies do not hold up the event loop', () => {
     assert.equal(result.kind, 'route');
   });
 
-  it('the scan stops when the stream ends (the view\'s signal aborts)', async () => {
+  it("the scan stops when the stream ends (the view's signal aborts)", async () => {
     const controller = new AbortController();
     const decision = router().decide(view(hostileBody(8 * SCAN_SLICE_BYTES), controller.signal));
     controller.abort(new Error('stream ended'));

@@ -8,7 +8,10 @@ import { createLogger } from '../src/log.js';
 import { Metrics } from '../src/metrics.js';
 
 /** A backend on its own loopback address that answers every request with `handler`. */
-async function backend(host: string, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ server: Server; address: string; requests: string[] }> {
+async function backend(
+  host: string,
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+): Promise<{ server: Server; address: string; requests: string[] }> {
   const requests: string[] = [];
   const server = createServer((req, res) => {
     requests.push(`${req.method} ${req.url}`);
@@ -28,7 +31,12 @@ after(async () => {
 async function probeOnce(address: string, timeoutMs = 2000) {
   const registry = new EndpointRegistry();
   registry.replaceAll([{ address, name: address, namespace: 'static', labels: {} }]);
-  const prober = new Prober(registry, { intervalMs: 60_000, timeoutMs, unhealthyThreshold: 1, staticModels: new Map() }, new Metrics(registry, () => 0), createLogger('silent'));
+  const prober = new Prober(
+    registry,
+    { intervalMs: 60_000, timeoutMs, unhealthyThreshold: 1, staticModels: new Map() },
+    new Metrics(registry, () => 0),
+    createLogger('silent'),
+  );
   await prober.probeAll();
   return registry.get(address)!;
 }
@@ -41,7 +49,10 @@ describe('backend probes do not trust the backend', () => {
     servers.push(pod.server);
     const endpoint = await probeOnce(pod.address);
     assert.equal(endpoint.healthy, true);
-    assert.deepEqual(endpoint.models.map((m) => m.id), ['m']);
+    assert.deepEqual(
+      endpoint.models.map((m) => m.id),
+      ['m'],
+    );
   });
 
   it('an endless /v1/models answer fails once past the byte limit, and the connection is dropped', async () => {
@@ -75,7 +86,7 @@ describe('backend probes do not trust the backend', () => {
     assert.equal(endpoint.lastError, `GET /v1/models: the answer is ${MAX_MODELS_ANSWER_BYTES + 1} bytes, over the limit of ${MAX_MODELS_ANSWER_BYTES}`);
   });
 
-  it('a redirect is not followed: the backend is not credited with the other server\'s models', async () => {
+  it("a redirect is not followed: the backend is not credited with the other server's models", async () => {
     const other = await backend('127.0.0.74', (_req, res) => res.end(MODELS));
     const pod = await backend('127.0.0.75', (_req, res) => {
       res.writeHead(302, { location: `http://${other.address}/v1/models` });

@@ -9,13 +9,14 @@
  * checked against the field numbers recorded in ../shared/reference/envoy-extproc.md (the team's reference notes) (§1.2-1.4,
  * §2.1) instead, and anything we define that the xds copy lacks must be on that list.
  */
-import { describe, it } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import protobuf from 'protobufjs';
+import { describe, it } from 'node:test';
 import type { Enum, Field, MapField, Type } from 'protobufjs';
-import { OUR_PROTO_DIR, ProtoSet, fullName, loadOurProtos, loadXdsProtos } from './support/xds-protos.js';
+import protobuf from 'protobufjs';
+import { fullName, loadOurProtos, loadXdsProtos, OUR_PROTO_DIR, ProtoSet } from './support/xds-protos.js';
 
 const EXT_PROC_FILE = 'envoy/service/ext_proc/v3/external_processor.proto';
 const PROCESSING_MODE_FILE = 'envoy/extensions/filters/http/ext_proc/v3/processing_mode.proto';
@@ -63,20 +64,14 @@ const NEWER_ENUM_VALUES: readonly { value: string; number: number }[] = [
 ];
 
 /** Messages newer than the xds copy; their fields are all listed in NEWER_FIELDS. */
-const NEWER_MESSAGES = new Set([
-  `${P}.ProtocolConfiguration`,
-  `${P}.StreamedBodyResponse`,
-  `${P}.StreamedImmediateResponse`,
-]);
+const NEWER_MESSAGES = new Set([`${P}.ProtocolConfiguration`, `${P}.StreamedBodyResponse`, `${P}.StreamedImmediateResponse`]);
 
 function typeName(f: Field): string {
   return f.resolvedType ? fullName(f.resolvedType) : f.type;
 }
 
 function isReserved(t: Type, idOrName: number | string): boolean {
-  return (t.reserved ?? []).some((r) =>
-    typeof r === 'string' ? r === idOrName : typeof idOrName === 'number' && idOrName >= r[0]! && idOrName <= r[1]!,
-  );
+  return (t.reserved ?? []).some((r) => (typeof r === 'string' ? r === idOrName : typeof idOrName === 'number' && idOrName >= r[0]! && idOrName <= r[1]!));
 }
 
 interface Comparison {
@@ -198,15 +193,14 @@ function loadMutated(file: string, edit: (src: string) => string): ProtoSet {
 
 /** Replaces `from` by `to` inside `message <name> { ... }` only. */
 function inMessage(name: string, from: RegExp, to: string): (src: string) => string {
-  return (src) =>
-    src.replace(new RegExp(`(message ${name} \\{[\\s\\S]*?\\n\\})`), (block) => block.replace(from, to));
+  return (src) => src.replace(new RegExp(`(message ${name} \\{[\\s\\S]*?\\n\\})`), (block) => block.replace(from, to));
 }
 
 const ours = loadOurProtos([EXT_PROC_FILE]);
 const ref = loadXdsProtos([EXT_PROC_FILE]);
 const baseline = compareTypes(ours, ref);
 
-describe('proto/ conforms to Envoy\'s ext_proc protos (grpc-js-xds copy)', () => {
+describe("proto/ conforms to Envoy's ext_proc protos (grpc-js-xds copy)", () => {
   it('every shared message and enum agrees on numbers, types, labels and oneofs', (t) => {
     assert.deepEqual(baseline.issues, []);
     // Sanity: the comparison really covered the protocol, not an empty intersection.
@@ -240,7 +234,8 @@ describe('proto/ conforms to Envoy\'s ext_proc protos (grpc-js-xds copy)', () =>
     assert.deepEqual(checkNewer(ours), []);
     assert.deepEqual(unexplainedAdditions(baseline), []);
     // Each documented addition must really be absent from the xds copy (else check it there).
-    for (const f of NEWER_FIELDS) assert.ok(baseline.onlyOurs.includes(`${f.field} = ${f.number}`) || NEWER_MESSAGES.has(f.field.slice(0, f.field.lastIndexOf('.'))), f.field);
+    for (const f of NEWER_FIELDS)
+      assert.ok(baseline.onlyOurs.includes(`${f.field} = ${f.number}`) || NEWER_MESSAGES.has(f.field.slice(0, f.field.lastIndexOf('.'))), f.field);
   });
 
   it('keeps async_mode (1) reserved in ProcessingRequest like the reference', () => {
@@ -250,8 +245,8 @@ describe('proto/ conforms to Envoy\'s ext_proc protos (grpc-js-xds copy)', () =>
   });
 
   it('the service method matches', () => {
-    const mine = ours.root.lookupService(SERVICE).methods['Process'];
-    const theirs = ref.root.lookupService(SERVICE).methods['Process'];
+    const mine = ours.root.lookupService(SERVICE).methods.Process;
+    const theirs = ref.root.lookupService(SERVICE).methods.Process;
     assert.ok(mine && theirs);
     for (const m of [mine, theirs]) m.resolve();
     assert.equal(mine.requestStream, true);
@@ -293,7 +288,11 @@ describe('the conformance check catches mutated copies of proto/', () => {
       what: 'a field moved out of its oneof',
       file: EXT_PROC_FILE,
       edit: (s) =>
-        inMessage('ProcessingResponse', /    ImmediateResponse immediate_response = 7;\n/, '')(s).replace(
+        inMessage(
+          'ProcessingResponse',
+          / {4}ImmediateResponse immediate_response = 7;\n/,
+          '',
+        )(s).replace(
           '  google.protobuf.Struct dynamic_metadata = 8;',
           '  ImmediateResponse immediate_response = 7;\n  google.protobuf.Struct dynamic_metadata = 8;',
         ),
@@ -309,7 +308,10 @@ describe('the conformance check catches mutated copies of proto/', () => {
   for (const c of cases) {
     it(`detects ${c.what}`, () => {
       const issues = compareTypes(loadMutated(c.file, c.edit), ref).issues;
-      assert.ok(issues.some((i) => c.expect.test(i)), `not detected; issues: ${JSON.stringify(issues)}`);
+      assert.ok(
+        issues.some((i) => c.expect.test(i)),
+        `not detected; issues: ${JSON.stringify(issues)}`,
+      );
     });
   }
 

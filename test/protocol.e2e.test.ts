@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { STREAMED_CHUNK_BYTES } from '../src/extproc/responses.js';
 import { decodeProcessingResponse, encodeProcessingRequest } from './support/envoy/envoy-double.js';
-import { JSON_HEADERS, LLAMA, QWEN, chatBody, startCluster, withCluster, type Cluster } from './support/harness.js';
+import { type Cluster, chatBody, JSON_HEADERS, LLAMA, QWEN, startCluster, withCluster } from './support/harness.js';
 import { defer } from './support/wait.js';
 
 /** An HttpHeaders message as Envoy fills it (raw_value only). */
@@ -38,7 +38,11 @@ describe('FULL_DUPLEX_STREAMED (endpoint-picker style)', () => {
 
   it('answers trailers after the echoed body when the request has trailers', async () => {
     const response = await cluster.envoy.request({
-      method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, chunks: [Buffer.from(chatBody({ model: LLAMA }))], trailers: { 'x-trailer': 'yes' },
+      method: 'POST',
+      path: '/v1/chat/completions',
+      headers: JSON_HEADERS,
+      chunks: [Buffer.from(chatBody({ model: LLAMA }))],
+      trailers: { 'x-trailer': 'yes' },
     });
     assert.equal(response.status, 200);
     assert.equal(response.upstream, cluster.pods[0]!.address);
@@ -47,17 +51,20 @@ describe('FULL_DUPLEX_STREAMED (endpoint-picker style)', () => {
   });
 
   it('a streamed body over --max-body-size is 413 as soon as it crosses the limit', async () => {
-    await withCluster({
-      pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.26' }],
-      flags: ['--max-body-size=100KiB'],
-      envoy: { processingMode: { requestBodyMode: 'FULL_DUPLEX_STREAMED', requestTrailerMode: 'SEND' } },
-    }, async (limited) => {
-      const chunk = Buffer.alloc(60 * 1024, 'a');
-      const response = await limited.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, chunks: [chunk, chunk, chunk] });
-      assert.equal(response.status, 413);
-      assert.equal(JSON.parse(response.body.toString()).error.code, 'request_too_large');
-      await limited.settled();
-    });
+    await withCluster(
+      {
+        pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.26' }],
+        flags: ['--max-body-size=100KiB'],
+        envoy: { processingMode: { requestBodyMode: 'FULL_DUPLEX_STREAMED', requestTrailerMode: 'SEND' } },
+      },
+      async (limited) => {
+        const chunk = Buffer.alloc(60 * 1024, 'a');
+        const response = await limited.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, chunks: [chunk, chunk, chunk] });
+        assert.equal(response.status, 413);
+        assert.equal(JSON.parse(response.body.toString()).error.code, 'request_too_large');
+        await limited.settled();
+      },
+    );
   });
 
   it('errors still come back as immediate responses', async () => {
@@ -77,11 +84,17 @@ describe('the response path in every body mode', () => {
         },
         async (cluster) => {
           const response = await cluster.envoy.request({
-            method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN, stream: true, max_tokens: 6 }),
+            method: 'POST',
+            path: '/v1/chat/completions',
+            headers: JSON_HEADERS,
+            body: chatBody({ model: QWEN, stream: true, max_tokens: 6 }),
           });
           assert.equal(response.status, 200);
           assert.equal(response.headers['x-routed-to'], cluster.pods[0]!.address);
-          const events = response.body.toString().split('\n\n').filter((e) => e.startsWith('data: '));
+          const events = response.body
+            .toString()
+            .split('\n\n')
+            .filter((e) => e.startsWith('data: '));
           assert.equal(events.at(-1), 'data: [DONE]');
           assert.ok(events.length >= 7, `${events.length} SSE events`);
           const sent = response.trace.filter((t) => t.startsWith('>response_body')).length;
@@ -99,11 +112,18 @@ describe('response trailers', () => {
     await withCluster(
       {
         pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.28' }],
-        envoy: { processingMode: { requestBodyMode: 'BUFFERED', responseHeaderMode: 'SEND', responseBodyMode: 'FULL_DUPLEX_STREAMED', responseTrailerMode: 'SEND' } },
+        envoy: {
+          processingMode: { requestBodyMode: 'BUFFERED', responseHeaderMode: 'SEND', responseBodyMode: 'FULL_DUPLEX_STREAMED', responseTrailerMode: 'SEND' },
+        },
       },
       async (cluster) => {
         const exchange = await cluster.envoy.open({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN }) });
-        const response = await exchange.respond({ status: 200, headers: { 'content-type': 'application/grpc' }, chunks: ['part one, ', 'part two'], trailers: { 'grpc-status': '0' } });
+        const response = await exchange.respond({
+          status: 200,
+          headers: { 'content-type': 'application/grpc' },
+          chunks: ['part one, ', 'part two'],
+          trailers: { 'grpc-status': '0' },
+        });
         assert.equal(response.status, 200);
         assert.equal(response.body.toString(), 'part one, part two');
         assert.equal(response.trailers?.['grpc-status'], '0');
@@ -128,14 +148,22 @@ describe('in-flight accounting', () => {
       open.push(await cluster.envoy.open({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN }) }));
     }
     const counts = Object.values(cluster.inFlight());
-    assert.equal(counts.reduce((a, b) => a + b, 0), 22);
+    assert.equal(
+      counts.reduce((a, b) => a + b, 0),
+      22,
+    );
     assert.ok(Math.max(...counts) - Math.min(...counts) <= 1, `uneven: ${counts}`);
     await Promise.all(open.map((exchange, i) => (i % 2 ? exchange.abort() : exchange.finish())));
     await cluster.settled();
   });
 
   it('a client that goes away after routing, before the backend answers, is released', async () => {
-    const exchange = await cluster.envoy.open({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN, owned_by: 'vllm' }) });
+    const exchange = await cluster.envoy.open({
+      method: 'POST',
+      path: '/v1/chat/completions',
+      headers: JSON_HEADERS,
+      body: chatBody({ model: QWEN, owned_by: 'vllm' }),
+    });
     assert.ok(exchange.upstream);
     assert.equal(cluster.inFlight()[exchange.upstream], 1);
     await exchange.abort();
@@ -151,7 +179,7 @@ describe('in-flight accounting', () => {
     await cluster.settled();
   });
 
-  it('a backend that vanishes mid-request gets Envoy\'s 503 and leaves counters at zero', async () => {
+  it("a backend that vanishes mid-request gets Envoy's 503 and leaves counters at zero", async () => {
     await withCluster({ pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.24' }] }, async (doomed) => {
       const exchange = await doomed.envoy.open({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN }) });
       assert.equal(doomed.inFlight()[exchange.upstream!], 1);
@@ -166,7 +194,10 @@ describe('in-flight accounting', () => {
     await withCluster({ pods: [{ engine: 'sglang', models: [QWEN], host: '127.0.0.25', interTokenMs: 20 }] }, async (doomed) => {
       const firstChunk = defer();
       const exchange = await doomed.envoy.open({
-        method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN, stream: true, max_tokens: 200 }),
+        method: 'POST',
+        path: '/v1/chat/completions',
+        headers: JSON_HEADERS,
+        body: chatBody({ model: QWEN, stream: true, max_tokens: 200 }),
         onResponseChunk: () => firstChunk.resolve(),
       });
       const forwarded = exchange.forward();
@@ -183,12 +214,18 @@ describe('in-flight accounting', () => {
     // Read at each chunk the client gets: the generation is under way and its stream still open.
     const countsDuringGeneration: number[] = [];
     const exchange = await cluster.envoy.open({
-      method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: LLAMA, stream: true, max_tokens: 30 }),
+      method: 'POST',
+      path: '/v1/chat/completions',
+      headers: JSON_HEADERS,
+      body: chatBody({ model: LLAMA, stream: true, max_tokens: 30 }),
       onResponseChunk: () => countsDuringGeneration.push(cluster.inFlight()[cluster.pods[0]!.address]!),
     });
     const response = await exchange.forward();
     assert.ok(countsDuringGeneration.length > 0, 'the client got chunks');
-    assert.ok(countsDuringGeneration.every((n) => n === 1), `in flight at each chunk: ${countsDuringGeneration}`);
+    assert.ok(
+      countsDuringGeneration.every((n) => n === 1),
+      `in flight at each chunk: ${countsDuringGeneration}`,
+    );
     assert.match(response.body.toString(), /\[DONE\]/);
     await cluster.settled();
   });
@@ -225,7 +262,12 @@ describe('protocol edge cases', () => {
 
   it('an out-of-order message after routing releases the routed request', async () => {
     const stream = await cluster.envoy.openRawStream();
-    stream.send(encodeProcessingRequest({ protocol_config: { request_body_mode: 'BUFFERED' }, request_headers: rawHeaders({ ':method': 'POST', ':path': '/v1/chat/completions' }) }));
+    stream.send(
+      encodeProcessingRequest({
+        protocol_config: { request_body_mode: 'BUFFERED' },
+        request_headers: rawHeaders({ ':method': 'POST', ':path': '/v1/chat/completions' }),
+      }),
+    );
     await stream.recv(2000);
     stream.send(encodeProcessingRequest({ request_body: { body: Buffer.from(chatBody({ model: LLAMA })), end_of_stream: true } }));
     const routed = decodeProcessingResponse((await stream.recv(2000))!);
@@ -250,7 +292,12 @@ describe('protocol edge cases', () => {
 
   it('observability mode gets no answers', async () => {
     const stream = await cluster.envoy.openRawStream();
-    stream.send(encodeProcessingRequest({ observability_mode: true, request_headers: { ...rawHeaders({ ':method': 'GET', ':path': '/v1/models' }), end_of_stream: true } }));
+    stream.send(
+      encodeProcessingRequest({
+        observability_mode: true,
+        request_headers: { ...rawHeaders({ ':method': 'GET', ':path': '/v1/models' }), end_of_stream: true },
+      }),
+    );
     // A graceful close: the server's OK status comes after anything it had to answer.
     stream.halfClose();
     assert.equal((await stream.status).code, 0);
@@ -266,28 +313,44 @@ describe('protocol edge cases', () => {
   });
 
   it('STREAMED bodies are routed on headers and every chunk is answered in order', async () => {
-    await withCluster({ pods: [{ engine: 'sglang', models: [QWEN], host: '127.0.0.21' }], envoy: { processingMode: { requestBodyMode: 'STREAMED', responseHeaderMode: 'SEND' } } }, async (streamed) => {
-      const body = chatBody({ model: QWEN });
-      const response = await streamed.envoy.request({
-        method: 'POST', path: '/v1/chat/completions', headers: { ...JSON_HEADERS, 'x-gateway-model-name': QWEN },
-        chunks: [Buffer.from(body.slice(0, 10)), Buffer.from(body.slice(10))],
-      });
-      assert.equal(response.status, 200);
-      assert.equal(response.upstream, streamed.pods[0]!.address);
-      assert.equal(response.trace.filter((t) => t === '<request_body').length, 2);
-    });
+    await withCluster(
+      {
+        pods: [{ engine: 'sglang', models: [QWEN], host: '127.0.0.21' }],
+        envoy: { processingMode: { requestBodyMode: 'STREAMED', responseHeaderMode: 'SEND' } },
+      },
+      async (streamed) => {
+        const body = chatBody({ model: QWEN });
+        const response = await streamed.envoy.request({
+          method: 'POST',
+          path: '/v1/chat/completions',
+          headers: { ...JSON_HEADERS, 'x-gateway-model-name': QWEN },
+          chunks: [Buffer.from(body.slice(0, 10)), Buffer.from(body.slice(10))],
+        });
+        assert.equal(response.status, 200);
+        assert.equal(response.upstream, streamed.pods[0]!.address);
+        assert.equal(response.trace.filter((t) => t === '<request_body').length, 2);
+      },
+    );
   });
 
   it('without protocol_config, --request-body-mode says what Envoy sends', async () => {
-    await withCluster({
-      pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.22' }],
-      flags: ['--request-body-mode=FULL_DUPLEX_STREAMED'],
-      envoy: { sendProtocolConfig: false, processingMode: { requestBodyMode: 'FULL_DUPLEX_STREAMED', requestTrailerMode: 'SEND' } },
-    }, async (legacy) => {
-      const response = await legacy.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, chunks: [Buffer.from(chatBody({ model: QWEN }))] });
-      assert.equal(response.status, 200);
-      assert.equal(response.upstream, legacy.pods[0]!.address);
-    });
+    await withCluster(
+      {
+        pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.22' }],
+        flags: ['--request-body-mode=FULL_DUPLEX_STREAMED'],
+        envoy: { sendProtocolConfig: false, processingMode: { requestBodyMode: 'FULL_DUPLEX_STREAMED', requestTrailerMode: 'SEND' } },
+      },
+      async (legacy) => {
+        const response = await legacy.envoy.request({
+          method: 'POST',
+          path: '/v1/chat/completions',
+          headers: JSON_HEADERS,
+          chunks: [Buffer.from(chatBody({ model: QWEN }))],
+        });
+        assert.equal(response.status, 200);
+        assert.equal(response.upstream, legacy.pods[0]!.address);
+      },
+    );
   });
 
   it("Envoy's graceful close gets an OK status from llm-extproc", async () => {

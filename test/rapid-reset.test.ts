@@ -1,10 +1,10 @@
-import * as grpc from '@grpc/grpc-js';
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
 import { extProcPackageDefinition } from '../src/extproc/proto.js';
 import type { ProcessingRequest__Output } from '../src/generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
 import { EnvoyDouble } from './support/envoy/envoy-double.js';
-import { JSON_HEADERS, QWEN, chatBody, startCluster, type Cluster } from './support/harness.js';
+import { type Cluster, chatBody, JSON_HEADERS, QWEN, startCluster } from './support/harness.js';
 
 const REQUESTS = 3000;
 const CONCURRENCY = 16;
@@ -50,7 +50,7 @@ describe("Envoy's END_STREAM + RST_STREAM close over one long-lived connection",
     await cluster.settled();
   });
 
-  it('the same load does trip Node\'s limiter on a grpc-js server without the fix (so the test above can fail)', async () => {
+  it("the same load does trip Node's limiter on a grpc-js server without the fix (so the test above can fail)", async () => {
     const server = new grpc.Server();
     const definition = grpc.loadPackageDefinition(extProcPackageDefinition()) as unknown as {
       envoy: { service: { ext_proc: { v3: { ExternalProcessor: grpc.ServiceClientConstructor } } } };
@@ -76,7 +76,12 @@ describe("Envoy's END_STREAM + RST_STREAM close over one long-lived connection",
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
     );
-    const envoy = new EnvoyDouble({ extProcTarget: `127.0.0.1:${port}`, processingMode: { requestBodyMode: 'BUFFERED' }, messageTimeoutMs: 10_000, connections: 1 });
+    const envoy = new EnvoyDouble({
+      extProcTarget: `127.0.0.1:${port}`,
+      processingMode: { requestBodyMode: 'BUFFERED' },
+      messageTimeoutMs: 10_000,
+      connections: 1,
+    });
     try {
       await envoy.connect();
       const result = await hammer(envoy, REQUESTS);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { RequestError } from '../src/request/errors.js';
 import { RequestHeaders } from '../src/extproc/headers.js';
+import { RequestError } from '../src/request/errors.js';
 import { readRoutingRequest, scanRoutingKeys } from '../src/request/routing-request.js';
 import { RouteTable } from '../src/routing/routes.js';
 

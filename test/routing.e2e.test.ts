@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import { JSON_HEADERS, LLAMA, QWEN, chatBody, startCluster, type Cluster } from './support/harness.js';
+import { type Cluster, chatBody, JSON_HEADERS, LLAMA, QWEN, startCluster } from './support/harness.js';
 
 /** Which engine's pod served the request, checked three ways that must agree. */
 function servedBy(cluster: Cluster, response: { status: number; headers: Record<string, unknown>; upstream?: string }) {
@@ -88,14 +88,21 @@ describe('routing through Envoy (BUFFERED)', () => {
     assert.equal(response.localReply, true);
     const list = JSON.parse(response.body.toString()) as { object: string; data: { id: string; owned_by: string; object: string }[] };
     assert.equal(list.object, 'list');
-    assert.deepEqual(list.data.map((m) => `${m.id}|${m.owned_by}`), [`${LLAMA}|vllm`, `${QWEN}|sglang`, `${QWEN}|vllm`]);
+    assert.deepEqual(
+      list.data.map((m) => `${m.id}|${m.owned_by}`),
+      [`${LLAMA}|vllm`, `${QWEN}|sglang`, `${QWEN}|vllm`],
+    );
     assert.ok(list.data.every((m) => m.object === 'model'));
     const one = await cluster.envoy.request({ method: 'GET', path: `/v1/models/${LLAMA}` });
     assert.equal(JSON.parse(one.body.toString()).id, LLAMA);
   });
 
   describe('errors are immediate OpenAI-style answers', () => {
-    const expectError = async (response: { status: number; body: Buffer; localReply: boolean; headers: Record<string, unknown> }, status: number, code: string) => {
+    const expectError = async (
+      response: { status: number; body: Buffer; localReply: boolean; headers: Record<string, unknown> },
+      status: number,
+      code: string,
+    ) => {
       assert.equal(response.status, status);
       assert.equal(response.localReply, true);
       assert.equal(response.headers['content-type'], 'application/json');
@@ -165,7 +172,12 @@ describe('route config, body limit and unhealthy backends', () => {
 
   it('a route can pin the engine', async () => {
     for (let i = 0; i < 4; i++) {
-      const response = await cluster.envoy.request({ method: 'POST', path: '/sglang/v1/chat/completions', headers: JSON_HEADERS, body: JSON.stringify({ messages: [] }) });
+      const response = await cluster.envoy.request({
+        method: 'POST',
+        path: '/sglang/v1/chat/completions',
+        headers: JSON_HEADERS,
+        body: JSON.stringify({ messages: [] }),
+      });
       assert.equal(cluster.podByAddress(response.upstream)?.engine, 'sglang');
     }
   });
@@ -183,10 +195,18 @@ describe('route config, body limit and unhealthy backends', () => {
     sglangB!.setHealthy(false);
     await cluster.service.prober.probeAll();
     await cluster.service.prober.probeAll();
-    const response = await cluster.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN, owned_by: 'sglang' }) });
+    const response = await cluster.envoy.request({
+      method: 'POST',
+      path: '/v1/chat/completions',
+      headers: JSON_HEADERS,
+      body: chatBody({ model: QWEN, owned_by: 'sglang' }),
+    });
     assert.equal(response.status, 503);
     assert.equal(JSON.parse(response.body.toString()).error.code, 'no_healthy_backend');
-    const ready = (await (await fetch(`http://127.0.0.1:${cluster.service.adminPort}/ready`)).json()) as { healthy_endpoints: number; unhealthy: { endpoint: string; error: string }[] };
+    const ready = (await (await fetch(`http://127.0.0.1:${cluster.service.adminPort}/ready`)).json()) as {
+      healthy_endpoints: number;
+      unhealthy: { endpoint: string; error: string }[];
+    };
     assert.equal(ready.healthy_endpoints, 2);
     assert.deepEqual(ready.unhealthy.map((u) => u.endpoint).sort(), [sglangA!.address, sglangB!.address].sort());
     assert.match(ready.unhealthy[0]!.error, /503/, '/ready says why a backend is out of rotation');
@@ -196,7 +216,12 @@ describe('route config, body limit and unhealthy backends', () => {
     }
     sglangA!.setHealthy(true);
     await cluster.service.prober.probeAll();
-    const back = await cluster.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN, owned_by: 'sglang' }) });
+    const back = await cluster.envoy.request({
+      method: 'POST',
+      path: '/v1/chat/completions',
+      headers: JSON_HEADERS,
+      body: chatBody({ model: QWEN, owned_by: 'sglang' }),
+    });
     assert.equal(back.upstream, sglangA!.address);
   });
 });

@@ -5,7 +5,7 @@ import { EndpointRegistry } from '../src/discovery/registry.js';
 import { RequestError } from '../src/request/errors.js';
 import type { RoutingRequest } from '../src/request/routing-request.js';
 import { Lease } from '../src/scheduling/ledger.js';
-import { LeastOutstandingPicker, RoundRobinPicker, type Picker } from '../src/scheduling/pickers.js';
+import { LeastOutstandingPicker, type Picker, RoundRobinPicker } from '../src/scheduling/pickers.js';
 import { Scheduler } from '../src/scheduling/scheduler.js';
 
 const GROUP = {};
@@ -69,7 +69,10 @@ describe('LeastOutstandingPicker', () => {
     const loads = list.map((e) => e.inFlight);
     assert.ok(Math.max(...loads) - Math.min(...loads) <= 1, `loads ${loads}`);
     for (const lease of leases) lease.release();
-    assert.deepEqual(list.map((e) => e.inFlight), [0, 0, 0, 0]);
+    assert.deepEqual(
+      list.map((e) => e.inFlight),
+      [0, 0, 0, 0],
+    );
   });
 });
 
@@ -78,7 +81,10 @@ describe('RoundRobinPicker', () => {
     const list = endpoints(3);
     const picker = new RoundRobinPicker();
     const [a, b] = [{}, {}];
-    assert.deepEqual([0, 1, 2, 3].map(() => picker.pick(list, a).name), ['pod-0', 'pod-1', 'pod-2', 'pod-0']);
+    assert.deepEqual(
+      [0, 1, 2, 3].map(() => picker.pick(list, a).name),
+      ['pod-0', 'pod-1', 'pod-2', 'pod-0'],
+    );
     assert.equal(picker.pick(list, b).name, 'pod-0');
   });
 });
@@ -96,7 +102,13 @@ describe('Lease', () => {
 
 describe('Scheduler', () => {
   const request = (model: string, ownedBy?: string): RoutingRequest => ({
-    method: 'POST', path: '/v1/chat/completions', model, ownedBy, ownedBySource: ownedBy ? 'body.owned_by' : undefined, routeName: undefined, requestId: 'r',
+    method: 'POST',
+    path: '/v1/chat/completions',
+    model,
+    ownedBy,
+    ownedBySource: ownedBy ? 'body.owned_by' : undefined,
+    routeName: undefined,
+    requestId: 'r',
   });
   function setup() {
     const registry = new EndpointRegistry();
@@ -146,6 +158,9 @@ describe('Scheduler', () => {
   });
   it('aggregates one model card per (model, owned_by)', () => {
     const { registry } = setup();
-    assert.deepEqual(registry.modelCards().map((c) => `${c.id}/${c.owned_by}`), ['llama/vllm', 'qwen/sglang', 'qwen/vllm']);
+    assert.deepEqual(
+      registry.modelCards().map((c) => `${c.id}/${c.owned_by}`),
+      ['llama/vllm', 'qwen/sglang', 'qwen/vllm'],
+    );
   });
 });

@@ -1,10 +1,10 @@
-import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { startSimulator, type Engine, type Simulator, type SimulatorOptions } from '../src/simulator/simulator.js';
 import { parseBackendSpec, parseCli, UsageError } from '../src/simulator/cli.js';
+import { type Engine, type Simulator, type SimulatorOptions, startSimulator } from '../src/simulator/simulator.js';
 
 const MODEL = 'Qwen/Qwen2.5-0.5B-Instruct';
 const STEP_MS = 5_000; // bound for any single network step
@@ -71,11 +71,10 @@ function parseExposition(text: string): { samples: Sample[]; types: Map<string, 
     const labels: Record<string, string> = {};
     const labelRe = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)/gy;
     const body = m[2] ?? '';
-    let lm: RegExpExecArray | null;
     let consumed = 0;
-    while ((lm = labelRe.exec(body)) !== null) {
+    for (const lm of body.matchAll(labelRe)) {
       labels[lm[1]!] = lm[2]!.replace(/\\n/g, '\n').replace(/\\"/g, '"').replace(/\\\\/g, '\\');
-      consumed = labelRe.lastIndex;
+      consumed = lm.index + lm[0].length;
     }
     assert.equal(consumed, body.length, `labels parse fully: ${line}`);
     const value = Number(m[3]);
@@ -165,16 +164,19 @@ describe('backend simulator', () => {
       assert.equal(body.data.length, 1);
       const card = body.data[0]!;
       assert.deepEqual(Object.keys(card), ['id', 'object', 'created', 'owned_by', 'root', 'parent', 'max_model_len']);
-      assert.equal(typeof card['created'], 'number');
-      assert.deepEqual({ ...card, created: 0 }, {
-        id: MODEL,
-        object: 'model',
-        created: 0,
-        owned_by: engine,
-        root: MODEL,
-        parent: null,
-        max_model_len: 32768,
-      });
+      assert.equal(typeof card.created, 'number');
+      assert.deepEqual(
+        { ...card, created: 0 },
+        {
+          id: MODEL,
+          object: 'model',
+          created: 0,
+          owned_by: engine,
+          root: MODEL,
+          parent: null,
+          max_model_len: 32768,
+        },
+      );
     }
   });
 
@@ -182,7 +184,10 @@ describe('backend simulator', () => {
     const sim = await start({ engine: 'sglang', models: ['a'], maxModelLen: 4096 });
     sim.setModels(['b', 'c']);
     const body = (await (await req(sim, '/v1/models')).json()) as { data: { id: string; max_model_len: number }[] };
-    assert.deepEqual(body.data.map((d) => d.id), ['b', 'c']);
+    assert.deepEqual(
+      body.data.map((d) => d.id),
+      ['b', 'c'],
+    );
     assert.equal(body.data[0]!.max_model_len, 4096);
     assert.equal((await post(sim, '/v1/chat/completions', chat({ model: 'a' }))).status, 404);
     assert.equal((await post(sim, '/v1/chat/completions', chat({ model: 'c', max_tokens: 1 }))).status, 200);
@@ -195,7 +200,7 @@ describe('backend simulator', () => {
       const other = METRICS[engine === 'vllm' ? 'sglang' : 'vllm'];
       for (const name of [own.running, own.waiting, own.kv]) {
         assert.equal(value(samples, name), 0, `${engine} ${name} idle`);
-        assert.equal(samples.find((s) => s.name === name)!.labels['model_name'], MODEL);
+        assert.equal(samples.find((s) => s.name === name)!.labels.model_name, MODEL);
       }
       const cache = samples.find((s) => s.name === own.cache);
       assert.ok(cache, `${engine} exposes ${own.cache}`);
@@ -203,7 +208,10 @@ describe('backend simulator', () => {
       for (const name of [other.running, other.waiting, other.kv, other.cache]) {
         assert.ok(!samples.some((s) => s.name === name), `${engine} must not expose ${name}`);
       }
-      assert.ok(samples.every((s) => s.name.startsWith(`${engine}:`)), `${engine} metrics use the ${engine}: prefix`);
+      assert.ok(
+        samples.every((s) => s.name.startsWith(`${engine}:`)),
+        `${engine} metrics use the ${engine}: prefix`,
+      );
     }
   });
 
@@ -272,10 +280,13 @@ describe('backend simulator', () => {
           assert.equal(events.filter((e) => e === '[DONE]').length, 1);
           const chunks = events.slice(0, -1).map((e) => JSON.parse(e) as Record<string, unknown>);
           const kind = path === '/v1/chat/completions' ? 'chat.completion.chunk' : 'text_completion';
-          assert.ok(chunks.every((c) => c['object'] === kind && c['model'] === MODEL), `${what}: chunk object/model`);
-          assert.equal(new Set(chunks.map((c) => c['id'])).size, 1, `${what}: one id per stream`);
+          assert.ok(
+            chunks.every((c) => c.object === kind && c.model === MODEL),
+            `${what}: chunk object/model`,
+          );
+          assert.equal(new Set(chunks.map((c) => c.id)).size, 1, `${what}: one id per stream`);
           type Choice = { delta?: { content?: string }; text?: string; finish_reason: string | null };
-          const choices = chunks.flatMap((c) => c['choices'] as Choice[]);
+          const choices = chunks.flatMap((c) => c.choices as Choice[]);
           const content = choices.filter((ch) => (ch.delta?.content ?? ch.text ?? '') !== '');
           assert.equal(content.length, 7, `${what}: one content chunk per token`);
           assert.deepEqual(
@@ -283,13 +294,13 @@ describe('backend simulator', () => {
             ['length'],
             `${what}: a single finish_reason`,
           );
-          const usage = chunks.filter((c) => c['usage'] !== undefined && c['usage'] !== null);
+          const usage = chunks.filter((c) => c.usage !== undefined && c.usage !== null);
           if (includeUsage) {
             assert.equal(usage.length, 1, `${what}: one usage chunk`);
-            assert.deepEqual(usage[0]!['choices'], []);
-            const u = usage[0]!['usage'] as Record<string, number>;
-            assert.equal(u['completion_tokens'], 7);
-            assert.equal(u['total_tokens'], u['prompt_tokens']! + 7);
+            assert.deepEqual(usage[0]!.choices, []);
+            const u = usage[0]!.usage as Record<string, number>;
+            assert.equal(u.completion_tokens, 7);
+            assert.equal(u.total_tokens, u.prompt_tokens! + 7);
             assert.equal(chunks.at(-1), usage[0], `${what}: usage chunk is last before [DONE]`);
           } else {
             assert.equal(usage.length, 0, `${what}: no usage without include_usage`);
@@ -302,7 +313,19 @@ describe('backend simulator', () => {
   test('non-streaming answers follow each engine shape with usage', async () => {
     const shapes: Record<Engine, { top: string[]; choice: string[]; message: string[]; idRe: RegExp }> = {
       vllm: {
-        top: ['id', 'object', 'created', 'model', 'choices', 'service_tier', 'system_fingerprint', 'usage', 'prompt_logprobs', 'prompt_token_ids', 'kv_transfer_params'],
+        top: [
+          'id',
+          'object',
+          'created',
+          'model',
+          'choices',
+          'service_tier',
+          'system_fingerprint',
+          'usage',
+          'prompt_logprobs',
+          'prompt_token_ids',
+          'kv_transfer_params',
+        ],
         choice: ['index', 'message', 'logprobs', 'finish_reason', 'stop_reason', 'token_ids'],
         message: ['role', 'content', 'refusal', 'annotations', 'audio', 'function_call', 'tool_calls', 'reasoning', 'reasoning_content'],
         idRe: /^chatcmpl-[0-9a-f]{32}$/,
@@ -318,26 +341,28 @@ describe('backend simulator', () => {
       const res = await post(sim, '/v1/chat/completions', chat({ max_tokens: 5 }));
       assert.equal(res.status, 200);
       assert.match(res.headers.get('content-type') ?? '', /^application\/json/);
+      // biome-ignore lint/suspicious/noExplicitAny: an engine's answer, checked field by field against its shape
       const body = (await res.json()) as Record<string, any>;
       assert.deepEqual(Object.keys(body), shapes[engine].top, `${engine} top-level keys`);
-      assert.match(body['id'], shapes[engine].idRe);
-      assert.equal(body['object'], 'chat.completion');
-      assert.equal(body['model'], MODEL);
-      assert.deepEqual(Object.keys(body['choices'][0]), shapes[engine].choice, `${engine} choice keys`);
-      assert.deepEqual(Object.keys(body['choices'][0].message), shapes[engine].message, `${engine} message keys`);
-      assert.equal(body['choices'][0].finish_reason, 'length');
-      assert.equal(body['usage'].completion_tokens, 5);
-      assert.equal(body['usage'].total_tokens, body['usage'].prompt_tokens + 5);
-      if (engine === 'sglang') assert.equal(body['usage'].reasoning_tokens, 0);
-      else assert.ok(!('reasoning_tokens' in body['usage']));
+      assert.match(body.id, shapes[engine].idRe);
+      assert.equal(body.object, 'chat.completion');
+      assert.equal(body.model, MODEL);
+      assert.deepEqual(Object.keys(body.choices[0]), shapes[engine].choice, `${engine} choice keys`);
+      assert.deepEqual(Object.keys(body.choices[0].message), shapes[engine].message, `${engine} message keys`);
+      assert.equal(body.choices[0].finish_reason, 'length');
+      assert.equal(body.usage.completion_tokens, 5);
+      assert.equal(body.usage.total_tokens, body.usage.prompt_tokens + 5);
+      if (engine === 'sglang') assert.equal(body.usage.reasoning_tokens, 0);
+      else assert.ok(!('reasoning_tokens' in body.usage));
 
       // Without max_tokens the answer stops naturally.
+      // biome-ignore lint/suspicious/noExplicitAny: an engine's answer, checked field by field
       const free = (await (await post(sim, '/v1/completions', { model: MODEL, prompt: 'hi' })).json()) as Record<string, any>;
-      assert.equal(free['object'], 'text_completion');
-      assert.equal(free['choices'][0].finish_reason, 'stop');
-      assert.equal(typeof free['choices'][0].text, 'string');
-      assert.ok(free['usage'].completion_tokens > 0);
-      if (engine === 'sglang') assert.equal(free['choices'][0].matched_stop, 151645);
+      assert.equal(free.object, 'text_completion');
+      assert.equal(free.choices[0].finish_reason, 'stop');
+      assert.equal(typeof free.choices[0].text, 'string');
+      assert.ok(free.usage.completion_tokens > 0);
+      if (engine === 'sglang') assert.equal(free.choices[0].matched_stop, 151645);
     }
   });
 

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer, type Server } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { startService } from '../src/app/service.js';
@@ -74,12 +74,22 @@ describe('start-up mistakes: one line on stderr, exit 2', { concurrency: true },
     ['a static port over 65535', ['--static-hosts=10.0.0.1:70000', ...loopback('127.0.0.71')], '--static-hosts', /port "70000" is not 1-65535/],
     ['an https backend', ['--static-hosts=https://10.0.0.1:8443', ...loopback('127.0.0.71')], '--static-hosts', /only http backends/],
     ['--static-hosts=, (no backend at all)', ['--static-hosts=,', ...loopback('127.0.0.71')], '--static-hosts', /names no backend/],
-    ['a static host name that does not resolve', ['--static-hosts=no-such-backend.invalid:8000', ...loopback('127.0.0.71')], '--static-hosts', /cannot resolve "no-such-backend\.invalid"/],
+    [
+      'a static host name that does not resolve',
+      ['--static-hosts=no-such-backend.invalid:8000', ...loopback('127.0.0.71')],
+      '--static-hosts',
+      /cannot resolve "no-such-backend\.invalid"/,
+    ],
     ['--port= (an unset shell variable)', [backend, ...loopback('127.0.0.71'), '--port='], '--port', /is empty/],
     ['a port in hex', [backend, ...loopback('127.0.0.71'), '--port=0x1f90'], '--port', /"0x1f90" is not a port number/],
     ['a dotted quad with an octet over 255', [backend, ...loopback('127.0.0.71'), '--host=999.1.1.1'], '--host', /"999\.1\.1\.1" is not an IPv4 address/],
     ['a probe interval beyond 1h', [backend, ...loopback('127.0.0.71'), '--probe-interval=600h'], '--probe-interval', /600h is outside 100ms\.\.1h/],
-    ['an unreadable route file', [backend, ...loopback('127.0.0.71'), `--route-config=${join(tmpdir(), 'llm-extproc-no-such-routes.json')}`], '--route-config', /cannot read .*llm-extproc-no-such-routes\.json/],
+    [
+      'an unreadable route file',
+      [backend, ...loopback('127.0.0.71'), `--route-config=${join(tmpdir(), 'llm-extproc-no-such-routes.json')}`],
+      '--route-config',
+      /cannot read .*llm-extproc-no-such-routes\.json/,
+    ],
     ['an unknown flag', [backend, ...loopback('127.0.0.71'), '--bogus'], '--bogus', /unknown flag.*--help/],
   ];
   for (const [name, args, flag, message] of cases) {
@@ -126,7 +136,13 @@ describe('startService when a port cannot be bound', () => {
     const adminBlocker = await occupy('127.0.0.74');
     try {
       const grpcPort = await freePort('127.0.0.74');
-      const config = parseConfig(['--static-hosts=127.0.0.1:9', '--host=127.0.0.74', `--port=${grpcPort}`, '--admin-host=127.0.0.74', `--admin-port=${adminBlocker.port}`])!;
+      const config = parseConfig([
+        '--static-hosts=127.0.0.1:9',
+        '--host=127.0.0.74',
+        `--port=${grpcPort}`,
+        '--admin-host=127.0.0.74',
+        `--admin-port=${adminBlocker.port}`,
+      ])!;
       await assert.rejects(startService(config, log), (err: unknown) => err instanceof ConfigError && err.flag === '--admin-port');
       await assertFree('127.0.0.74', grpcPort);
     } finally {

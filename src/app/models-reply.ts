@@ -1,6 +1,6 @@
 import type { EndpointRegistry } from '../discovery/registry.js';
 import type { HttpRequestHead, LocalReply } from '../extproc/types.js';
-import { RequestError, badRequest, notFound } from '../request/errors.js';
+import { badRequest, notFound, RequestError } from '../request/errors.js';
 import { clip } from '../request/limits.js';
 
 const MODELS_PATH = '/v1/models';

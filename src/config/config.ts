@@ -1,10 +1,10 @@
 import { parseArgs } from 'node:util';
-import type { BodySendMode } from '../extproc/types.js';
-import { ROUTING_LOGICS, type RoutingLogic } from '../scheduling/pickers.js';
 import { parseStaticHosts, type StaticHost } from '../discovery/static.js';
+import type { BodySendMode } from '../extproc/types.js';
 import { hostProblem } from '../net-address.js';
-import { ConfigError } from './errors.js';
+import { ROUTING_LOGICS, type RoutingLogic } from '../scheduling/pickers.js';
 import { DESTINATION_HEADER, ROUTED_TO_HEADER } from '../wire-names.js';
+import { ConfigError } from './errors.js';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -69,14 +69,22 @@ const FLAGS = {
   'admin-host': ['string', '0.0.0.0', 'address the admin HTTP server binds'],
   'service-discovery': ['string', 'static', 'how backends are found: static'],
   'static-hosts': ['string', undefined, 'comma-separated backends, host:port or http://host:port'],
-  'static-models': ['string', undefined, 'models per static host (comma-separated, one entry per host or one for all; ";" between several models of a host); skips the /v1/models probe'],
+  'static-models': [
+    'string',
+    undefined,
+    'models per static host (comma-separated, one entry per host or one for all; ";" between several models of a host); skips the /v1/models probe',
+  ],
   'static-owned-by': ['string', undefined, 'engine (owned_by) per static host, same layout as --static-models (default vllm)'],
   'routing-logic': ['string', 'least_outstanding_requests', `picker: ${ROUTING_LOGICS.join(' | ')}`],
   'route-config': ['string', undefined, 'routes file (JSON or YAML): [{name, path_prefix, model?, owned_by?}]'],
   'log-level': ['string', 'info', LOG_LEVELS.join(' | ')],
   'max-body-size': ['string', '32MiB', 'largest request body accepted (413 above)'],
-  'grpc-max-receive-size': ['string', undefined, `largest gRPC message accepted from Envoy, at least --max-body-size + ${formatBytes(GRPC_HEADROOM_BYTES)} (default the larger of ${formatBytes(DEFAULT_GRPC_MAX_RECEIVE_BYTES)} and that)`],
-  'destination-header': ['string', DESTINATION_HEADER, 'header Envoy\'s ORIGINAL_DST cluster reads'],
+  'grpc-max-receive-size': [
+    'string',
+    undefined,
+    `largest gRPC message accepted from Envoy, at least --max-body-size + ${formatBytes(GRPC_HEADROOM_BYTES)} (default the larger of ${formatBytes(DEFAULT_GRPC_MAX_RECEIVE_BYTES)} and that)`,
+  ],
+  'destination-header': ['string', DESTINATION_HEADER, "header Envoy's ORIGINAL_DST cluster reads"],
   'routed-to-header': ['string', ROUTED_TO_HEADER, 'response header telling the caller which backend served it'],
   'request-body-mode': ['string', 'BUFFERED', 'request body mode assumed when Envoy sends no protocol_config (Envoy < 1.34)'],
   'response-body-mode': ['string', 'NONE', 'response body mode assumed when Envoy sends no protocol_config'],
@@ -117,7 +125,11 @@ export function parseConfig(argv: readonly string[]): Config | undefined {
     throw new ConfigError('--static-hosts', 'cannot be used with --demo, which starts its own backends', 'drop --static-hosts or --demo');
   }
   if (!demo && hostsFlag === undefined) {
-    throw new ConfigError('--static-hosts', 'is required with --service-discovery=static', 'list the backends, e.g. --static-hosts=10.0.0.1:8000,10.0.0.2:8000, or run with --demo');
+    throw new ConfigError(
+      '--static-hosts',
+      'is required with --service-discovery=static',
+      'list the backends, e.g. --static-hosts=10.0.0.1:8000,10.0.0.2:8000, or run with --demo',
+    );
   }
   const maxBodyBytes = parseBytes('max-body-size', text('max-body-size'));
   const probeIntervalMs = parseDuration('probe-interval', text('probe-interval'), PROBE_INTERVAL);
@@ -156,10 +168,7 @@ const HELP_HINT = 'run llm-extproc --help to list the flags';
  */
 function readFlags(argv: readonly string[]): Flags {
   const options = Object.fromEntries(
-    Object.entries(FLAGS).map(([name, [type, fallback]]) => [
-      name,
-      fallback === undefined ? { type } : { type, default: fallback },
-    ]),
+    Object.entries(FLAGS).map(([name, [type, fallback]]) => [name, fallback === undefined ? { type } : { type, default: fallback }]),
   ) as Record<string, { type: 'string' | 'boolean'; default?: string | boolean }>;
   const { values, tokens } = parseArgs({ args: [...argv], options, strict: false, allowPositionals: true, tokens: true });
   const given = new Set<string>();
@@ -194,14 +203,19 @@ function parsePort(flag: FlagName, value: string): number {
 
 function listenHost(flag: FlagName, value: string): string {
   const problem = hostProblem(value);
-  if (problem) throw new ConfigError(`--${flag}`, problem, 'give an IP address or host name of this machine, e.g. 0.0.0.0 for all IPv4 addresses, 127.0.0.1 or ::');
+  if (problem)
+    throw new ConfigError(`--${flag}`, problem, 'give an IP address or host name of this machine, e.g. 0.0.0.0 for all IPv4 addresses, 127.0.0.1 or ::');
   return value;
 }
 
 function parseCount(flag: FlagName, value: string, range: Range): number {
   const count = /^\d+$/.test(value) ? Number(value) : NaN;
   if (!(count >= range.min && count <= range.max)) {
-    throw new ConfigError(`--${flag}`, `"${value}" is not a whole number in ${range.min}..${range.max}`, `write decimal digits, e.g. the default ${FLAGS[flag][1]}`);
+    throw new ConfigError(
+      `--${flag}`,
+      `"${value}" is not a whole number in ${range.min}..${range.max}`,
+      `write decimal digits, e.g. the default ${FLAGS[flag][1]}`,
+    );
   }
   return count;
 }
@@ -226,12 +240,31 @@ function probeTimeout(flagValue: string | undefined, intervalMs: number, interva
   const timeoutMs = parseDuration('probe-timeout', flagValue ?? FLAGS['probe-timeout'][1], PROBE_TIMEOUT);
   if (flagValue === undefined) return Math.min(timeoutMs, intervalMs);
   if (timeoutMs > intervalMs) {
-    throw new ConfigError('--probe-timeout', `${flagValue} is longer than --probe-interval (${intervalText})`, 'a probe must end before the next one starts: shorten --probe-timeout or lengthen --probe-interval');
+    throw new ConfigError(
+      '--probe-timeout',
+      `${flagValue} is longer than --probe-interval (${intervalText})`,
+      'a probe must end before the next one starts: shorten --probe-timeout or lengthen --probe-interval',
+    );
   }
   return timeoutMs;
 }
 
-const BYTE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1000, kb: 1000, ki: 1024, kib: 1024, m: 1e6, mb: 1e6, mi: MiB, mib: MiB, g: 1e9, gb: 1e9, gi: 1024 * MiB, gib: 1024 * MiB };
+const BYTE_UNITS: Record<string, number> = {
+  '': 1,
+  b: 1,
+  k: 1000,
+  kb: 1000,
+  ki: 1024,
+  kib: 1024,
+  m: 1e6,
+  mb: 1e6,
+  mi: MiB,
+  mib: MiB,
+  g: 1e9,
+  gb: 1e9,
+  gi: 1024 * MiB,
+  gib: 1024 * MiB,
+};
 
 /** `33554432`, `32MiB`, `32Mi`, `10MB`. */
 function parseBytes(flag: FlagName, value: string): number {
@@ -253,7 +286,8 @@ const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: H
 /** `500ms`, `5s`, `2m`, `1h`; a bare number is seconds. */
 function parseDuration(flag: FlagName, value: string, range: Range): number {
   const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(value.trim());
-  if (!match) throw new ConfigError(`--${flag}`, `"${value}" is not a duration`, `write e.g. 500ms, 5s, 2m or 1h, within ${rangeText(range)}; a bare number is seconds`);
+  if (!match)
+    throw new ConfigError(`--${flag}`, `"${value}" is not a duration`, `write e.g. 500ms, 5s, 2m or 1h, within ${rangeText(range)}; a bare number is seconds`);
   const ms = Number(match[1]) * DURATION_UNITS[match[2] ?? 's']!;
   if (ms < range.min || ms > range.max) throw new ConfigError(`--${flag}`, `${value} is outside ${rangeText(range)}`, `e.g. the default ${FLAGS[flag][1]}`);
   return ms;
@@ -266,7 +300,11 @@ function rangeText(range: Range): string {
 /** The largest unit that writes `ms` whole: 3600000 → `1h`, 100 → `100ms`, 0 → `0s`. */
 function formatDuration(ms: number): string {
   if (ms === 0) return '0s';
-  for (const [unit, size] of [['h', HOUR_MS], ['m', 60_000], ['s', 1000]] as const) {
+  for (const [unit, size] of [
+    ['h', HOUR_MS],
+    ['m', 60_000],
+    ['s', 1000],
+  ] as const) {
     if (ms % size === 0) return `${ms / size}${unit}`;
   }
   return `${ms}ms`;

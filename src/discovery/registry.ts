@@ -110,7 +110,10 @@ export class EndpointRegistry {
         engineNames.add(card.owned_by);
         addTo(byModel, card.id, endpoint);
         let engines = byModelAndEngine.get(card.id);
-        if (!engines) byModelAndEngine.set(card.id, (engines = new Map()));
+        if (!engines) {
+          engines = new Map();
+          byModelAndEngine.set(card.id, engines);
+        }
         addTo(engines, card.owned_by, endpoint);
       }
     }
@@ -125,7 +128,10 @@ const UNKNOWN_MODEL: CandidateLookup = { kind: 'unknown_model' };
 
 function addTo(index: Map<string, CandidateSet>, key: string, endpoint: Endpoint): void {
   let set = index.get(key);
-  if (!set) index.set(key, (set = { kind: 'found', all: [], healthy: [] }));
+  if (!set) {
+    set = { kind: 'found', all: [], healthy: [] };
+    index.set(key, set);
+  }
   const all = set.all as Endpoint[];
   // An endpoint's cards are visited together, so a repeat can only be the last entry.
   if (all[all.length - 1] === endpoint) return;

@@ -16,7 +16,10 @@ const FORMAT_HINT = 'write host:port or http://host:port, e.g. 10.0.0.1:8000';
 
 /** `--static-hosts`: comma-separated backends, at least one, each once (empty entries are skipped). */
 export function parseStaticHosts(flagValue: string): StaticHost[] {
-  const hosts = flagValue.split(',').filter((entry) => entry.trim()).map(parseStaticHost);
+  const hosts = flagValue
+    .split(',')
+    .filter((entry) => entry.trim())
+    .map(parseStaticHost);
   if (hosts.length === 0) throw new ConfigError(FLAG, `"${flagValue}" names no backend`, FORMAT_HINT);
   const seen = new Set<string>();
   for (const host of hosts) {
@@ -44,9 +47,11 @@ export function parseStaticHost(spec: string): StaticHost {
   const host = parts[1] ?? parts[2]!;
   const portText = parts[3];
   const problem =
-    host === '' ? `"${trimmed}" has no host`
-    : parts[1] !== undefined && isIP(host) !== 6 ? `"[${host}]": brackets hold IPv6 addresses only`
-    : hostProblem(host);
+    host === ''
+      ? `"${trimmed}" has no host`
+      : parts[1] !== undefined && isIP(host) !== 6
+        ? `"[${host}]": brackets hold IPv6 addresses only`
+        : hostProblem(host);
   if (problem) throw new ConfigError(FLAG, problem, FORMAT_HINT);
   if (portText === undefined) {
     throw new ConfigError(FLAG, `"${trimmed}" has no port`, `write host:port, e.g. ${joinHostPort(host, 8000)}`);
@@ -90,13 +95,14 @@ export async function resolveStaticHosts(hosts: readonly StaticHost[]): Promise<
  * `--static-models` / `--static-owned-by`: one entry per host, in the order of `--static-hosts`
  * (a single entry applies to every host); several models of one host are separated by `;`.
  */
-export function staticModelCards(
-  hostCount: number,
-  modelsFlag: string | undefined,
-  ownedByFlag: string | undefined,
-): (ModelCard[] | undefined)[] {
+export function staticModelCards(hostCount: number, modelsFlag: string | undefined, ownedByFlag: string | undefined): (ModelCard[] | undefined)[] {
   if (modelsFlag === undefined) {
-    if (ownedByFlag !== undefined) throw new ConfigError('--static-owned-by', 'is only read with --static-models', 'add --static-models, or drop --static-owned-by (engines then come from /v1/models)');
+    if (ownedByFlag !== undefined)
+      throw new ConfigError(
+        '--static-owned-by',
+        'is only read with --static-models',
+        'add --static-models, or drop --static-owned-by (engines then come from /v1/models)',
+      );
     return Array.from({ length: hostCount }, () => undefined);
   }
   const models = perHost(splitList(modelsFlag), hostCount, '--static-models');

@@ -1,5 +1,5 @@
-import * as protoLoader from '@grpc/proto-loader';
 import { fileURLToPath } from 'node:url';
+import * as protoLoader from '@grpc/proto-loader';
 
 /** Directory holding llm-extproc's own copies of Envoy's protos. */
 export const PROTO_DIR = fileURLToPath(new URL('../../../proto', import.meta.url));

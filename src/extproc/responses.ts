@@ -1,8 +1,8 @@
 import type { HeaderValueOption } from '../generated/envoy/config/core/v3/HeaderValueOption.js';
-import type { StatusCode } from '../generated/envoy/type/v3/StatusCode.js';
 import type { ProcessingResponse } from '../generated/envoy/service/ext_proc/v3/ProcessingResponse.js';
-import { encodeResponse, type EncodedResponse } from './encoded.js';
+import type { StatusCode } from '../generated/envoy/type/v3/StatusCode.js';
 import { LB_METADATA_NAMESPACE } from '../wire-names.js';
+import { type EncodedResponse, encodeResponse } from './encoded.js';
 import type { HeaderValueField } from './headers.js';
 import type { Destination, LocalReply } from './types.js';
 
@@ -74,11 +74,7 @@ export function immediateResponse(reply: LocalReply, field: HeaderValueField): P
 }
 
 /** FULL_DUPLEX_STREAMED echo of `body`, cut into chunks; the last one carries `endOfStream`. */
-export function streamedBodyResponses(
-  phase: 'request_body' | 'response_body',
-  body: Buffer,
-  endOfStream: boolean,
-): ProcessingResponse[] {
+export function streamedBodyResponses(phase: 'request_body' | 'response_body', body: Buffer, endOfStream: boolean): ProcessingResponse[] {
   const responses: ProcessingResponse[] = [];
   let offset = 0;
   do {
@@ -112,12 +108,14 @@ export class DestinationAnswers {
 
   route(phase: 'request_headers' | 'request_body', destination: Destination, field: HeaderValueField): EncodedResponse {
     const answers = this.entry(destination.address)[field];
-    return (answers[phase] ??= encodeResponse(routeResponse(phase, this.destinationHeader, destination.address, destination.addressBytes, field)));
+    answers[phase] ??= encodeResponse(routeResponse(phase, this.destinationHeader, destination.address, destination.addressBytes, field));
+    return answers[phase];
   }
 
   routedTo(destination: Destination, field: HeaderValueField): EncodedResponse {
     const answers = this.entry(destination.address)[field];
-    return (answers.routedTo ??= encodeResponse(routedToResponse(this.routedToHeader, destination.addressBytes, field)));
+    answers.routedTo ??= encodeResponse(routedToResponse(this.routedToHeader, destination.addressBytes, field));
+    return answers.routedTo;
   }
 
   private entry(address: string): Record<HeaderValueField, EncodedAnswers> {

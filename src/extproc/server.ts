@@ -1,12 +1,12 @@
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation, type ServingStatusMap } from 'grpc-health-check';
 import type { Logger } from 'pino';
-import { joinHostPort } from '../net-address.js';
 import type { ExternalProcessorHandlers } from '../generated/envoy/service/ext_proc/v3/ExternalProcessor.js';
-import { EXT_PROC_SERVICE, extProcPackageDefinition } from './proto.js';
+import { joinHostPort } from '../net-address.js';
 import { serializeOutgoing } from './encoded.js';
+import { EXT_PROC_SERVICE, extProcPackageDefinition } from './proto.js';
 import { DestinationAnswers } from './responses.js';
-import { ExtProcStream, type ExtProcCall, type StreamObserver, type StreamSettings } from './stream.js';
+import { type ExtProcCall, ExtProcStream, type StreamObserver, type StreamSettings } from './stream.js';
 import type { RequestRouter } from './types.js';
 
 export interface ExtProcServerOptions extends StreamSettings {

@@ -1,12 +1,12 @@
+import { randomUUID } from 'node:crypto';
 import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { status as GrpcStatus } from '@grpc/grpc-js';
-import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { HeaderValue__Output } from '../generated/envoy/config/core/v3/HeaderValue.js';
 import type { ProcessingRequest__Output } from '../generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
-import type { OutgoingResponse } from './encoded.js';
-import { RequestHeaders, type HeaderValueField } from './headers.js';
 import { REQUEST_ID_HEADER } from '../wire-names.js';
+import type { OutgoingResponse } from './encoded.js';
+import { type HeaderValueField, RequestHeaders } from './headers.js';
 import {
   CONTINUE_REQUEST_BODY,
   CONTINUE_REQUEST_HEADERS,
@@ -14,9 +14,9 @@ import {
   CONTINUE_RESPONSE_BODY,
   CONTINUE_RESPONSE_HEADERS,
   CONTINUE_RESPONSE_TRAILERS,
+  type DestinationAnswers,
   immediateResponse,
   streamedBodyResponses,
-  type DestinationAnswers,
 } from './responses.js';
 import type { BodySendMode, Destination, HttpRequestHead, HttpRequestView, LocalReply, RequestRouter, RouteDecision } from './types.js';
 
@@ -108,32 +108,41 @@ export class ExtProcStream {
 
     switch (message.request) {
       case 'request_headers':
-        return this.onRequestHeaders(message.request_headers!.headers?.headers ?? [], !!message.request_headers!.end_of_stream);
+        this.onRequestHeaders(message.request_headers!.headers?.headers ?? [], !!message.request_headers!.end_of_stream);
+        return;
       case 'request_body':
-        return this.onRequestBody(message.request_body!.body ?? EMPTY, !!message.request_body!.end_of_stream);
+        this.onRequestBody(message.request_body!.body ?? EMPTY, !!message.request_body!.end_of_stream);
+        return;
       case 'request_trailers':
-        return this.onRequestTrailers();
+        this.onRequestTrailers();
+        return;
       case 'response_headers':
         if (this.expectRouted('response_headers')) this.send(this.responseHeadersAnswer());
         return;
       case 'response_body':
-        return this.onResponseBody(message.response_body!.body ?? EMPTY, !!message.response_body!.end_of_stream);
+        this.onResponseBody(message.response_body!.body ?? EMPTY, !!message.response_body!.end_of_stream);
+        return;
       case 'response_trailers':
         if (this.expectRouted('response_trailers')) this.send(CONTINUE_RESPONSE_TRAILERS);
         return;
       default:
-        return this.protocolError('a ProcessingRequest without a request field');
+        this.protocolError('a ProcessingRequest without a request field');
+        return;
     }
   }
 
   private onRequestHeaders(list: readonly HeaderValue__Output[], endOfStream: boolean): void {
-    if (this.phase !== 'awaiting_request_headers') return this.protocolError(`request_headers in phase ${this.phase}`);
+    if (this.phase !== 'awaiting_request_headers') {
+      this.protocolError(`request_headers in phase ${this.phase}`);
+      return;
+    }
     this.startedAt = performance.now();
     this.headers = new RequestHeaders(list);
     this.requestId = this.headers.get(REQUEST_ID_HEADER) || randomUUID();
     if (endOfStream || this.requestBodyMode === 'NONE' || this.requestBodyMode === 'STREAMED') {
       // No body will come before the headers go upstream: route on the headers alone.
-      return this.decide(undefined, 'request_headers');
+      this.decide(undefined, 'request_headers');
+      return;
     }
     this.phase = 'awaiting_request_body';
     // FULL_DUPLEX: hold the headers answer until the body is read. BUFFERED: route on the body answer.
@@ -145,14 +154,22 @@ export class ExtProcStream {
     if (this.phase === 'replied') return;
     if (this.phase === 'routed') {
       // STREAMED: one answer per chunk, in order; the route was set on the headers.
-      if (this.requestBodyMode === 'STREAMED') return this.send(CONTINUE_REQUEST_BODY);
-      return this.protocolError(`request_body after the route was decided in ${this.requestBodyMode} mode`);
+      if (this.requestBodyMode === 'STREAMED') {
+        this.send(CONTINUE_REQUEST_BODY);
+        return;
+      }
+      this.protocolError(`request_body after the route was decided in ${this.requestBodyMode} mode`);
+      return;
     }
-    if (this.phase !== 'awaiting_request_body') return this.protocolError(`request_body in phase ${this.phase}`);
+    if (this.phase !== 'awaiting_request_body') {
+      this.protocolError(`request_body in phase ${this.phase}`);
+      return;
+    }
     this.bodyBytes += chunk.length;
     if (this.bodyBytes > this.settings.maxBodyBytes) {
       this.bodyChunks = [];
-      return this.reply(this.router.bodyTooLarge(this.head(), this.settings.maxBodyBytes));
+      this.reply(this.router.bodyTooLarge(this.head(), this.settings.maxBodyBytes));
+      return;
     }
     this.bodyChunks.push(chunk);
     if (this.requestBodyMode === 'FULL_DUPLEX_STREAMED') {
@@ -169,9 +186,13 @@ export class ExtProcStream {
     if (this.phase === 'replied') return;
     if (this.phase === 'awaiting_request_body' && this.requestBodyMode === 'FULL_DUPLEX_STREAMED') {
       // FULL_DUPLEX with trailers: the body ended without end_of_stream; the trailers end it.
-      return this.decide(this.takeBody(), 'request_headers', true);
+      this.decide(this.takeBody(), 'request_headers', true);
+      return;
     }
-    if (this.phase === 'routed') return this.send(CONTINUE_REQUEST_TRAILERS);
+    if (this.phase === 'routed') {
+      this.send(CONTINUE_REQUEST_TRAILERS);
+      return;
+    }
     this.protocolError(`request_trailers in phase ${this.phase}`);
   }
 
@@ -219,9 +240,13 @@ export class ExtProcStream {
     try {
       decision = this.router.decide(view);
     } catch (err) {
-      return this.internalError(err);
+      this.internalError(err);
+      return;
     }
-    if (!(decision instanceof Promise)) return this.apply(decision, body, phase, trailersFollow);
+    if (!(decision instanceof Promise)) {
+      this.apply(decision, body, phase, trailersFollow);
+      return;
+    }
     this.phase = 'deciding';
     decision.then(
       (result) => {
@@ -241,7 +266,10 @@ export class ExtProcStream {
 
   private apply(decision: RouteDecision, body: Buffer | undefined, phase: 'request_headers' | 'request_body', trailersFollow: boolean): void {
     this.observer.decided(this.startedAt);
-    if (decision.kind === 'reply') return this.reply(decision.reply);
+    if (decision.kind === 'reply') {
+      this.reply(decision.reply);
+      return;
+    }
     const { destination } = decision;
     this.destination = destination;
     this.phase = 'routed';

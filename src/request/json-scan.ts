@@ -16,12 +16,11 @@
  * body within the size limit blocks the loop for long. `bench/json-scan.ts` measures both.
  */
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { DIFFERENT, EQUAL, compareWithName, decodeContent, invalidEscapeAt } from './json-string.js';
+import { compareWithName, DIFFERENT, decodeContent, EQUAL, invalidEscapeAt } from './json-string.js';
 
 export type ScanResult =
   /** `complete`: the top-level object ended within the body (always so unless `partial`). */
-  | { ok: true; complete: boolean; values: Map<string, ScannedValue> }
-  | { ok: false; error: string; offset: number };
+  { ok: true; complete: boolean; values: Map<string, ScannedValue> } | { ok: false; error: string; offset: number };
 
 /** A wanted key's value: its string content, or the JSON type it had instead of a string. */
 export type ScannedValue =
@@ -617,7 +616,10 @@ export class TopLevelScanner {
   }
 
   private recordWantedString(start: number, end: number): void {
-    if (end - start > this.maxValueBytes) return this.record(STRING_TOO_LONG, start, end);
+    if (end - start > this.maxValueBytes) {
+      this.record(STRING_TOO_LONG, start, end);
+      return;
+    }
     const invalid = invalidEscapeAt(this.buf, start, end);
     if (invalid !== -1) this.fail(invalid, 'invalid escape in a string');
     this.record(STRING, start, end);

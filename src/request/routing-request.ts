@@ -1,8 +1,8 @@
-import type { RouteTable } from '../routing/routes.js';
-import { RequestError, badRequest } from './errors.js';
 import type { RequestHeaders } from '../extproc/headers.js';
+import type { RouteTable } from '../routing/routes.js';
 import { MODEL_HEADER, OWNED_BY_HEADER, OWNED_BY_QUERY } from '../wire-names.js';
-import { SCAN_SLICE_BYTES, WantedKeys, scanTopLevel, scanTopLevelSliced, type ScanResult, type ScannedValue } from './json-scan.js';
+import { badRequest, RequestError } from './errors.js';
+import { SCAN_SLICE_BYTES, type ScannedValue, type ScanResult, scanTopLevel, scanTopLevelSliced, WantedKeys } from './json-scan.js';
 import { MAX_MODEL_BYTES, MAX_OWNED_BY_BYTES } from './limits.js';
 
 /** Where the engine selector came from, in the order they are consulted. */
@@ -57,12 +57,7 @@ export function scanRoutingKeysSliced(body: Buffer, partial: boolean, signal: Ab
  * RequestError: 400 for a body that is not a JSON object or names no usable model; 413 for a
  * partial body (BUFFERED_PARTIAL at Envoy's buffer limit) whose part names no model.
  */
-export function readRoutingRequest(
-  headers: RequestHeaders,
-  scan: ScanResult | undefined,
-  routes: RouteTable,
-  requestId: string,
-): RoutingRequest {
+export function readRoutingRequest(headers: RequestHeaders, scan: ScanResult | undefined, routes: RouteTable, requestId: string): RoutingRequest {
   const method = headers.get(':method') ?? 'GET';
   const fullPath = headers.get(':path') ?? '/';
   const queryStart = fullPath.indexOf('?');
@@ -111,14 +106,11 @@ export function readRoutingRequest(
       413,
       'invalid_request_error',
       'request_too_large',
-      "The request body is larger than the proxy's buffer, and the part it forwarded names no \"model\": put \"model\" (and \"owned_by\") before the prompt.",
+      'The request body is larger than the proxy\'s buffer, and the part it forwarded names no "model": put "model" (and "owned_by") before the prompt.',
     );
   }
   if (!model) {
-    throw badRequest(
-      'missing_model',
-      'The request names no model: set "model" in the JSON body (or configure a route that gives one for this path).',
-    );
+    throw badRequest('missing_model', 'The request names no model: set "model" in the JSON body (or configure a route that gives one for this path).');
   }
   return { method, path, model, ownedBy, ownedBySource, routeName: route?.name, requestId };
 }

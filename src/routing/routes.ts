@@ -64,9 +64,7 @@ export async function loadRouteTable(file: string): Promise<RouteTable> {
 
 export function validateRoutes(document: unknown, source: string): Route[] {
   const list =
-    document !== null && typeof document === 'object' && !Array.isArray(document) && 'routes' in document
-      ? (document as { routes: unknown }).routes
-      : document;
+    document !== null && typeof document === 'object' && !Array.isArray(document) && 'routes' in document ? (document as { routes: unknown }).routes : document;
   if (!Array.isArray(list)) throw routeError(`${source}: expected an array of routes`);
   const names = new Set<string>();
   return list.map((entry: unknown, index) => {

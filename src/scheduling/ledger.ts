@@ -1,5 +1,5 @@
-import type { Destination } from '../extproc/types.js';
 import type { Endpoint } from '../discovery/endpoint.js';
+import type { Destination } from '../extproc/types.js';
 
 /**
  * One routed request's claim on an endpoint. `release` is idempotent: the ext_proc stream can end

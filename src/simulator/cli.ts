@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { pathToFileURL } from 'node:url';
 /**
  * Run one or several backend simulators from the command line.
  *
@@ -10,8 +11,7 @@
  * and exits 0 on SIGTERM/SIGINT after closing them.
  */
 import { parseArgs } from 'node:util';
-import { pathToFileURL } from 'node:url';
-import { isEngine, startSimulator, type Simulator, type SimulatorOptions } from './simulator.js';
+import { isEngine, type Simulator, type SimulatorOptions, startSimulator } from './simulator.js';
 
 export const USAGE = `Usage: node dist/src/simulator/cli.js [options]
 
@@ -53,7 +53,10 @@ export function parseBackendSpec(spec: string): Pick<SimulatorOptions, 'engine' 
   if (colon <= 0 || at < colon + 2) throw new UsageError(`--backend '${spec}': expected ENGINE:MODEL@HOST:PORT`);
   const engine = spec.slice(0, colon);
   if (!isEngine(engine)) throw new UsageError(`--backend '${spec}': engine must be vllm or sglang`);
-  const models = spec.slice(colon + 1, at).split(',').filter((m) => m !== '');
+  const models = spec
+    .slice(colon + 1, at)
+    .split(',')
+    .filter((m) => m !== '');
   const addr = spec.slice(at + 1);
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(addr);
   if (m === null || models.length === 0) throw new UsageError(`--backend '${spec}': expected ENGINE:MODEL@HOST:PORT`);
@@ -62,11 +65,10 @@ export function parseBackendSpec(spec: string): Pick<SimulatorOptions, 'engine' 
   return { engine, models, host: m[1] ?? m[2]!, port };
 }
 
-/** Turn argv into simulator options (throws UsageError); `null` means --help. */
-export function parseCli(argv: string[]): SimulatorOptions[] | null {
-  let values;
+/** parseArgs with the simulator's flags; a parse error is a UsageError. */
+function parseFlags(argv: string[]) {
   try {
-    ({ values } = parseArgs({
+    return parseArgs({
       args: argv,
       strict: true,
       allowPositionals: false,
@@ -85,10 +87,15 @@ export function parseCli(argv: string[]): SimulatorOptions[] | null {
         'kv-cache-tokens': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
-    }));
+    }).values;
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+}
+
+/** Turn argv into simulator options (throws UsageError); `null` means --help. */
+export function parseCli(argv: string[]): SimulatorOptions[] | null {
+  const values = parseFlags(argv);
   if (values.help) return null;
 
   const common: Partial<SimulatorOptions> = {};

@@ -8,8 +8,9 @@
  * Wire shapes follow what the engines return (see the response samples in the project seeds);
  * fields no router reads are reproduced only approximately.
  */
-import http from 'node:http';
+
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -349,7 +350,7 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
       metric('sglang:generation_tokens_total', 'counter', 'Number of generation tokens processed.', [[base, generationTokensTotal]]);
       metric('sglang:num_requests_total', 'counter', 'Number of requests processed.', [[base, served]]);
     }
-    return lines.join('\n') + '\n';
+    return `${lines.join('\n')}\n`;
   }
 
   // ---- request parsing ----
@@ -364,31 +365,31 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
     if (!isRecord(body)) throw new HttpError(400, 'Request body must be a JSON object', 'BadRequestError');
 
     let model: string;
-    if (body['model'] === undefined || body['model'] === null) {
+    if (body.model === undefined || body.model === null) {
       if (models.length === 0) throw new HttpError(404, 'No model is served', 'NotFoundError', 'model');
       model = models[0]!; // the engines default to their (first) served model
-    } else if (typeof body['model'] !== 'string') {
+    } else if (typeof body.model !== 'string') {
       throw new HttpError(400, '`model` must be a string', 'BadRequestError', 'model');
     } else {
-      model = body['model'];
+      model = body.model;
     }
     if (!models.includes(model)) throw new HttpError(404, `The model \`${model}\` does not exist.`, 'NotFoundError', 'model');
 
     let promptTokens: number;
     if (kind === 'chat') {
-      const messages = body['messages'];
+      const messages = body.messages;
       if (!Array.isArray(messages) || messages.length === 0) {
         throw new HttpError(400, '`messages` must be a non-empty array', 'BadRequestError', 'messages');
       }
       promptTokens = 2;
       for (const m of messages) {
-        if (!isRecord(m) || typeof m['role'] !== 'string') {
+        if (!isRecord(m) || typeof m.role !== 'string') {
           throw new HttpError(400, 'each message needs a string `role`', 'BadRequestError', 'messages');
         }
-        promptTokens += 4 + tokensOfText(textOfContent(m['content']));
+        promptTokens += 4 + tokensOfText(textOfContent(m.content));
       }
     } else {
-      const prompt = body['prompt'];
+      const prompt = body.prompt;
       if (typeof prompt === 'string') promptTokens = Math.max(1, tokensOfText(prompt));
       else if (Array.isArray(prompt) && prompt.length > 0 && prompt.every((t) => typeof t === 'number')) promptTokens = prompt.length;
       else if (Array.isArray(prompt) && prompt.length > 0 && prompt.every((t) => typeof t === 'string')) {
@@ -396,7 +397,7 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
       } else throw new HttpError(400, '`prompt` must be a string, a list of strings or a list of token ids', 'BadRequestError', 'prompt');
     }
 
-    const requested = kind === 'chat' ? (body['max_completion_tokens'] ?? body['max_tokens']) : body['max_tokens'];
+    const requested = kind === 'chat' ? (body.max_completion_tokens ?? body.max_tokens) : body.max_tokens;
     let completionTokens: number;
     let finishReason: FinishReason;
     if (requested === undefined || requested === null) {
@@ -409,12 +410,12 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
       throw new HttpError(400, '`max_tokens` must be a positive integer', 'BadRequestError', 'max_tokens');
     }
 
-    const stream = body['stream'];
+    const stream = body.stream;
     if (stream !== undefined && stream !== null && typeof stream !== 'boolean') {
       throw new HttpError(400, '`stream` must be a boolean', 'BadRequestError', 'stream');
     }
-    const so = body['stream_options'];
-    const includeUsage = stream === true && isRecord(so) && so['include_usage'] === true;
+    const so = body.stream_options;
+    const includeUsage = stream === true && isRecord(so) && so.include_usage === true;
     return { kind, model, stream: stream === true, includeUsage, completionTokens, finishReason, promptTokens };
   }
 
@@ -427,7 +428,7 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
       completion_tokens: completion,
       prompt_tokens_details: null,
     };
-    if (engine === 'sglang') u['reasoning_tokens'] = 0;
+    if (engine === 'sglang') u.reasoning_tokens = 0;
     return u;
   }
 
@@ -533,9 +534,7 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
     if ('finish' in part) finish = p.finishReason;
     // vLLM puts finish_reason on the last content chunk; SGLang sends a separate empty final chunk.
     if ('token' in part && part.last && vllm) finish = p.finishReason;
-    const extra = vllm
-      ? { stop_reason: null }
-      : { matched_stop: finish === 'stop' ? SGLANG_EOS_TOKEN : null };
+    const extra = vllm ? { stop_reason: null } : { matched_stop: finish === 'stop' ? SGLANG_EOS_TOKEN : null };
     if (p.kind === 'chat') {
       let delta: Record<string, unknown>;
       if ('role' in part) delta = { role: 'assistant', content: '' };
@@ -557,12 +556,7 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
 
   // ---- generation ----
 
-  async function generate(
-    p: ParsedRequest,
-    gen: Generation,
-    signal: AbortSignal,
-    onToken: (token: string, index: number) => void,
-  ): Promise<void> {
+  async function generate(p: ParsedRequest, gen: Generation, signal: AbortSignal, onToken: (token: string, index: number) => void): Promise<void> {
     promptTokensTotal += p.promptTokens;
     for (let i = 0; i < p.completionTokens; i++) {
       await sleep(i === 0 ? ttftMs : itlMs, undefined, { signal });

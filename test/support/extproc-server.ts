@@ -6,8 +6,15 @@ import { createLogger } from '../../src/log.js';
 export async function startExtProcServer(router: RequestRouter): Promise<{ server: ExtProcServer; port: number }> {
   const server = new ExtProcServer(
     {
-      host: '127.0.0.1', port: 0, maxReceiveMessageBytes: 1 << 20, drainTimeoutMs: 1000, defaultRequestBodyMode: 'BUFFERED',
-      defaultResponseBodyMode: 'NONE', maxBodyBytes: 1 << 20, destinationHeader: 'x-gateway-destination-endpoint', routedToHeader: 'x-routed-to',
+      host: '127.0.0.1',
+      port: 0,
+      maxReceiveMessageBytes: 1 << 20,
+      drainTimeoutMs: 1000,
+      defaultRequestBodyMode: 'BUFFERED',
+      defaultResponseBodyMode: 'NONE',
+      maxBodyBytes: 1 << 20,
+      destinationHeader: 'x-gateway-destination-endpoint',
+      routedToHeader: 'x-routed-to',
     },
     router,
     { decided: () => undefined, protocolError: () => undefined },

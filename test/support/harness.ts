@@ -1,8 +1,8 @@
 import type { Service } from '../../src/app/service.js';
 import { startService } from '../../src/app/service.js';
-import { parseConfig, type Config } from '../../src/config/config.js';
+import { type Config, parseConfig } from '../../src/config/config.js';
 import { createLogger } from '../../src/log.js';
-import { startSimulator, type Engine, type Simulator } from '../../src/simulator/simulator.js';
+import { type Engine, type Simulator, startSimulator } from '../../src/simulator/simulator.js';
 import { EnvoyDouble, type EnvoyDoubleOptions } from './envoy/envoy-double.js';
 import { until } from './wait.js';
 
@@ -116,4 +116,3 @@ export function chatBody(fields: Record<string, unknown>): string {
 }
 
 export const JSON_HEADERS = { 'content-type': 'application/json' };
-

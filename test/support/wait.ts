@@ -32,10 +32,12 @@ const POLL_MS = 10;
 export async function until<T>(what: string, probe: () => T | Promise<T>, ok: (value: T) => boolean, { timeoutMs = 5000 }: UntilOptions = {}): Promise<T> {
   const deadline = performance.now() + timeoutMs;
   for (;;) {
-    const seen = await Promise.resolve().then(probe).then(
-      (value) => ({ value }),
-      (err: unknown) => ({ error: err }),
-    );
+    const seen = await Promise.resolve()
+      .then(probe)
+      .then(
+        (value) => ({ value }),
+        (err: unknown) => ({ error: err }),
+      );
     if ('value' in seen && ok(seen.value)) return seen.value;
     if (performance.now() >= deadline) {
       const last = 'value' in seen ? describe(seen.value) : `error: ${describeError(seen.error)}`;

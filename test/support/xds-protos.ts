@@ -6,12 +6,13 @@
  * The grpc-js-xds copy is older than current Envoy (no FULL_DUPLEX_STREAMED, no protocol_config,
  * no StreamedBodyResponse); tests that need newer names say so explicitly.
  */
-import protobuf from 'protobufjs';
-import type { Enum, ReflectionObject, Root, Type } from 'protobufjs';
+
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Enum, ReflectionObject, Root, Type } from 'protobufjs';
+import protobuf from 'protobufjs';
 
 const require = createRequire(import.meta.url);
 
@@ -22,22 +23,12 @@ export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const OUR_PROTO_DIR = path.join(REPO_ROOT, 'proto');
 
 /** The deps/ directory of @grpc/grpc-js-xds (its main is build/src/index.js). */
-export const XDS_DEPS_DIR = path.resolve(
-  path.dirname(require.resolve('@grpc/grpc-js-xds')),
-  '..',
-  '..',
-  'deps',
-);
+export const XDS_DEPS_DIR = path.resolve(path.dirname(require.resolve('@grpc/grpc-js-xds')), '..', '..', 'deps');
 
 /** protobufjs ships google/protobuf/descriptor.proto etc., which the Envoy protos import. */
 const PROTOBUFJS_DIR = path.dirname(require.resolve('protobufjs/package.json'));
 
-export const XDS_INCLUDE_DIRS: readonly string[] = [
-  'envoy-api',
-  'xds',
-  'googleapis',
-  'protoc-gen-validate',
-].map((d) => path.join(XDS_DEPS_DIR, d));
+export const XDS_INCLUDE_DIRS: readonly string[] = ['envoy-api', 'xds', 'googleapis', 'protoc-gen-validate'].map((d) => path.join(XDS_DEPS_DIR, d));
 
 /** Full name without protobufjs' leading dot. */
 export function fullName(obj: ReflectionObject): string {

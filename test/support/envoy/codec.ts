@@ -2,13 +2,11 @@
  * Encoding/decoding of ext_proc messages with the project's package definition, plus the small
  * conversions the Envoy double needs (header maps, Struct, HTTP status enum).
  */
-import type { MethodDefinition, EnumTypeDefinition } from '@grpc/proto-loader';
+import type { EnumTypeDefinition, MethodDefinition } from '@grpc/proto-loader';
 import { extProcPackageDefinition } from '../../../src/extproc/proto.js';
-import type { ProcessingRequest } from '../../../src/generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
+import type { HeaderMap, HeaderMap__Output } from '../../../src/generated/envoy/config/core/v3/HeaderMap.js';
+import type { ProcessingRequest, ProcessingRequest__Output } from '../../../src/generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
 import type { ProcessingResponse, ProcessingResponse__Output } from '../../../src/generated/envoy/service/ext_proc/v3/ProcessingResponse.js';
-import type { ProcessingRequest__Output } from '../../../src/generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
-import type { HeaderMap } from '../../../src/generated/envoy/config/core/v3/HeaderMap.js';
-import type { HeaderMap__Output } from '../../../src/generated/envoy/config/core/v3/HeaderMap.js';
 import type { Struct__Output } from '../../../src/generated/google/protobuf/Struct.js';
 import type { Value__Output } from '../../../src/generated/google/protobuf/Value.js';
 
@@ -20,7 +18,7 @@ let method: ProcessMethod | undefined;
 function processMethod(): ProcessMethod {
   if (!method) {
     const svc = extProcPackageDefinition()['envoy.service.ext_proc.v3.ExternalProcessor'] as unknown as Record<string, ProcessMethod>;
-    method = svc['Process']!;
+    method = svc.Process!;
   }
   return method;
 }

@@ -18,30 +18,31 @@
  * header count/size limits, the 1.37 early stream close (we close at the end of the exchange, i.e.
  * runtime `ext_proc_stream_close_optimization: false` / pre-1.37 behaviour).
  */
+
+import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
-import { randomUUID } from 'node:crypto';
 import { EXT_PROC_METHOD_PATH } from '../../../src/extproc/proto.js';
-import { GrpcH2Connection, GrpcH2Stream, GrpcCode, type GrpcCallStatus, type GrpcH2ConnectionStats } from './grpc-h2.js';
+import type { CommonResponse__Output } from '../../../src/generated/envoy/service/ext_proc/v3/CommonResponse.js';
 import {
   decodeProcessingResponse,
   encodeProcessingRequest,
   fromHeaderInput,
+  type HeaderList,
+  type HeaderRecord,
+  type HeaderValueField,
   httpStatusCode,
+  type ProcessingRequest,
+  type ProcessingResponse__Output,
   structToJs,
   toHeaderMap,
   toHeaderRecord,
-  type HeaderList,
-  type HeaderValueField,
-  type HeaderRecord,
-  type ProcessingRequest,
-  type ProcessingResponse__Output,
 } from './codec.js';
+import { type GrpcCallStatus, GrpcCode, GrpcH2Connection, type GrpcH2ConnectionStats, type GrpcH2Stream } from './grpc-h2.js';
 import { applyHeaderMutation, MutationError, type MutationStats } from './mutation.js';
-import type { CommonResponse__Output } from '../../../src/generated/envoy/service/ext_proc/v3/CommonResponse.js';
 
-export { encodeProcessingRequest, decodeProcessingResponse } from './codec.js';
 export type { HeaderRecord } from './codec.js';
+export { decodeProcessingResponse, encodeProcessingRequest } from './codec.js';
 
 export type HeaderSendMode = 'SEND' | 'SKIP';
 export type BodySendMode = 'NONE' | 'STREAMED' | 'BUFFERED' | 'BUFFERED_PARTIAL' | 'FULL_DUPLEX_STREAMED';
@@ -181,10 +182,13 @@ class EventQueue {
     return new Promise((resolve) => {
       let t: NodeJS.Timeout | undefined;
       if (deadline !== undefined) {
-        t = setTimeout(() => {
-          this.w = undefined;
-          resolve({ k: 'timeout' });
-        }, Math.max(0, deadline - Date.now()));
+        t = setTimeout(
+          () => {
+            this.w = undefined;
+            resolve({ k: 'timeout' });
+          },
+          Math.max(0, deadline - Date.now()),
+        );
       }
       this.w = (e) => {
         if (t) clearTimeout(t);
@@ -369,11 +373,15 @@ export class Exchange {
     this.closed = true;
     this.processingComplete = true;
     const s = this.call;
-    if (!s) return (this.closeP = Promise.resolve(this.callFailed));
+    if (!s) {
+      this.closeP = Promise.resolve(this.callFailed);
+      return this.closeP;
+    }
     if (s.isDone) {
       // The server already ended the call: just finish our half so the HTTP/2 stream closes.
       s.halfClose();
-      return (this.closeP = Promise.resolve(s.finished));
+      this.closeP = Promise.resolve(s.finished);
+      return this.closeP;
     }
     if (how === 'end' && this.env.opts.closeMode === 'graceful') {
       s.halfClose();
@@ -452,7 +460,11 @@ export class Exchange {
     // Data not yet handled (headers still held, or BUFFERED accumulation), with its end_of_stream.
     const held: { b: Buffer; eos: boolean }[] = [];
     let heldLen = 0;
-    const heldConcat = (): Buffer => Buffer.concat(held.map((x) => x.b), heldLen);
+    const heldConcat = (): Buffer =>
+      Buffer.concat(
+        held.map((x) => x.b),
+        heldLen,
+      );
     let bufferedSent = false;
     /**
      * BUFFERED_PARTIAL: the buffer limit was crossed (what is held then goes out without
@@ -601,7 +613,11 @@ export class Exchange {
       if (!cr) return undefined;
       if (cr.header_mutation && allowHeaderMutation) {
         try {
-          applyHeaderMutation(cr.header_mutation, d.headers, { removeContentLength: removeCL, stats: this.mutationStats, field: this.env.opts.headerValueField });
+          applyHeaderMutation(cr.header_mutation, d.headers, {
+            removeContentLength: removeCL,
+            stats: this.mutationStats,
+            field: this.env.opts.headerValueField,
+          });
         } catch (err) {
           if (err instanceof MutationError) return error(err.message.replace(/\s/g, '_'));
           throw err;
@@ -694,7 +710,12 @@ export class Exchange {
         }
         case 'trailers': {
           try {
-            if (srcTrailers) applyHeaderMutation(m[`${dir}_trailers`]?.header_mutation, srcTrailers, { removeContentLength: false, stats: this.mutationStats, field: this.env.opts.headerValueField });
+            if (srcTrailers)
+              applyHeaderMutation(m[`${dir}_trailers`]?.header_mutation, srcTrailers, {
+                removeContentLength: false,
+                stats: this.mutationStats,
+                field: this.env.opts.headerValueField,
+              });
           } catch (err) {
             if (err instanceof MutationError) return error(err.message.replace(/\s/g, '_'));
             throw err;
@@ -732,7 +753,11 @@ export class Exchange {
         if (hdrAwait || !trailersSent || trailersDone || !srcTrailers) return error('spurious_message');
         this.setDynamicMetadata(m);
         try {
-          applyHeaderMutation(m[`${dir}_trailers`]?.header_mutation, srcTrailers, { removeContentLength: false, stats: this.mutationStats, field: this.env.opts.headerValueField });
+          applyHeaderMutation(m[`${dir}_trailers`]?.header_mutation, srcTrailers, {
+            removeContentLength: false,
+            stats: this.mutationStats,
+            field: this.env.opts.headerValueField,
+          });
         } catch (err) {
           if (err instanceof MutationError) return error(err.message.replace(/\s/g, '_'));
           throw err;
@@ -837,7 +862,9 @@ export class Exchange {
         case 'src-error':
           return e.beforeHead ? upstreamFailure(e) : { kind: 'reset', details: 'upstream_reset_after_response_started{connection_termination}' };
         case 'route-timeout':
-          return d.committed() ? { kind: 'reset', details: 'upstream_response_timeout' } : { kind: 'local', status: 504, details: 'upstream_response_timeout', body: Buffer.from('upstream request timeout') };
+          return d.committed()
+            ? { kind: 'reset', details: 'upstream_response_timeout' }
+            : { kind: 'local', status: 504, details: 'upstream_response_timeout', body: Buffer.from('upstream request timeout') };
         case 'head':
           break; // not expected here
       }
@@ -874,7 +901,7 @@ export class Exchange {
 
     const endOnHeaders = bodyLen === 0 && !trailers;
     const pre: Ev[] = [];
-    chunks.forEach((b, i) => pre.push({ k: 'data', b, eos: i === chunks.length - 1 && !trailers }));
+    for (const [i, b] of chunks.entries()) pre.push({ k: 'data', b, eos: i === chunks.length - 1 && !trailers });
     if (!endOnHeaders) pre.push(trailers ? { k: 'end', trailers } : { k: 'end' });
 
     const mode = env.mode;
@@ -958,7 +985,8 @@ export class Exchange {
   }
 
   private assertUsable(): void {
-    if (this.localReply) throw new Error(`request path ended in a local reply (${this.localReply.status} ${this.localReply.details ?? ''}); nothing to forward`);
+    if (this.localReply)
+      throw new Error(`request path ended in a local reply (${this.localReply.status} ${this.localReply.details ?? ''}); nothing to forward`);
     if (this.done) throw new Error('exchange already finished');
   }
 
@@ -1107,7 +1135,15 @@ export class Exchange {
       );
       if (outcome.kind === 'aborted') {
         await this.teardown('end');
-        return { ...this.baseResult(), status: 0, headers: {}, body: Buffer.concat(down.chunks), localReply: false, reset: true, details: 'downstream_remote_disconnect' };
+        return {
+          ...this.baseResult(),
+          status: 0,
+          headers: {},
+          body: Buffer.concat(down.chunks),
+          localReply: false,
+          reset: true,
+          details: 'downstream_remote_disconnect',
+        };
       }
       const status = Number(down.headers.get(':status')?.[0] ?? head.status);
       down.headers.delete(':status');
@@ -1117,11 +1153,28 @@ export class Exchange {
       if (outcome.kind === 'reset') {
         // Response headers already went downstream: Envoy can only reset the stream.
         const grpcStatus = await this.teardown('error');
-        return { ...this.baseResult(), status, headers: toHeaderRecord(down.headers), body: Buffer.concat(down.chunks), localReply: false, reset: true, details: outcome.details, grpcStatus };
+        return {
+          ...this.baseResult(),
+          status,
+          headers: toHeaderRecord(down.headers),
+          body: Buffer.concat(down.chunks),
+          localReply: false,
+          reset: true,
+          details: outcome.details,
+          grpcStatus,
+        };
       }
       if (outcome.kind !== 'ok') return this.finishWith(outcome);
       const grpcStatus = await this.teardown('end');
-      const res: EnvoyResponse = { ...this.baseResult(), status, headers: toHeaderRecord(down.headers), body: Buffer.concat(down.chunks), localReply: false, details: 'via_upstream', grpcStatus };
+      const res: EnvoyResponse = {
+        ...this.baseResult(),
+        status,
+        headers: toHeaderRecord(down.headers),
+        body: Buffer.concat(down.chunks),
+        localReply: false,
+        details: 'via_upstream',
+        grpcStatus,
+      };
       if (down.trailers) res.trailers = toHeaderRecord(down.trailers);
       return res;
     } catch (err) {
@@ -1195,7 +1248,9 @@ function upstreamFailure(e: Ev & { k: 'src-error' }): Outcome {
       kind: 'local',
       status: 503,
       details: 'upstream_reset_before_response_started{remote_connection_failure,delayed_connect_error:_Connection_refused}',
-      body: Buffer.from('upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: Connection refused'),
+      body: Buffer.from(
+        'upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: Connection refused',
+      ),
     };
   }
   return {
@@ -1307,7 +1362,14 @@ export class EnvoyDouble {
 
   private needsProcessor(): boolean {
     const m = this.mode;
-    return m.requestHeaderMode === 'SEND' || m.responseHeaderMode === 'SEND' || m.requestBodyMode !== 'NONE' || m.responseBodyMode !== 'NONE' || m.requestTrailerMode === 'SEND' || m.responseTrailerMode === 'SEND';
+    return (
+      m.requestHeaderMode === 'SEND' ||
+      m.responseHeaderMode === 'SEND' ||
+      m.requestBodyMode !== 'NONE' ||
+      m.responseBodyMode !== 'NONE' ||
+      m.requestTrailerMode === 'SEND' ||
+      m.responseTrailerMode === 'SEND'
+    );
   }
 
   /** Runs the request path of one exchange and returns it for step-wise control. */
@@ -1345,7 +1407,14 @@ export class EnvoyDouble {
   /** Connection counters summed over all connections used. */
   stats(): GrpcH2ConnectionStats & { connections: number } {
     const out: GrpcH2ConnectionStats & { connections: number } = {
-      goawayCount: 0, goawayCodes: [], errors: [], streamsOpened: 0, streamsWithStatus: 0, streamsLost: 0, streamsResetLocally: 0, connections: 0,
+      goawayCount: 0,
+      goawayCodes: [],
+      errors: [],
+      streamsOpened: 0,
+      streamsWithStatus: 0,
+      streamsLost: 0,
+      streamsResetLocally: 0,
+      connections: 0,
     };
     for (const c of this.connectionsUsed) {
       const s = c.stats;

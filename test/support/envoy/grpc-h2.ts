@@ -446,10 +446,12 @@ export class GrpcH2Connection {
     session.on('frameError', (type: number, code: number, id: number) => {
       this.stats.errors.push(new Error(`frameError type=${type} code=${code} stream=${id}`));
     });
-    this.closedP = new Promise((res) => session.once('close', () => {
-      this.gone = true;
-      res();
-    }));
+    this.closedP = new Promise((res) =>
+      session.once('close', () => {
+        this.gone = true;
+        res();
+      }),
+    );
   }
 
   /** Opens the connection (resolves once the HTTP/2 session is connected). */
@@ -489,9 +491,7 @@ export class GrpcH2Connection {
 
   /** Opens a gRPC call on `path` (e.g. EXT_PROC_METHOD_PATH). Extra headers are call metadata. */
   openStream(path: string, metadata?: Record<string, string>): GrpcH2Stream {
-    const headers = metadata
-      ? { ...this.baseHeaders, ...metadata, [HTTP2_HEADER_PATH]: path }
-      : { ...this.baseHeaders, [HTTP2_HEADER_PATH]: path };
+    const headers = metadata ? { ...this.baseHeaders, ...metadata, [HTTP2_HEADER_PATH]: path } : { ...this.baseHeaders, [HTTP2_HEADER_PATH]: path };
     const h2s = this.session.request(headers, { endStream: false });
     this.stats.streamsOpened++;
     return new GrpcH2Stream(this, h2s);

@@ -4,7 +4,7 @@
  * and the mutation-rules `Checker`, re-implemented from the documented facts.
  */
 import type { HeaderMutation__Output } from '../../../src/generated/envoy/service/ext_proc/v3/HeaderMutation.js';
-import { readHeaderValue, type HeaderList, type HeaderValueField } from './codec.js';
+import { type HeaderList, type HeaderValueField, readHeaderValue } from './codec.js';
 
 /** A mutation Envoy rejects as an error (→ local reply with status_on_error). */
 export class MutationError extends Error {}
