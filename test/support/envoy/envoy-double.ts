@@ -38,7 +38,7 @@ import {
   toHeaderMap,
   toHeaderRecord,
 } from './codec.js';
-import { type GrpcCallStatus, GrpcCode, GrpcH2Connection, type GrpcH2ConnectionStats, type GrpcH2Stream } from './grpc-h2.js';
+import { type GrpcCallStatus, GrpcCode, GrpcH2Connection, type GrpcH2ConnectionStats, type GrpcH2Stream, zeroConnectionStats } from './grpc-h2.js';
 import { applyHeaderMutation, MutationError, type MutationStats } from './mutation.js';
 
 export type { HeaderRecord } from './codec.js';
@@ -1406,16 +1406,7 @@ export class EnvoyDouble {
 
   /** Connection counters summed over all connections used. */
   stats(): GrpcH2ConnectionStats & { connections: number } {
-    const out: GrpcH2ConnectionStats & { connections: number } = {
-      goawayCount: 0,
-      goawayCodes: [],
-      errors: [],
-      streamsOpened: 0,
-      streamsWithStatus: 0,
-      streamsLost: 0,
-      streamsResetLocally: 0,
-      connections: 0,
-    };
+    const out: GrpcH2ConnectionStats & { connections: number } = { ...zeroConnectionStats(), connections: 0 };
     for (const c of this.connectionsUsed) {
       const s = c.stats;
       out.connections++;

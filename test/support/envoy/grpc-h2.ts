@@ -406,18 +406,15 @@ function httpToGrpc(status: number): number {
  * One HTTP/2 connection (prior-knowledge h2c) to a gRPC server. Create with
  * {@link GrpcH2Connection.connect}. Counts GOAWAY frames and session errors in `stats`.
  */
+/** Counters of a connection that has seen nothing yet. */
+export function zeroConnectionStats(): GrpcH2ConnectionStats {
+  return { goawayCount: 0, goawayCodes: [], errors: [], streamsOpened: 0, streamsWithStatus: 0, streamsLost: 0, streamsResetLocally: 0 };
+}
+
 export class GrpcH2Connection {
   readonly target: string;
   readonly session: http2.ClientHttp2Session;
-  readonly stats: GrpcH2ConnectionStats = {
-    goawayCount: 0,
-    goawayCodes: [],
-    errors: [],
-    streamsOpened: 0,
-    streamsWithStatus: 0,
-    streamsLost: 0,
-    streamsResetLocally: 0,
-  };
+  readonly stats: GrpcH2ConnectionStats = zeroConnectionStats();
   private readonly baseHeaders: http2.OutgoingHttpHeaders;
   private gone = false;
   private readonly closedP: Promise<void>;
