@@ -67,8 +67,8 @@ export class ExtProcStream {
   /** Messages that arrived while an asynchronous decision was pending, handled after it. */
   private backlog: ProcessingRequest__Output[] = [];
   private destination: Destination | undefined;
-  /** What the router was given; its signal aborts when the stream ends. */
-  private view: StreamRequestView | undefined;
+  /** The view of a decision still pending: its signal aborts if the stream ends first. */
+  private pendingView: StreamRequestView | undefined;
 
   constructor(
     private readonly call: ExtProcCall,
@@ -235,7 +235,6 @@ export class ExtProcStream {
    */
   private decide(body: Buffer | undefined, phase: 'request_headers' | 'request_body', trailersFollow = false, bodyPartial = false): void {
     const view = new StreamRequestView(this.headers!, body, bodyPartial, this.requestId);
-    this.view = view;
     let decision: RouteDecision | Promise<RouteDecision>;
     try {
       decision = this.router.decide(view);
@@ -248,8 +247,10 @@ export class ExtProcStream {
       return;
     }
     this.phase = 'deciding';
+    this.pendingView = view;
     decision.then(
       (result) => {
+        this.pendingView = undefined;
         // The stream may have ended while the router worked: give the claim back at once.
         if ((this.phase as Phase) === 'closed') {
           if (result.kind === 'route') result.destination.release();
@@ -259,6 +260,7 @@ export class ExtProcStream {
         this.drainBacklog();
       },
       (err: unknown) => {
+        this.pendingView = undefined;
         if ((this.phase as Phase) !== 'closed') this.internalError(err);
       },
     );
@@ -316,7 +318,7 @@ export class ExtProcStream {
     this.backlog = [];
     this.bodyChunks = [];
     this.destination?.release();
-    this.view?.abort(`the ext_proc stream ended (${how})`);
+    this.pendingView?.abort(`the ext_proc stream ended (${how})`);
     // After Envoy's half-close, answer with OK so a graceful close completes at once. Envoy's
     // default close sends a reset right behind the half-close: wait a turn so that, in that case,
     // no status is sent into a stream that is already gone.
