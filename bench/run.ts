@@ -438,6 +438,9 @@ interface Pair {
   ext: Measured;
   /** CPU per request llm-extproc/bare of each round (slices run back to back): the spread shows noise. */
   cpuRatioPerRound: number[];
+  /** Decision latency p90 and p99, llm-extproc/bare, of each round: GC pauses move these most. */
+  p90RatioPerRound: number[];
+  p99RatioPerRound: number[];
 }
 
 /**
@@ -475,10 +478,14 @@ async function measurePair(
     }
   }
   const perRequest = (r: ScenarioResult) => r.serverCpuMs / r.completed;
+  const latencyRatios = (pick: (p: Percentiles) => number) =>
+    results.ext.map((r, i) => pick(percentiles(r.latencyUs)) / pick(percentiles(results.bare[i]!.latencyUs)));
   return {
     bare: summarize('bare', results.bare),
     ext: summarize('llm-extproc', results.ext),
     cpuRatioPerRound: results.ext.map((r, i) => perRequest(r) / perRequest(results.bare[i]!)),
+    p90RatioPerRound: latencyRatios((p) => p.p90),
+    p99RatioPerRound: latencyRatios((p) => p.p99),
   };
 }
 
@@ -804,6 +811,9 @@ async function openLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext: 
     const p99ok = pair.ext.latencyUs.p99 < 2000;
     say(
       `   llm-extproc targets: p50 ${fmt(pair.ext.latencyUs.p50 / 1000, 3)} ms (< 0.5 ms: ${p50ok ? 'met' : 'MISSED'}), p99 ${fmt(pair.ext.latencyUs.p99 / 1000, 3)} ms (< 2 ms: ${p99ok ? 'met' : 'MISSED'}); CPU ratio per round ${spread(pair.cpuRatioPerRound)}`,
+    );
+    say(
+      `   latency ratio per round (GC pauses of both servers move it; see docs/benchmark.md): p90 ${spread(pair.p90RatioPerRound)}, p99 ${spread(pair.p99RatioPerRound)}`,
     );
     say(
       fullDuplex
