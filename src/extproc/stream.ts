@@ -59,7 +59,12 @@ export class ExtProcStream {
   private requestBodyMode: BodySendMode;
   private responseBodyMode: BodySendMode;
   private observabilityOnly = false;
+  /**
+   * The request headers, kept only until the decision: grpc-js call objects (and so this stream)
+   * often outlive a scavenge, and the decoded header list is most of what a stream holds.
+   */
   private headers: RequestHeaders | undefined;
+  private headerValueField: HeaderValueField = 'raw_value';
   private requestId = '';
   private startedAt = 0;
   private bodyChunks: Buffer[] = [];
@@ -138,6 +143,7 @@ export class ExtProcStream {
     }
     this.startedAt = performance.now();
     this.headers = new RequestHeaders(list);
+    this.headerValueField = this.headers.valueField;
     this.requestId = this.headers.get(REQUEST_ID_HEADER) || randomUUID();
     if (endOfStream || this.requestBodyMode === 'NONE' || this.requestBodyMode === 'STREAMED') {
       // No body will come before the headers go upstream: route on the headers alone.
@@ -210,7 +216,7 @@ export class ExtProcStream {
   }
 
   private headerField(): HeaderValueField {
-    return this.headers?.valueField ?? 'raw_value';
+    return this.headerValueField;
   }
 
   private head(): HttpRequestHead {
@@ -268,6 +274,7 @@ export class ExtProcStream {
 
   private apply(decision: RouteDecision, body: Buffer | undefined, phase: 'request_headers' | 'request_body', trailersFollow: boolean): void {
     this.observer.decided(this.startedAt);
+    this.headers = undefined;
     if (decision.kind === 'reply') {
       this.reply(decision.reply);
       return;
