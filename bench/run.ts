@@ -13,12 +13,13 @@
  *        BENCH_OPEN_SECONDS BENCH_LARGE_SECONDS BENCH_LARGE_CONCURRENCY BENCH_LARGE_SIZES BENCH_PIN BENCH_PICKER_MS
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type Simulator, startSimulator } from '../src/simulator/simulator.js';
 import { type GcSummary, isGcLine, summarizeGc } from './gc-trace.js';
+import { type SurvivorSummary, summarizeSurvivors } from './heap-survivors.js';
 import { runJsonScanBench } from './json-scan.js';
 import type { Scenario, ScenarioResult } from './loadgen.js';
 import { MODEL } from './messages.js';
@@ -30,6 +31,8 @@ import { fmt, fmtInt, type Percentiles, percentiles, ratio, table } from './stat
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DIST = join(ROOT, 'dist');
 const MiB = 1024 * 1024;
+/** Where --heap-survivors profiles are written (the servers get it as BENCH_HEAP_SURVIVORS_DIR). */
+const HEAP_SURVIVORS_DIR = join(ROOT, '.bench', 'heap-survivors');
 
 // ---------------------------------------------------------------- options
 
@@ -41,6 +44,7 @@ interface Options {
   pin: boolean;
   profile: boolean;
   traceGc: boolean;
+  heapSurvivors: boolean;
   nodelay: boolean;
   bareLike: string;
   sections: Set<Section>;
@@ -66,6 +70,7 @@ function parseOptions(): Options {
       'no-pin': { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       'trace-gc': { type: 'boolean', default: false },
+      'heap-survivors': { type: 'boolean', default: false },
       nodelay: { type: 'boolean', default: false },
       'bare-like': { type: 'string', default: '' },
       sections: { type: 'string' },
@@ -102,6 +107,7 @@ function parseOptions(): Options {
     pin: !values['no-pin'] && process.env.BENCH_PIN !== '0',
     profile: values.profile,
     traceGc: values['trace-gc'],
+    heapSurvivors: values['heap-survivors'],
     nodelay: values.nodelay || process.env.BENCH_NODELAY === '1',
     bareLike: values['bare-like'] ?? '',
     sections,
@@ -122,6 +128,25 @@ function parseOptions(): Options {
 }
 
 // ---------------------------------------------------------------- output
+
+/** --heap-survivors: asks both servers for their profile of scavenge survivors and prints the largest allocators. */
+async function heapSurvivorsSection(servers: { bare: ServerProcess; ext: ServerProcess }) {
+  say('== Heap survivors (--heap-survivors: sampled allocations that outlived a scavenge, whole run)');
+  const result: Record<string, SurvivorSummary> = {};
+  for (const server of [servers.bare, servers.ext]) {
+    const file = join(HEAP_SURVIVORS_DIR, `${server.pid}.heapprofile`);
+    server.child.kill('SIGUSR2');
+    const deadline = Date.now() + 20_000;
+    while (!existsSync(file) && Date.now() < deadline) await sleep(100);
+    if (!existsSync(file)) throw new Error(`${server.name} wrote no heap profile to ${file}`);
+    const summary = summarizeSurvivors(file);
+    result[server.name] = summary;
+    say(`   ${server.name}: ${fmt(summary.totalBytes / MiB, 1)} MiB sampled; largest allocation sites:`);
+    for (const { chain, bytes } of summary.chains) say(`     ${fmt(bytes / MiB, 2).padStart(6)} MiB  ${chain.slice(0, 200)}`);
+  }
+  say();
+  return result;
+}
 
 /** Both servers' collections over the whole run (--trace-gc); their trace lines leave `output`. */
 function gcSection(servers: { bare: ServerProcess; ext: ServerProcess }, extDecisions: number) {
@@ -169,6 +194,7 @@ function serverNodeFlags(opts: Options, server: 'bare' | 'llm-extproc'): string[
   return [
     ...(opts.nodelay ? [`--import=${pathToFileURL(join(DIST, 'bench', 'nodelay-preload.js')).href}`] : []),
     ...(opts.traceGc ? ['--trace-gc'] : []),
+    ...(opts.heapSurvivors ? [`--import=${pathToFileURL(join(DIST, 'bench', 'heap-survivors-preload.js')).href}`] : []),
     ...fromEnv('BENCH_SERVER_NODE_FLAGS'),
     ...(server === 'llm-extproc' ? fromEnv('BENCH_EXT_NODE_FLAGS') : []),
   ];
@@ -1000,6 +1026,11 @@ async function main(): Promise<void> {
   if (opts.pin) pinProcess(process.pid, LOADGEN_CPU);
   const profileDir = opts.profile ? join(ROOT, '.bench', 'profile') : undefined;
   if (profileDir) rmSync(profileDir, { recursive: true, force: true });
+  if (opts.heapSurvivors) {
+    rmSync(HEAP_SURVIVORS_DIR, { recursive: true, force: true });
+    mkdirSync(HEAP_SURVIVORS_DIR, { recursive: true });
+    process.env.BENCH_HEAP_SURVIVORS_DIR = HEAP_SURVIVORS_DIR; // inherited by the servers
+  }
 
   const backends: Simulator[] = [];
   const children: ChildProcess[] = [];
@@ -1058,6 +1089,7 @@ async function main(): Promise<void> {
       }
       sections.serverCheck = await serverCheck(ext, extDecisions);
       if (opts.traceGc) sections.gc = gcSection(servers, extDecisions);
+      if (opts.heapSurvivors) sections.heapSurvivors = await heapSurvivorsSection(servers);
       for (const server of [ext, bare]) {
         if (server.output.length) {
           say(`${server.name} wrote ${server.output.length} log lines (warn and above); first ones:`);
