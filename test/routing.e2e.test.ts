@@ -2,9 +2,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import { type Cluster, chatBody, JSON_HEADERS, LLAMA, QWEN, startCluster } from './support/harness.js';
+import { type Cluster, captureLogs, chatBody, JSON_HEADERS, LLAMA, QWEN, startCluster } from './support/harness.js';
 
 /** Which engine's pod served the request, checked three ways that must agree. */
 function servedBy(cluster: Cluster, response: { status: number; headers: Record<string, unknown>; upstream?: string }) {
@@ -19,15 +18,9 @@ function servedBy(cluster: Cluster, response: { status: number; headers: Record<
 
 describe('routing through Envoy (BUFFERED)', () => {
   let cluster: Cluster;
-  const logLines: Record<string, unknown>[] = [];
+  const logs = captureLogs();
   before(async () => {
-    const logs = new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        for (const line of chunk.toString().split('\n').filter(Boolean)) logLines.push(JSON.parse(line) as Record<string, unknown>);
-        done();
-      },
-    });
-    cluster = await startCluster({ logs });
+    cluster = await startCluster({ logs: logs.stream });
   });
   after(async () => cluster.close());
 
@@ -138,7 +131,7 @@ describe('routing through Envoy (BUFFERED)', () => {
     });
     it('each refusal is logged as JSON with the x-request-id and the reason', async () => {
       await post(chatBody({ model: 'gpt-9' }), { 'x-request-id': 'trace-me-404' });
-      const line = logLines.find((entry) => entry.requestId === 'trace-me-404');
+      const line = logs.lines.find((entry) => entry.requestId === 'trace-me-404');
       assert.ok(line, 'a log line carries the request id');
       assert.equal(line.code, 'model_not_found');
       assert.equal(line.status, 404);

@@ -56,6 +56,8 @@ interface Range {
 
 // Node's timers hold at most 2^31-1 ms (a longer delay fires after 1 ms), so durations stay far below.
 const HOUR_MS = 3_600_000;
+/** Duration suffixes in ms (a bare number is seconds); declared before FLAGS, whose help text uses them. */
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: HOUR_MS };
 const PROBE_INTERVAL: Range = { min: 100, max: HOUR_MS };
 const PROBE_TIMEOUT: Range = { min: 10, max: HOUR_MS };
 const DRAIN_TIMEOUT: Range = { min: 0, max: HOUR_MS };
@@ -281,8 +283,6 @@ function formatBytes(bytes: number): string {
   return bytes % MiB === 0 ? `${bytes / MiB}MiB` : `${bytes} bytes`;
 }
 
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: HOUR_MS };
-
 /** `500ms`, `5s`, `2m`, `1h`; a bare number is seconds. */
 function parseDuration(flag: FlagName, value: string, range: Range): number {
   const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(value.trim());
@@ -300,14 +300,10 @@ function rangeText(range: Range): string {
 /** The largest unit that writes `ms` whole: 3600000 → `1h`, 100 → `100ms`, 0 → `0s`. */
 function formatDuration(ms: number): string {
   if (ms === 0) return '0s';
-  for (const [unit, size] of [
-    ['h', HOUR_MS],
-    ['m', 60_000],
-    ['s', 1000],
-  ] as const) {
-    if (ms % size === 0) return `${ms / size}${unit}`;
-  }
-  return `${ms}ms`;
+  const [unit, size] = Object.entries(DURATION_UNITS)
+    .sort((a, b) => b[1] - a[1])
+    .find(([, size]) => ms % size === 0)!;
+  return `${ms / size}${unit}`;
 }
 
 function headerName(flag: FlagName, value: string): string {

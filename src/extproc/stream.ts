@@ -212,11 +212,7 @@ export class ExtProcStream {
   }
 
   private responseHeadersAnswer(): OutgoingResponse {
-    return this.destination ? this.answers.routedTo(this.destination, this.headerField()) : CONTINUE_RESPONSE_HEADERS;
-  }
-
-  private headerField(): HeaderValueField {
-    return this.headerValueField;
+    return this.destination ? this.answers.routedTo(this.destination, this.headerValueField) : CONTINUE_RESPONSE_HEADERS;
   }
 
   private head(): HttpRequestHead {
@@ -282,7 +278,7 @@ export class ExtProcStream {
     const { destination } = decision;
     this.destination = destination;
     this.phase = 'routed';
-    this.send(this.answers.route(phase, destination, this.headerField()));
+    this.send(this.answers.route(phase, destination, this.headerValueField));
     if (this.requestBodyMode === 'FULL_DUPLEX_STREAMED' && body !== undefined) {
       for (const answer of streamedBodyResponses('request_body', body, !trailersFollow)) this.send(answer);
       if (trailersFollow) this.send(CONTINUE_REQUEST_TRAILERS);
@@ -297,7 +293,7 @@ export class ExtProcStream {
 
   private reply(reply: LocalReply): void {
     this.phase = 'replied';
-    this.send(immediateResponse(reply, this.headerField()));
+    this.send(immediateResponse(reply, this.headerValueField));
   }
 
   private send(response: OutgoingResponse): void {

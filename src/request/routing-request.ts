@@ -49,7 +49,7 @@ export function needsSlicedScan(body: Buffer): boolean {
 
 /** scanRoutingKeys in slices; rejects with the signal's reason when it aborts. */
 export function scanRoutingKeysSliced(body: Buffer, partial: boolean, signal: AbortSignal): Promise<ScanResult> {
-  return scanTopLevelSliced(body, BODY_KEYS, { partial, maxValueBytes: MAX_RAW_VALUE_BYTES, sliceBytes: SCAN_SLICE_BYTES, signal });
+  return scanTopLevelSliced(body, BODY_KEYS, { ...(partial ? PARTIAL_SCAN : WHOLE_SCAN), sliceBytes: SCAN_SLICE_BYTES, signal });
 }
 
 /**

@@ -1,3 +1,4 @@
+import { Writable } from 'node:stream';
 import type { Service } from '../../src/app/service.js';
 import { startService } from '../../src/app/service.js';
 import { type Config, parseConfig } from '../../src/config/config.js';
@@ -116,3 +117,19 @@ export function chatBody(fields: Record<string, unknown>): string {
 }
 
 export const JSON_HEADERS = { 'content-type': 'application/json' };
+
+/** A log destination for startCluster's `logs` that keeps every JSON line, raw and parsed. */
+export function captureLogs(): { stream: Writable; lines: Record<string, unknown>[]; raw: string[] } {
+  const lines: Record<string, unknown>[] = [];
+  const raw: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString().split('\n').filter(Boolean)) {
+        raw.push(line);
+        lines.push(JSON.parse(line) as Record<string, unknown>);
+      }
+      done();
+    },
+  });
+  return { stream, lines, raw };
+}
