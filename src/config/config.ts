@@ -17,7 +17,9 @@ export interface Config {
   port: number;
   adminHost: string;
   adminPort: number;
-  serviceDiscovery: 'static';
+  serviceDiscovery: ServiceDiscovery;
+  /** Set with --service-discovery=k8s. */
+  k8s: KubernetesDiscoveryConfig | undefined;
   staticHosts: StaticHost[];
   staticModels: string | undefined;
   staticOwnedBy: string | undefined;
@@ -33,8 +35,26 @@ export interface Config {
   probeIntervalMs: number;
   probeTimeoutMs: number;
   unhealthyThreshold: number;
+  healthyThreshold: number;
+  modelsIntervalMs: number;
+  /** Consecutive failed requests that eject an endpoint; 0 = passive health off. */
+  passiveEjection: number;
+  metricsIntervalMs: number;
+  metricsStalenessMs: number;
   drainTimeoutMs: number;
   demo: boolean;
+}
+
+export const SERVICE_DISCOVERIES = ['static', 'k8s'] as const;
+export type ServiceDiscovery = (typeof SERVICE_DISCOVERIES)[number];
+
+/** Which pods are backends, with --service-discovery=k8s. */
+export interface KubernetesDiscoveryConfig {
+  /** --k8s-namespace; undefined = the pod's own namespace (service account), else `default`. */
+  namespace: string | undefined;
+  labelSelector: string;
+  /** The backend port: a number, or a named container port looked up in each pod. */
+  port: { number: number } | { name: string };
 }
 
 const MiB = 1024 * 1024;
@@ -62,6 +82,12 @@ const PROBE_INTERVAL: Range = { min: 100, max: HOUR_MS };
 const PROBE_TIMEOUT: Range = { min: 10, max: HOUR_MS };
 const DRAIN_TIMEOUT: Range = { min: 0, max: HOUR_MS };
 const UNHEALTHY_THRESHOLD: Range = { min: 1, max: 100 };
+const HEALTHY_THRESHOLD: Range = { min: 1, max: 100 };
+const MODELS_INTERVAL: Range = { min: 1000, max: 24 * HOUR_MS };
+const PASSIVE_EJECTION: Range = { min: 0, max: 1000 };
+const METRICS_INTERVAL: Range = { min: 50, max: HOUR_MS };
+const METRICS_STALENESS: Range = { min: 100, max: HOUR_MS };
+const DEFAULT_K8S_PORT = '8000';
 
 /** Flag name → [type, default, help]. The names of seed 004's router are kept as they are. */
 const FLAGS = {
@@ -69,7 +95,7 @@ const FLAGS = {
   host: ['string', '0.0.0.0', 'address the gRPC server binds'],
   'admin-port': ['string', '8081', 'HTTP port for /health, /ready, /metrics (0 = any free port)'],
   'admin-host': ['string', '0.0.0.0', 'address the admin HTTP server binds'],
-  'service-discovery': ['string', 'static', 'how backends are found: static'],
+  'service-discovery': ['string', 'static', `how backends are found: ${SERVICE_DISCOVERIES.join(' | ')}`],
   'static-hosts': ['string', undefined, 'comma-separated backends, host:port or http://host:port'],
   'static-models': [
     'string',
@@ -77,6 +103,10 @@ const FLAGS = {
     'models per static host (comma-separated, one entry per host or one for all; ";" between several models of a host); skips the /v1/models probe',
   ],
   'static-owned-by': ['string', undefined, 'engine (owned_by) per static host, same layout as --static-models (default vllm)'],
+  'k8s-namespace': ['string', undefined, "namespace of the backend pods (default: llm-extproc's own namespace, else default)"],
+  'k8s-label-selector': ['string', 'llm-d.ai/role=decode', 'label selector of the backend pods'],
+  'k8s-port': ['string', undefined, `backend port on each pod (default ${DEFAULT_K8S_PORT} unless --k8s-port-name is given)`],
+  'k8s-port-name': ['string', undefined, 'named container port of the backend, looked up in each pod (instead of --k8s-port)'],
   'routing-logic': ['string', 'least_outstanding_requests', `picker: ${ROUTING_LOGICS.join(' | ')}`],
   'route-config': ['string', undefined, 'routes file (JSON or YAML): [{name, path_prefix, model?, owned_by?}]'],
   'log-level': ['string', 'info', LOG_LEVELS.join(' | ')],
@@ -93,6 +123,15 @@ const FLAGS = {
   'probe-interval': ['string', '5s', `time between backend probes, ${rangeText(PROBE_INTERVAL)}`],
   'probe-timeout': ['string', '2s', `timeout of one probe, ${rangeText(PROBE_TIMEOUT)}, at most --probe-interval (left out: capped at it)`],
   'unhealthy-threshold': ['string', '2', `consecutive failed probes before a backend leaves rotation, ${UNHEALTHY_THRESHOLD.min}..${UNHEALTHY_THRESHOLD.max}`],
+  'healthy-threshold': ['string', '1', `consecutive passed probes before a backend returns to rotation, ${HEALTHY_THRESHOLD.min}..${HEALTHY_THRESHOLD.max}`],
+  'models-interval': ['string', '30s', `time between re-reads of each backend's /v1/models, ${rangeText(MODELS_INTERVAL)}`],
+  'passive-ejection': [
+    'string',
+    '5',
+    `consecutive failed requests (5xx, or no response) that eject a backend for a back-off, ${PASSIVE_EJECTION.min}..${PASSIVE_EJECTION.max} (0 = off)`,
+  ],
+  'metrics-interval': ['string', '1s', `time between scrapes of each backend's /metrics (engine load), ${rangeText(METRICS_INTERVAL)}`],
+  'metrics-staleness': ['string', '5s', `engine figures older than this do not steer picks, ${rangeText(METRICS_STALENESS)}`],
   'drain-timeout': ['string', '25s', `on SIGTERM, SIGINT or SIGHUP, how long open streams may finish, ${rangeText(DRAIN_TIMEOUT)} (0 = exit at once)`],
   demo: ['boolean', false, 'start built-in simulated vLLM and SGLang backends and route to them'],
   help: ['boolean', false, 'print this help'],
@@ -120,13 +159,21 @@ export function parseConfig(argv: readonly string[]): Config | undefined {
   const text = (name: FlagName) => values[name] as string;
   const given = (name: FlagName) => (onCommandLine.has(name) ? text(name) : undefined);
 
-  const serviceDiscovery = oneOf('service-discovery', text('service-discovery'), ['static'] as const);
+  const serviceDiscovery = oneOf('service-discovery', text('service-discovery'), SERVICE_DISCOVERIES);
   const demo = values.demo === true;
   const hostsFlag = given('static-hosts');
   if (demo && hostsFlag !== undefined) {
     throw new ConfigError('--static-hosts', 'cannot be used with --demo, which starts its own backends', 'drop --static-hosts or --demo');
   }
-  if (!demo && hostsFlag === undefined) {
+  const k8s = kubernetesDiscovery(serviceDiscovery, given);
+  if (serviceDiscovery === 'k8s') {
+    if (demo) throw new ConfigError('--demo', 'cannot be used with --service-discovery=k8s', 'drop --demo, or use --service-discovery=static');
+    for (const flag of ['static-hosts', 'static-models', 'static-owned-by'] as const) {
+      if (given(flag) !== undefined) {
+        throw new ConfigError(`--${flag}`, 'applies to --service-discovery=static only', 'drop it: Kubernetes pods are found by --k8s-label-selector');
+      }
+    }
+  } else if (!demo && hostsFlag === undefined) {
     throw new ConfigError(
       '--static-hosts',
       'is required with --service-discovery=static',
@@ -134,6 +181,15 @@ export function parseConfig(argv: readonly string[]): Config | undefined {
     );
   }
   const maxBodyBytes = parseBytes('max-body-size', text('max-body-size'));
+  const metricsIntervalMs = parseDuration('metrics-interval', text('metrics-interval'), METRICS_INTERVAL);
+  const metricsStalenessMs = parseDuration('metrics-staleness', text('metrics-staleness'), METRICS_STALENESS);
+  if (metricsStalenessMs < metricsIntervalMs) {
+    throw new ConfigError(
+      onCommandLine.has('metrics-staleness') ? '--metrics-staleness' : '--metrics-interval',
+      `--metrics-staleness (${text('metrics-staleness')}) is shorter than --metrics-interval (${text('metrics-interval')}): every figure would be stale`,
+      'make --metrics-staleness at least --metrics-interval; a few intervals is usual',
+    );
+  }
   const probeIntervalMs = parseDuration('probe-interval', text('probe-interval'), PROBE_INTERVAL);
   const probeTimeoutMs = probeTimeout(given('probe-timeout'), probeIntervalMs, text('probe-interval'));
   return {
@@ -142,6 +198,7 @@ export function parseConfig(argv: readonly string[]): Config | undefined {
     adminHost: listenHost('admin-host', text('admin-host')),
     adminPort: parsePort('admin-port', text('admin-port')),
     serviceDiscovery,
+    k8s,
     staticHosts: hostsFlag === undefined ? [] : parseStaticHosts(hostsFlag),
     staticModels: given('static-models'),
     staticOwnedBy: given('static-owned-by'),
@@ -157,6 +214,11 @@ export function parseConfig(argv: readonly string[]): Config | undefined {
     probeIntervalMs,
     probeTimeoutMs,
     unhealthyThreshold: parseCount('unhealthy-threshold', text('unhealthy-threshold'), UNHEALTHY_THRESHOLD),
+    healthyThreshold: parseCount('healthy-threshold', text('healthy-threshold'), HEALTHY_THRESHOLD),
+    modelsIntervalMs: parseDuration('models-interval', text('models-interval'), MODELS_INTERVAL),
+    passiveEjection: parseCount('passive-ejection', text('passive-ejection'), PASSIVE_EJECTION),
+    metricsIntervalMs,
+    metricsStalenessMs,
     drainTimeoutMs: parseDuration('drain-timeout', text('drain-timeout'), DRAIN_TIMEOUT),
     demo,
   };
@@ -189,6 +251,37 @@ function readFlags(argv: readonly string[]): Flags {
     given.add(token.name);
   }
   return { values, given };
+}
+
+/** The --k8s-* flags: refused with static discovery, validated and defaulted with k8s. */
+function kubernetesDiscovery(discovery: ServiceDiscovery, given: (name: FlagName) => string | undefined): KubernetesDiscoveryConfig | undefined {
+  const k8sFlags = ['k8s-namespace', 'k8s-label-selector', 'k8s-port', 'k8s-port-name'] as const;
+  if (discovery !== 'k8s') {
+    const stray = k8sFlags.find((flag) => given(flag) !== undefined);
+    if (stray) throw new ConfigError(`--${stray}`, 'applies to --service-discovery=k8s only', 'add --service-discovery=k8s or drop the flag');
+    return undefined;
+  }
+  const namespace = given('k8s-namespace');
+  if (namespace !== undefined && !/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) {
+    throw new ConfigError('--k8s-namespace', `"${namespace}" is not a Kubernetes namespace name`, 'lower-case letters, digits and "-", at most 63 characters');
+  }
+  const portNumber = given('k8s-port');
+  const portName = given('k8s-port-name');
+  if (portNumber !== undefined && portName !== undefined) {
+    throw new ConfigError('--k8s-port-name', 'cannot be used with --k8s-port', 'give the port by number or by name, not both');
+  }
+  let port: KubernetesDiscoveryConfig['port'];
+  if (portName !== undefined) {
+    if (!/^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$/.test(portName) || !/[a-z]/.test(portName)) {
+      throw new ConfigError('--k8s-port-name', `"${portName}" is not a container port name`, 'a port name has at most 15 lower-case letters, digits and "-", e.g. http');
+    }
+    port = { name: portName };
+  } else {
+    const number = parsePort('k8s-port', portNumber ?? DEFAULT_K8S_PORT);
+    if (number === 0) throw new ConfigError('--k8s-port', 'must not be 0', 'give the port the engines listen on, e.g. 8000');
+    port = { number };
+  }
+  return { namespace, labelSelector: (given('k8s-label-selector') ?? FLAGS['k8s-label-selector'][1]).trim(), port };
 }
 
 function oneOf<T extends string>(flag: FlagName, value: string, allowed: readonly T[]): T {

@@ -1,3 +1,6 @@
+import { EndpointHealth } from './health/state.js';
+import type { EngineLoad } from './load/types.js';
+
 /** One model as a backend's `/v1/models` lists it (seed 003's shape). */
 export interface ModelCard {
   id: string;
@@ -17,7 +20,13 @@ export interface EndpointIdentity {
   name: string;
   namespace: string;
   labels: Record<string, string>;
+  /** Models given by configuration (--static-models): the endpoint is then probed with /health only. */
+  fixedModels?: readonly ModelCard[];
 }
+
+/** Pod labels that stand in for `/v1/models` until the first probe answers (llm-d's names). */
+export const MODEL_LABEL = 'llm-d.ai/model';
+export const ENGINE_LABEL = 'llm-d.ai/engine-type';
 
 /**
  * A backend pod. Objects are kept for the life of the address so the in-flight count, which the
@@ -28,9 +37,20 @@ export class Endpoint {
   readonly name: string;
   readonly namespace: string;
   labels: Record<string, string>;
+  /** See EndpointIdentity.fixedModels. */
+  fixedModels: readonly ModelCard[] | undefined;
   /** Models served, as last learned from `/v1/models` or given statically. */
   models: readonly ModelCard[] = [];
+  /** The active probe's verdict (`/health`): false until the first success. */
   healthy = false;
+  /** Failure counts and passive ejection; dropped with the endpoint. */
+  readonly health = new EndpointHealth();
+  /** The engine's own figures from its `/metrics`; undefined until a scrape succeeds or after one fails. */
+  load: EngineLoad | undefined;
+  /** The picker may choose it: the probe says healthy and failed requests have not ejected it. */
+  get usable(): boolean {
+    return this.healthy && !this.health.ejected;
+  }
   /** Requests routed here whose ext_proc stream has not ended yet. */
   inFlight = 0;
   /** When the last probe answered, or undefined before the first. */
@@ -45,7 +65,18 @@ export class Endpoint {
     this.name = identity.name;
     this.namespace = identity.namespace;
     this.labels = identity.labels;
+    this.fixedModels = identity.fixedModels;
     this.addressBytes = Buffer.from(identity.address);
+  }
+
+  /** Back to a stranger: what was learned about the address before it left is not trusted on return. */
+  forgetState(): void {
+    this.healthy = false;
+    this.models = [];
+    this.load = undefined;
+    this.lastSeen = undefined;
+    this.lastError = undefined;
+    this.health.reset();
   }
 
   get baseUrl(): string {

@@ -1,10 +1,11 @@
-import { Endpoint, type EndpointIdentity, type ModelCard } from './endpoint.js';
+import { ENGINE_LABEL, Endpoint, type EndpointIdentity, MODEL_LABEL, type ModelCard } from './endpoint.js';
+import type { EndpointSink } from './types.js';
 
 /** The endpoints serving one model (or one model on one engine), built when the index is. */
 export interface CandidateSet {
   kind: 'found';
   all: readonly Endpoint[];
-  /** The subset that passed its last probe: what the picker chooses from. */
+  /** The usable subset (probe passed, not ejected): what the picker chooses from. */
   healthy: readonly Endpoint[];
 }
 
@@ -18,12 +19,25 @@ export type CandidateLookup =
 
 const SEPARATOR = '\u0000';
 
+/** Told when an address joins or leaves the registry (probers start or stop watching it). */
+export interface MembershipListener {
+  added(endpoint: Endpoint): void;
+  removed(endpoint: Endpoint): void;
+}
+
 /**
  * The set of known backends and an index from (model) and (model, owned_by) to them.
  * It is the only shared state the request path reads; discovery sources and probers write it.
  */
-export class EndpointRegistry {
+export class EndpointRegistry implements EndpointSink {
   private readonly endpoints = new Map<string, Endpoint>();
+  /**
+   * Endpoints removed while requests were still routed to them, by address. Should the address
+   * return (a pod flapping NotReady → Ready), the same object comes back, so its in-flight count
+   * stays exact; entries go once their requests end (checked on every membership change).
+   */
+  private readonly departed = new Map<string, Endpoint>();
+  private readonly listeners: MembershipListener[] = [];
   private byModel = new Map<string, CandidateSet>();
   /** model → owned_by → endpoints; nested so a lookup never builds a key string. */
   private byModelAndEngine = new Map<string, Map<string, CandidateSet>>();
@@ -32,18 +46,50 @@ export class EndpointRegistry {
   /** Set when models, membership or health changed; the index is rebuilt on the next read. */
   private stale = false;
 
-  /** Makes the registry hold exactly these identities, keeping existing Endpoint objects. */
-  replaceAll(identities: readonly EndpointIdentity[]): void {
-    const wanted = new Map(identities.map((identity) => [identity.address, identity]));
-    for (const address of this.endpoints.keys()) {
-      if (!wanted.has(address)) this.endpoints.delete(address);
+  onMembership(listener: MembershipListener): void {
+    this.listeners.push(listener);
+  }
+
+  /** Adds the endpoint, or updates the labels and fixed models of a known one. */
+  upsert(identity: EndpointIdentity): void {
+    const known = this.endpoints.get(identity.address);
+    if (known) {
+      known.labels = identity.labels;
+      if (identity.fixedModels !== known.fixedModels) this.setFixedModels(known, identity.fixedModels);
+      this.standIn(known);
+      return;
     }
-    for (const identity of wanted.values()) {
-      const existing = this.endpoints.get(identity.address);
-      if (existing) existing.labels = identity.labels;
-      else this.endpoints.set(identity.address, new Endpoint(identity));
+    let endpoint = this.departed.get(identity.address);
+    if (endpoint) {
+      this.departed.delete(identity.address);
+      endpoint.labels = identity.labels;
+      endpoint.fixedModels = identity.fixedModels;
+    } else {
+      endpoint = new Endpoint(identity);
     }
+    if (endpoint.fixedModels) endpoint.models = endpoint.fixedModels;
+    this.standIn(endpoint);
+    this.endpoints.set(endpoint.address, endpoint);
     this.stale = true;
+    this.sweepDeparted();
+    for (const listener of this.listeners) listener.added(endpoint);
+  }
+
+  /** Takes the endpoint out of every candidate set at once; its state is forgotten. */
+  remove(address: string): void {
+    const endpoint = this.endpoints.get(address);
+    if (!endpoint) return;
+    this.endpoints.delete(address);
+    endpoint.forgetState();
+    if (endpoint.inFlight > 0) this.departed.set(address, endpoint);
+    this.stale = true;
+    this.sweepDeparted();
+    for (const listener of this.listeners) listener.removed(endpoint);
+  }
+
+  /** Removed endpoints still counted here (their requests have not ended): for tests and the status page. */
+  get departedCount(): number {
+    return this.departed.size;
   }
 
   get(address: string): Endpoint | undefined {
@@ -54,10 +100,9 @@ export class EndpointRegistry {
     return [...this.endpoints.values()];
   }
 
-  /** Records what a probe learned. */
-  update(address: string, change: { models?: readonly ModelCard[]; healthy?: boolean; error?: string }): void {
-    const endpoint = this.endpoints.get(address);
-    if (!endpoint) return;
+  /** Records what a probe learned; ignored for an endpoint removed meanwhile. */
+  update(endpoint: Endpoint, change: { models?: readonly ModelCard[]; healthy?: boolean; error?: string }): void {
+    if (this.endpoints.get(endpoint.address) !== endpoint) return;
     if (change.models) {
       if (!sameModels(endpoint.models, change.models)) this.stale = true;
       endpoint.models = change.models;
@@ -72,6 +117,11 @@ export class EndpointRegistry {
     } else if (change.error !== undefined) {
       endpoint.lastError = change.error;
     }
+  }
+
+  /** Passive ejection started or ended: the usable subsets change. */
+  usabilityChanged(): void {
+    this.stale = true;
   }
 
   /** Endpoints serving `model` (of engine `ownedBy` when given), all and healthy. */
@@ -99,6 +149,27 @@ export class EndpointRegistry {
       }
     }
     return [...cards.values()].sort((a, b) => a.id.localeCompare(b.id) || a.owned_by.localeCompare(b.owned_by));
+  }
+
+  private setFixedModels(endpoint: Endpoint, models: readonly ModelCard[] | undefined): void {
+    endpoint.fixedModels = models;
+    if (models) endpoint.models = models;
+    this.stale = true;
+  }
+
+  /** Before the first probe answers, the pod labels llm-d.ai/model and llm-d.ai/engine-type say what it serves. */
+  private standIn(endpoint: Endpoint): void {
+    if (endpoint.lastSeen !== undefined || endpoint.fixedModels) return;
+    const model = endpoint.labels[MODEL_LABEL];
+    const models = model ? [labelCard(model, endpoint.labels[ENGINE_LABEL] || 'vllm')] : [];
+    if (!sameModels(endpoint.models, models)) {
+      endpoint.models = models;
+      this.stale = true;
+    }
+  }
+
+  private sweepDeparted(): void {
+    for (const [address, endpoint] of this.departed) if (endpoint.inFlight === 0) this.departed.delete(address);
   }
 
   private reindex(): void {
@@ -136,7 +207,11 @@ function addTo(index: Map<string, CandidateSet>, key: string, endpoint: Endpoint
   // An endpoint's cards are visited together, so a repeat can only be the last entry.
   if (all[all.length - 1] === endpoint) return;
   all.push(endpoint);
-  if (endpoint.healthy) (set.healthy as Endpoint[]).push(endpoint);
+  if (endpoint.usable) (set.healthy as Endpoint[]).push(endpoint);
+}
+
+function labelCard(model: string, engine: string): ModelCard {
+  return { id: model, object: 'model', created: 0, owned_by: engine, root: null, parent: null };
 }
 
 function sameModels(a: readonly ModelCard[], b: readonly ModelCard[]): boolean {

@@ -42,3 +42,14 @@ function usesValueField(list: readonly HeaderValue__Output[]): boolean {
   }
   return value;
 }
+
+/** The `:status` of response headers as Envoy sends them (either value field); undefined when absent or not a number. */
+export function responseStatus(list: readonly HeaderValue__Output[]): number | undefined {
+  for (const header of list) {
+    if (header.key !== ':status') continue;
+    const text = header.raw_value && header.raw_value.length > 0 ? header.raw_value.toString('latin1') : (header.value ?? '');
+    const status = /^\d{3}$/.test(text) ? Number(text) : NaN;
+    return Number.isNaN(status) ? undefined : status;
+  }
+  return undefined;
+}

@@ -6,7 +6,7 @@ import type { HeaderValue__Output } from '../generated/envoy/config/core/v3/Head
 import type { ProcessingRequest__Output } from '../generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
 import { REQUEST_ID_HEADER } from '../wire-names.js';
 import type { OutgoingResponse } from './encoded.js';
-import { type HeaderValueField, RequestHeaders } from './headers.js';
+import { type HeaderValueField, RequestHeaders, responseStatus } from './headers.js';
 import {
   CONTINUE_REQUEST_BODY,
   CONTINUE_REQUEST_HEADERS,
@@ -18,7 +18,7 @@ import {
   immediateResponse,
   streamedBodyResponses,
 } from './responses.js';
-import type { BodySendMode, Destination, HttpRequestHead, HttpRequestView, LocalReply, RequestRouter, RouteDecision } from './types.js';
+import type { BodySendMode, Destination, HttpRequestHead, HttpRequestView, LocalReply, RequestOutcome, RequestRouter, RouteDecision } from './types.js';
 
 export type ExtProcCall = ServerDuplexStream<ProcessingRequest__Output, OutgoingResponse>;
 
@@ -72,6 +72,10 @@ export class ExtProcStream {
   /** Messages that arrived while an asynchronous decision was pending, handled after it. */
   private backlog: ProcessingRequest__Output[] = [];
   private destination: Destination | undefined;
+  /** STREAMED: routed on the headers while body chunks still come; a stream ending now was the client's doing. */
+  private requestBodyOpen = false;
+  /** The upstream's `:status`, once Envoy sends the response headers. */
+  private upstreamStatus: number | undefined;
   /** The view of a decision still pending: its signal aborts if the stream ends first. */
   private pendingView: StreamRequestView | undefined;
 
@@ -122,7 +126,9 @@ export class ExtProcStream {
         this.onRequestTrailers();
         return;
       case 'response_headers':
-        if (this.expectRouted('response_headers')) this.send(this.responseHeadersAnswer());
+        if (!this.expectRouted('response_headers')) return;
+        this.upstreamStatus = responseStatus(message.response_headers!.headers?.headers ?? []) ?? 0;
+        this.send(this.responseHeadersAnswer());
         return;
       case 'response_body':
         this.onResponseBody(message.response_body!.body ?? EMPTY, !!message.response_body!.end_of_stream);
@@ -147,6 +153,7 @@ export class ExtProcStream {
     this.requestId = this.headers.get(REQUEST_ID_HEADER) || randomUUID();
     if (endOfStream || this.requestBodyMode === 'NONE' || this.requestBodyMode === 'STREAMED') {
       // No body will come before the headers go upstream: route on the headers alone.
+      this.requestBodyOpen = !endOfStream && this.requestBodyMode === 'STREAMED';
       this.decide(undefined, 'request_headers');
       return;
     }
@@ -161,6 +168,7 @@ export class ExtProcStream {
     if (this.phase === 'routed') {
       // STREAMED: one answer per chunk, in order; the route was set on the headers.
       if (this.requestBodyMode === 'STREAMED') {
+        if (endOfStream) this.requestBodyOpen = false;
         this.send(CONTINUE_REQUEST_BODY);
         return;
       }
@@ -196,6 +204,7 @@ export class ExtProcStream {
       return;
     }
     if (this.phase === 'routed') {
+      this.requestBodyOpen = false;
       this.send(CONTINUE_REQUEST_TRAILERS);
       return;
     }
@@ -255,7 +264,7 @@ export class ExtProcStream {
         this.pendingView = undefined;
         // The stream may have ended while the router worked: give the claim back at once.
         if ((this.phase as Phase) === 'closed') {
-          if (result.kind === 'route') result.destination.release();
+          if (result.kind === 'route') result.destination.release(ABANDONED);
           return;
         }
         this.apply(result, body, phase, trailersFollow);
@@ -320,12 +329,20 @@ export class ExtProcStream {
     this.phase = 'closed';
     this.backlog = [];
     this.bodyChunks = [];
-    this.destination?.release();
+    this.destination?.release(this.outcome(how));
     this.pendingView?.abort(`the ext_proc stream ended (${how})`);
     // After Envoy's half-close, answer with OK so a graceful close completes at once. Envoy's
     // default close sends a reset right behind the half-close: wait a turn so that, in that case,
     // no status is sent into a stream that is already gone.
     if (how === 'half-close') setImmediate(() => this.finishCall());
+  }
+
+  /** How the routed request ended: only Envoy's own close after a complete request may be the backend's fault. */
+  private outcome(how: 'half-close' | 'cancelled' | 'error' | 'closed' | 'protocol-error'): RequestOutcome {
+    if (this.upstreamStatus !== undefined) return { kind: 'response', status: this.upstreamStatus };
+    // Envoy ends every finished exchange with a half-close (then a reset); a bare reset or a
+    // transport error is the ext_proc connection failing, not the backend.
+    return how === 'half-close' && !this.requestBodyOpen ? NO_RESPONSE : ABANDONED;
   }
 
   private finishCall(): void {
@@ -334,6 +351,8 @@ export class ExtProcStream {
 }
 
 const EMPTY = Buffer.alloc(0);
+const ABANDONED: RequestOutcome = { kind: 'abandoned' };
+const NO_RESPONSE: RequestOutcome = { kind: 'no_response' };
 
 /** The request as a decision sees it; the AbortSignal is created only if the router reads it. */
 class StreamRequestView implements HttpRequestView {

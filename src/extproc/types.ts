@@ -22,13 +22,24 @@ export interface HttpRequestView extends HttpRequestHead {
   readonly signal: AbortSignal;
 }
 
+/**
+ * How a routed request ended, as far as the ext_proc stream can tell.
+ * - `response`: Envoy sent the upstream's response headers (needs response_header_mode SEND).
+ * - `no_response`: the whole request went upstream, then the stream ended without response
+ *   headers: an upstream reset or connect failure (Envoy >= 1.34 keeps its own local replies from
+ *   ext_proc), or a client that gave up while the backend was still silent.
+ * - `abandoned`: the stream ended before the request was complete (the client went away while
+ *   sending its body), or llm-extproc itself failed the stream: nothing to hold against the backend.
+ */
+export type RequestOutcome = { kind: 'response'; status: number } | { kind: 'no_response' } | { kind: 'abandoned' };
+
 /** The destination of a routed request, held until its ext_proc stream ends. */
 export interface Destination {
   /** `ip:port` and its bytes for the header's value. */
   readonly address: string;
   readonly addressBytes: Buffer;
-  /** Ends the request's claim on the endpoint; safe to call more than once. */
-  release(): void;
+  /** Ends the request's claim on the endpoint, saying how it ended; only the first call counts. */
+  release(outcome: RequestOutcome): void;
 }
 
 /** A response llm-extproc gives itself instead of routing (errors, `GET /v1/models`). */

@@ -1,5 +1,8 @@
 import type { Endpoint } from '../discovery/endpoint.js';
-import type { Destination } from '../extproc/types.js';
+import type { Destination, RequestOutcome } from '../extproc/types.js';
+
+/** Told how each routed request ended (passive health). */
+export type OutcomeListener = (endpoint: Endpoint, outcome: RequestOutcome) => void;
 
 /**
  * One routed request's claim on an endpoint. `release` is idempotent: the ext_proc stream can end
@@ -8,7 +11,10 @@ import type { Destination } from '../extproc/types.js';
 export class Lease implements Destination {
   private released = false;
 
-  constructor(readonly endpoint: Endpoint) {
+  constructor(
+    readonly endpoint: Endpoint,
+    private readonly onOutcome: OutcomeListener | undefined,
+  ) {
     endpoint.inFlight++;
   }
 
@@ -21,9 +27,10 @@ export class Lease implements Destination {
     return this.endpoint.addressBytes;
   }
 
-  release(): void {
+  release(outcome: RequestOutcome): void {
     if (this.released) return;
     this.released = true;
     this.endpoint.inFlight--;
+    this.onOutcome?.(this.endpoint, outcome);
   }
 }
