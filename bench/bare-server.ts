@@ -50,6 +50,7 @@ import { RouteTable } from '../src/routing/routes.js';
 import type { Lease } from '../src/scheduling/ledger.js';
 import { LeastOutstandingPicker } from '../src/scheduling/pickers.js';
 import { Scheduler } from '../src/scheduling/scheduler.js';
+import { OK_OUTCOME, upsertAll } from '../test/support/endpoints.js';
 import { MAX_STREAMED_CHUNK_BYTES } from './messages.js';
 
 const MiB = 1024 * 1024;
@@ -162,9 +163,15 @@ const scheduler = new Scheduler(registry, new LeastOutstandingPicker());
 const routes = new RouteTable();
 if (LIKE.has('route')) {
   const hosts = ['vllm', 'vllm', 'sglang', 'sglang'].map((engine, i) => ({ engine, address: `127.0.0.${i + 2}:8000` }));
-  registry.replaceAll(hosts.map((h) => ({ address: h.address, name: h.address, namespace: 'bench', labels: {} })));
+  upsertAll(
+    registry,
+    hosts.map((h) => ({ address: h.address, name: h.address, namespace: 'bench', labels: {} })),
+  );
   for (const h of hosts) {
-    registry.update(h.address, { models: [{ id: MODEL, object: 'model', created: 0, owned_by: h.engine, root: MODEL, parent: null }], healthy: true });
+    registry.update(registry.get(h.address)!, {
+      models: [{ id: MODEL, object: 'model', created: 0, owned_by: h.engine, root: MODEL, parent: null }],
+      healthy: true,
+    });
   }
 }
 const metrics = LIKE.has('metrics') ? new Metrics(registry, () => 0) : undefined;
@@ -238,10 +245,10 @@ server.addService(definition.envoy.service.ext_proc.v3.ExternalProcessor.service
       if (answer && !call.cancelled && !call.writableEnded) call.write(answer);
     });
     call.on('end', () => {
-      lease?.release();
+      lease?.release(OK_OUTCOME);
       if (!call.cancelled && !call.writableEnded) call.end();
     });
-    call.on('close', () => lease?.release());
+    call.on('close', () => lease?.release(OK_OUTCOME));
     call.on('error', () => {});
   },
 });

@@ -11,6 +11,7 @@
  *
  * Run alone: node dist/bench/picker.js
  */
+
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -20,6 +21,7 @@ import type { RoutingRequest } from '../src/request/routing-request.js';
 import { Lease } from '../src/scheduling/ledger.js';
 import { LeastOutstandingPicker, type Picker, RoundRobinPicker } from '../src/scheduling/pickers.js';
 import { Scheduler } from '../src/scheduling/scheduler.js';
+import { OK_OUTCOME, upsertAll } from '../test/support/endpoints.js';
 import { MODEL } from './messages.js';
 
 export interface PickerRow {
@@ -38,9 +40,9 @@ function registryWith(count: number): EndpointRegistry {
     namespace: 'bench',
     labels: {},
   }));
-  registry.replaceAll(identities);
+  upsertAll(registry, identities);
   const card: ModelCard = { id: MODEL, object: 'model', created: 0, owned_by: 'vllm', root: MODEL, parent: null };
-  for (const identity of identities) registry.update(identity.address, { models: [card], healthy: true });
+  for (const identity of identities) registry.update(registry.get(identity.address)!, { models: [card], healthy: true });
   return registry;
 }
 
@@ -65,7 +67,7 @@ function time(scheduler: Scheduler, budgetMs: number): { ns: number; decisions: 
     for (let i = 0; i < n; i++) {
       const lease = scheduler.schedule(REQUESTS[i & 15]!);
       sink += lease.endpoint.inFlight;
-      lease.release();
+      lease.release(OK_OUTCOME);
     }
   };
   // Warm-up, and size the batch to ~5 ms.
@@ -109,11 +111,11 @@ export function timeCase(count: number, logic: 'least_outstanding_requests' | 'r
     let i = 0;
     for (const endpoint of registry.all()) {
       const wanted = (Math.imul(i++, 2654435761) >>> 0) % 16;
-      for (let k = 0; k < wanted; k++) held.push(new Lease(endpoint));
+      for (let k = 0; k < wanted; k++) held.push(new Lease(endpoint, undefined));
     }
   }
   const { ns, decisions } = time(scheduler, budgetMs);
-  for (const lease of held) lease.release();
+  for (const lease of held) lease.release(OK_OUTCOME);
   return { endpoints: count, picker: picker.name, state, nsPerDecision: ns, decisions };
 }
 

@@ -11,14 +11,15 @@ import { SCAN_SLICE_BYTES } from '../src/request/json-scan.js';
 import { RouteTable } from '../src/routing/routes.js';
 import { createPicker } from '../src/scheduling/pickers.js';
 import { Scheduler } from '../src/scheduling/scheduler.js';
+import { upsertAll } from './support/endpoints.js';
 
 const MODEL = 'm';
 
 function router(): LlmRouter {
   const registry = new EndpointRegistry();
-  registry.replaceAll([{ address: '10.0.0.1:8000', name: 'pod', namespace: 'ns', labels: {} }]);
+  upsertAll(registry, [{ address: '10.0.0.1:8000', name: 'pod', namespace: 'ns', labels: {} }]);
   const card: ModelCard = { id: MODEL, object: 'model', created: 0, owned_by: 'vllm', root: MODEL, parent: null };
-  registry.update('10.0.0.1:8000', { models: [card], healthy: true });
+  registry.update(registry.get('10.0.0.1:8000')!, { models: [card], healthy: true });
   const routes = new RouteTable();
   return new LlmRouter(
     () => routes,

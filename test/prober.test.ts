@@ -6,6 +6,7 @@ import { MAX_MODELS_ANSWER_BYTES, Prober } from '../src/discovery/prober.js';
 import { EndpointRegistry } from '../src/discovery/registry.js';
 import { createLogger } from '../src/log.js';
 import { Metrics } from '../src/metrics.js';
+import { upsertAll } from './support/endpoints.js';
 
 /** A backend on its own loopback address that answers every request with `handler`. */
 async function backend(
@@ -30,13 +31,8 @@ after(async () => {
 /** Probes `address` once and returns what the registry then holds for it. */
 async function probeOnce(address: string, timeoutMs = 2000) {
   const registry = new EndpointRegistry();
-  registry.replaceAll([{ address, name: address, namespace: 'static', labels: {} }]);
-  const prober = new Prober(
-    registry,
-    { intervalMs: 60_000, timeoutMs, unhealthyThreshold: 1, staticModels: new Map() },
-    new Metrics(registry, () => 0),
-    createLogger('silent'),
-  );
+  upsertAll(registry, [{ address, name: address, namespace: 'static', labels: {} }]);
+  const prober = new Prober(registry, { intervalMs: 60_000, timeoutMs, unhealthyThreshold: 1 }, new Metrics(registry, () => 0), createLogger('silent'));
   await prober.probeAll();
   return registry.get(address)!;
 }

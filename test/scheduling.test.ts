@@ -7,6 +7,7 @@ import type { RoutingRequest } from '../src/request/routing-request.js';
 import { Lease } from '../src/scheduling/ledger.js';
 import { LeastOutstandingPicker, type Picker, RoundRobinPicker } from '../src/scheduling/pickers.js';
 import { Scheduler } from '../src/scheduling/scheduler.js';
+import { OK_OUTCOME, upsertAll } from './support/endpoints.js';
 
 const GROUP = {};
 const card = (id: string, owned_by: string): ModelCard => ({ id, object: 'model', created: 0, owned_by, root: id, parent: null });
@@ -65,10 +66,10 @@ describe('LeastOutstandingPicker', () => {
   it('N leases over K endpoints differ by at most one', () => {
     const list = endpoints(4);
     const picker = new LeastOutstandingPicker();
-    const leases = Array.from({ length: 43 }, () => new Lease(picker.pick(list)));
+    const leases = Array.from({ length: 43 }, () => new Lease(picker.pick(list), undefined));
     const loads = list.map((e) => e.inFlight);
     assert.ok(Math.max(...loads) - Math.min(...loads) <= 1, `loads ${loads}`);
-    for (const lease of leases) lease.release();
+    for (const lease of leases) lease.release(OK_OUTCOME);
     assert.deepEqual(
       list.map((e) => e.inFlight),
       [0, 0, 0, 0],
@@ -92,10 +93,10 @@ describe('RoundRobinPicker', () => {
 describe('Lease', () => {
   it('releases exactly once however often release is called', () => {
     const [endpoint] = endpoints(1);
-    const lease = new Lease(endpoint!);
+    const lease = new Lease(endpoint!, undefined);
     assert.equal(endpoint!.inFlight, 1);
-    lease.release();
-    lease.release();
+    lease.release(OK_OUTCOME);
+    lease.release(OK_OUTCOME);
     assert.equal(endpoint!.inFlight, 0);
   });
 });
@@ -112,14 +113,14 @@ describe('Scheduler', () => {
   });
   function setup() {
     const registry = new EndpointRegistry();
-    registry.replaceAll([
+    upsertAll(registry, [
       { address: '10.0.0.1:8000', name: 'v1', namespace: 'ns', labels: {} },
       { address: '10.0.0.2:8000', name: 'v2', namespace: 'ns', labels: {} },
       { address: '10.0.0.3:30000', name: 's1', namespace: 'ns', labels: {} },
     ]);
-    registry.update('10.0.0.1:8000', { models: [card('qwen', 'vllm'), card('llama', 'vllm')], healthy: true });
-    registry.update('10.0.0.2:8000', { models: [card('qwen', 'vllm')], healthy: true });
-    registry.update('10.0.0.3:30000', { models: [card('qwen', 'sglang')], healthy: true });
+    registry.update(registry.get('10.0.0.1:8000')!, { models: [card('qwen', 'vllm'), card('llama', 'vllm')], healthy: true });
+    registry.update(registry.get('10.0.0.2:8000')!, { models: [card('qwen', 'vllm')], healthy: true });
+    registry.update(registry.get('10.0.0.3:30000')!, { models: [card('qwen', 'sglang')], healthy: true });
     return { registry, scheduler: new Scheduler(registry, new LeastOutstandingPicker()) };
   }
   const fails = (fn: () => unknown, status: number, pattern: RegExp) =>
@@ -142,17 +143,18 @@ describe('Scheduler', () => {
   });
   it('known but unhealthy is 503, and unhealthy endpoints are never picked', () => {
     const { registry, scheduler } = setup();
-    registry.update('10.0.0.3:30000', { healthy: false });
+    registry.update(registry.get('10.0.0.3:30000')!, { healthy: false });
     fails(() => scheduler.schedule(request('qwen', 'sglang')), 503, /No healthy backend/);
-    registry.update('10.0.0.1:8000', { healthy: false });
+    registry.update(registry.get('10.0.0.1:8000')!, { healthy: false });
     for (let i = 0; i < 10; i++) assert.equal(scheduler.schedule(request('qwen')).address, '10.0.0.2:8000');
   });
   it('keeps endpoint objects (and their in-flight counts) across rediscovery', () => {
     const { registry, scheduler } = setup();
     const lease = scheduler.schedule(request('llama'));
-    registry.replaceAll([{ address: '10.0.0.1:8000', name: 'v1', namespace: 'ns', labels: { a: 'b' } }]);
+    registry.upsert({ address: '10.0.0.1:8000', name: 'v1', namespace: 'ns', labels: { a: 'b' } });
+    registry.remove('10.0.0.3:30000');
     assert.equal(registry.get('10.0.0.1:8000')!.inFlight, 1);
-    lease.release();
+    lease.release(OK_OUTCOME);
     assert.equal(registry.get('10.0.0.1:8000')!.inFlight, 0);
     assert.deepEqual(registry.lookup('qwen', 'sglang'), { kind: 'unknown_engine', engines: ['vllm'] });
   });

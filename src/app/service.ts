@@ -2,9 +2,9 @@ import type { Logger } from 'pino';
 import { AdminServer, type Readiness } from '../admin/server.js';
 import type { Config } from '../config/config.js';
 import { ConfigError } from '../config/errors.js';
-import type { ModelCard } from '../discovery/endpoint.js';
 import { Prober } from '../discovery/prober.js';
 import { EndpointRegistry } from '../discovery/registry.js';
+import { StaticSource } from '../discovery/sources/static.js';
 import { resolveStaticHosts, type StaticHost, staticModelCards } from '../discovery/static.js';
 import { type BindError, ExtProcServer } from '../extproc/server.js';
 import { Metrics } from '../metrics.js';
@@ -31,17 +31,9 @@ export async function startService(config: Config, log: Logger, staticHosts: rea
   const endpoints = new EndpointRegistry();
   // Mistakes in the flags are reported before any DNS look-up.
   const staticCards = staticModelCards(staticHosts.length, config.staticModels, config.staticOwnedBy);
-  const identities = await resolveStaticHosts(staticHosts);
-  endpoints.replaceAll(identities);
-
-  const staticModels = new Map<string, readonly ModelCard[]>();
-  identities.forEach((identity, index) => {
-    const cards = staticCards[index];
-    if (cards) {
-      staticModels.set(identity.address, cards);
-      endpoints.update(identity.address, { models: cards });
-    }
-  });
+  const identities = (await resolveStaticHosts(staticHosts)).map((identity, index) => ({ ...identity, fixedModels: staticCards[index] }));
+  const source = new StaticSource(identities);
+  source.start(endpoints);
 
   let grpc: ExtProcServer | undefined;
   const metrics = new Metrics(endpoints, () => grpc?.activeStreams ?? 0);
@@ -68,7 +60,7 @@ export async function startService(config: Config, log: Logger, staticHosts: rea
   );
   const prober = new Prober(
     endpoints,
-    { intervalMs: config.probeIntervalMs, timeoutMs: config.probeTimeoutMs, unhealthyThreshold: config.unhealthyThreshold, staticModels },
+    { intervalMs: config.probeIntervalMs, timeoutMs: config.probeTimeoutMs, unhealthyThreshold: config.unhealthyThreshold },
     metrics,
     log,
   );

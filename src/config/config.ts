@@ -273,7 +273,11 @@ function kubernetesDiscovery(discovery: ServiceDiscovery, given: (name: FlagName
   let port: KubernetesDiscoveryConfig['port'];
   if (portName !== undefined) {
     if (!/^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$/.test(portName) || !/[a-z]/.test(portName)) {
-      throw new ConfigError('--k8s-port-name', `"${portName}" is not a container port name`, 'a port name has at most 15 lower-case letters, digits and "-", e.g. http');
+      throw new ConfigError(
+        '--k8s-port-name',
+        `"${portName}" is not a container port name`,
+        'a port name has at most 15 lower-case letters, digits and "-", e.g. http',
+      );
     }
     port = { name: portName };
   } else {

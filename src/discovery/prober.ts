@@ -14,8 +14,6 @@ export interface ProberOptions {
   timeoutMs: number;
   /** Consecutive failures before a healthy endpoint is taken out of rotation. */
   unhealthyThreshold: number;
-  /** Models given on the command line: such endpoints are checked with /health only. */
-  staticModels: ReadonlyMap<string, readonly ModelCard[]>;
 }
 
 /**
@@ -62,7 +60,7 @@ export class Prober {
   }
 
   private async probe(endpoint: Endpoint): Promise<void> {
-    const staticCards = this.options.staticModels.get(endpoint.address);
+    const staticCards = endpoint.fixedModels;
     const timeoutMs = this.options.timeoutMs;
     try {
       if (staticCards) {
@@ -82,7 +80,7 @@ export class Prober {
     this.metrics.probes.inc({ result: 'success' });
     if (!endpoint.healthy) this.log.info({ endpoint: endpoint.address, models: models.map((m) => `${m.id} (${m.owned_by})`) }, 'backend is healthy');
     this.failures.delete(endpoint.address);
-    this.registry.update(endpoint.address, { models, healthy: true });
+    this.registry.update(endpoint, { models, healthy: true });
   }
 
   private failed(endpoint: Endpoint, reason: string): void {
@@ -93,7 +91,7 @@ export class Prober {
     const takeOut = endpoint.lastSeen === undefined || count >= this.options.unhealthyThreshold;
     if (takeOut && endpoint.healthy) this.log.warn({ endpoint: endpoint.address, reason }, 'backend is unhealthy; taking it out of rotation');
     else if (endpoint.lastSeen === undefined && count === 1) this.log.warn({ endpoint: endpoint.address, reason }, 'backend probe failed');
-    this.registry.update(endpoint.address, takeOut ? { healthy: false, error: reason } : { error: reason });
+    this.registry.update(endpoint, takeOut ? { healthy: false, error: reason } : { error: reason });
   }
 }
 

@@ -2,7 +2,7 @@ import type { EndpointRegistry } from '../discovery/registry.js';
 import { notFound, unavailable } from '../request/errors.js';
 import { clip } from '../request/limits.js';
 import type { RoutingRequest } from '../request/routing-request.js';
-import { Lease } from './ledger.js';
+import { Lease, type OutcomeListener } from './ledger.js';
 import type { Picker } from './pickers.js';
 
 /**
@@ -14,6 +14,7 @@ export class Scheduler {
   constructor(
     private readonly registry: EndpointRegistry,
     private readonly picker: Picker,
+    private readonly onOutcome?: OutcomeListener,
   ) {}
 
   get pickerName(): string {
@@ -38,6 +39,6 @@ export class Scheduler {
         `No healthy backend is available for model \`${clip(request.model)}\`${request.ownedBy ? ` on engine \`${clip(request.ownedBy)}\`` : ''}; try again later.`,
       );
     }
-    return new Lease(this.picker.pick(usable, lookup));
+    return new Lease(this.picker.pick(usable, lookup), this.onOutcome);
   }
 }
