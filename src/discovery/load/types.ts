@@ -29,4 +29,10 @@ export interface EngineLoad {
    * (scrape time + --metrics-staleness). The scraper sets `Endpoint.load` undefined on a failed scrape.
    */
   freshUntil: number;
+  /**
+   * Our own in-flight count for the endpoint when the scrape answered. The engine's queues then
+   * already held those requests; a picker compares it with the in-flight count now to see what
+   * changed since (see the load-aware picker).
+   */
+  inFlightAtScrape: number;
 }
