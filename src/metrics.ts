@@ -36,10 +36,16 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly ejections = new Counter({
+    name: 'llm_extproc_endpoint_ejections_total',
+    help: 'Endpoints ejected by passive health (consecutive failed requests).',
+    registers: [this.registry],
+  });
+
   /** Counter children of routed requests by model, then engine, so the hot path skips label hashing and key building. */
   private readonly routedChildren = new Map<string, Map<string, Counter.Internal>>();
 
-  constructor(endpoints: EndpointRegistry, activeStreams: () => number) {
+  constructor(endpoints: EndpointRegistry, activeStreams: () => number, discoveryStaleSince: () => Date | undefined = () => undefined) {
     collectDefaultMetrics({ register: this.registry, prefix: 'llm_extproc_' });
     const perEndpoint = (name: string, help: string, value: (endpoint: Endpoint) => number) =>
       new Gauge({
@@ -54,6 +60,16 @@ export class Metrics {
       });
     perEndpoint('llm_extproc_endpoint_in_flight_requests', 'Requests routed to the endpoint whose ext_proc stream has not ended.', (e) => e.inFlight);
     perEndpoint('llm_extproc_endpoint_healthy', '1 when the endpoint passed its last probe.', (e) => (e.healthy ? 1 : 0));
+    perEndpoint('llm_extproc_endpoint_ejected', '1 while passive health keeps the endpoint out after failed requests.', (e) => (e.health.ejected ? 1 : 0));
+    new Gauge({
+      name: 'llm_extproc_discovery_stale_seconds',
+      help: 'How long discovery has been out of contact (e.g. the Kubernetes API server unreachable); 0 while current.',
+      registers: [this.registry],
+      collect() {
+        const since = discoveryStaleSince();
+        this.set(since ? (Date.now() - since.getTime()) / 1000 : 0);
+      },
+    });
     new Gauge({
       name: 'llm_extproc_active_streams',
       help: 'Open ext_proc streams (one per HTTP request passing Envoy).',

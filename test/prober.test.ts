@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
-import { MAX_MODELS_ANSWER_BYTES, Prober } from '../src/discovery/prober.js';
+import { MAX_MODELS_ANSWER_BYTES, Prober } from '../src/discovery/health/prober.js';
 import { EndpointRegistry } from '../src/discovery/registry.js';
 import { createLogger } from '../src/log.js';
 import { Metrics } from '../src/metrics.js';
@@ -32,7 +32,12 @@ after(async () => {
 async function probeOnce(address: string, timeoutMs = 2000) {
   const registry = new EndpointRegistry();
   upsertAll(registry, [{ address, name: address, namespace: 'static', labels: {} }]);
-  const prober = new Prober(registry, { intervalMs: 60_000, timeoutMs, unhealthyThreshold: 1 }, new Metrics(registry, () => 0), createLogger('silent'));
+  const prober = new Prober(
+    registry,
+    { intervalMs: 60_000, timeoutMs, unhealthyThreshold: 1, healthyThreshold: 1, modelsIntervalMs: 60_000 },
+    new Metrics(registry, () => 0),
+    createLogger('silent'),
+  );
   await prober.probeAll();
   return registry.get(address)!;
 }

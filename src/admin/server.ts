@@ -8,6 +8,8 @@ export interface AdminDependencies {
   metrics: Metrics;
   endpoints: EndpointRegistry;
   readiness: () => Readiness;
+  /** When discovery lost contact (its picture may be out of date); undefined while current. */
+  discoveryStaleSince: () => Date | undefined;
   log: Logger;
 }
 
@@ -53,13 +55,20 @@ export class AdminServer {
       case 'GET /ready': {
         const readiness = this.deps.readiness();
         const endpoints = this.deps.endpoints.all();
-        const unhealthy = endpoints.filter((endpoint) => !endpoint.healthy);
+        const unhealthy = endpoints.filter((endpoint) => !endpoint.usable);
+        const staleSince = this.deps.discoveryStaleSince();
         return sendJson(res, readiness === 'ready' ? 200 : 503, {
           status: readiness,
+          // Stale discovery keeps serving the last known endpoints: ready, with a note.
+          ...(staleSince ? { discovery: `stale since ${staleSince.toISOString()}` } : {}),
           endpoints: endpoints.length,
           healthy_endpoints: endpoints.length - unhealthy.length,
           // Why each backend is out of rotation, so an operator need not search the logs.
-          unhealthy: unhealthy.map((endpoint) => ({ endpoint: endpoint.address, name: endpoint.name, error: endpoint.lastError ?? null })),
+          unhealthy: unhealthy.map((endpoint) => ({
+            endpoint: endpoint.address,
+            name: endpoint.name,
+            error: endpoint.health.ejected ? 'ejected after failed requests' : (endpoint.lastError ?? null),
+          })),
         });
       }
       case 'GET /metrics': {

@@ -2,10 +2,12 @@ import type { Logger } from 'pino';
 import { AdminServer, type Readiness } from '../admin/server.js';
 import type { Config } from '../config/config.js';
 import { ConfigError } from '../config/errors.js';
-import { Prober } from '../discovery/prober.js';
+import { PassiveHealth } from '../discovery/health/passive.js';
+import { Prober } from '../discovery/health/prober.js';
 import { EndpointRegistry } from '../discovery/registry.js';
 import { StaticSource } from '../discovery/sources/static.js';
 import { resolveStaticHosts, type StaticHost, staticModelCards } from '../discovery/static.js';
+import type { DiscoverySource } from '../discovery/types.js';
 import { type BindError, ExtProcServer } from '../extproc/server.js';
 import { Metrics } from '../metrics.js';
 import { joinHostPort } from '../net-address.js';
@@ -29,15 +31,31 @@ export interface Service {
 export async function startService(config: Config, log: Logger, staticHosts: readonly StaticHost[] = config.staticHosts): Promise<Service> {
   const routes = config.routeConfig ? await loadRouteTable(config.routeConfig) : new RouteTable();
   const endpoints = new EndpointRegistry();
-  // Mistakes in the flags are reported before any DNS look-up.
-  const staticCards = staticModelCards(staticHosts.length, config.staticModels, config.staticOwnedBy);
-  const identities = (await resolveStaticHosts(staticHosts)).map((identity, index) => ({ ...identity, fixedModels: staticCards[index] }));
-  const source = new StaticSource(identities);
+  const source = await discoverySource(config, staticHosts);
   source.start(endpoints);
+  // The first complete picture, or a start-up error naming what is wrong (exit 2).
+  await source.synced.catch(async (err: unknown) => {
+    await source.stop();
+    throw err;
+  });
 
   let grpc: ExtProcServer | undefined;
-  const metrics = new Metrics(endpoints, () => grpc?.activeStreams ?? 0);
-  const scheduler = new Scheduler(endpoints, createPicker(config.routingLogic));
+  const metrics = new Metrics(
+    endpoints,
+    () => grpc?.activeStreams ?? 0,
+    () => source.staleSince(),
+  );
+  const passive = new PassiveHealth(
+    endpoints,
+    { threshold: config.passiveEjection, baseEjectionMs: config.passiveEjectionMs },
+    () => metrics.ejections.inc(),
+    log,
+  );
+  const scheduler = new Scheduler(endpoints, createPicker(config.routingLogic), {
+    // About when a probe may have brought something back.
+    retryAfterSeconds: Math.max(1, Math.ceil(config.probeIntervalMs / 1000)),
+    onOutcome: (endpoint, outcome) => passive.record(endpoint, outcome),
+  });
   const router = new LlmRouter(() => routes, scheduler, endpoints, metrics, log);
   grpc = new ExtProcServer(
     {
@@ -60,28 +78,44 @@ export async function startService(config: Config, log: Logger, staticHosts: rea
   );
   const prober = new Prober(
     endpoints,
-    { intervalMs: config.probeIntervalMs, timeoutMs: config.probeTimeoutMs, unhealthyThreshold: config.unhealthyThreshold },
+    {
+      intervalMs: config.probeIntervalMs,
+      timeoutMs: config.probeTimeoutMs,
+      unhealthyThreshold: config.unhealthyThreshold,
+      healthyThreshold: config.healthyThreshold,
+      modelsIntervalMs: config.modelsIntervalMs,
+    },
     metrics,
     log,
   );
+  // Ready = the source has its first picture (above) and every endpoint in it has been probed once.
   const readiness = (): Readiness => (grpc.draining ? 'draining' : prober.completedRounds > 0 ? 'ready' : 'starting');
-  const admin = new AdminServer({ metrics, endpoints, readiness, log });
+  const admin = new AdminServer({ metrics, endpoints, readiness, discoveryStaleSince: () => source.staleSince(), log });
 
-  const grpcPort = await grpc.start().catch((err: unknown) => {
+  const grpcPort = await grpc.start().catch(async (err: unknown) => {
+    await source.stop();
     throw listenFailure({ host: '--host', port: '--port' }, config.host, config.port, err);
   });
   const adminPort = await admin.start(config.adminHost, config.adminPort).catch(async (err: unknown) => {
-    await grpc.stop(); // already bound: it would keep the process alive
+    await Promise.all([grpc.stop(), source.stop()]); // already running: they would keep the process alive
     throw listenFailure({ host: '--admin-host', port: '--admin-port' }, config.adminHost, config.adminPort, err);
   });
   log.info(
-    { grpcPort, adminPort, routingLogic: scheduler.pickerName, endpoints: identities.map((i) => i.address), routes: routes.list().length },
+    {
+      grpcPort,
+      adminPort,
+      discovery: source.name,
+      routingLogic: scheduler.pickerName,
+      endpoints: endpoints.all().map((endpoint) => endpoint.address),
+      routes: routes.list().length,
+    },
     'llm-extproc listening',
   );
   void prober.start().then(() => {
     grpc.setReady(true);
-    const healthy = endpoints.all().filter((endpoint) => endpoint.healthy).length;
-    log.info({ endpoints: identities.length, healthy, models: endpoints.modelCards().length }, 'first discovery round done: ready');
+    const all = endpoints.all();
+    const healthy = all.filter((endpoint) => endpoint.healthy).length;
+    log.info({ endpoints: all.length, healthy, models: endpoints.modelCards().length }, 'first discovery round done: ready');
   });
 
   return {
@@ -92,11 +126,21 @@ export async function startService(config: Config, log: Logger, staticHosts: rea
     prober,
     async stop() {
       prober.stop();
-      await grpc.stop();
+      await Promise.all([grpc.stop(), source.stop()]);
       // Last: /health answers until the drain is over.
       await admin.stop();
     },
   };
+}
+
+/** The source --service-discovery names; static hosts are resolved (DNS) here, mistakes reported first. */
+async function discoverySource(config: Config, staticHosts: readonly StaticHost[]): Promise<DiscoverySource> {
+  if (config.serviceDiscovery === 'k8s') {
+    throw new ConfigError('--service-discovery', 'k8s is not wired in this build yet', 'use --service-discovery=static');
+  }
+  const staticCards = staticModelCards(staticHosts.length, config.staticModels, config.staticOwnedBy);
+  const identities = await resolveStaticHosts(staticHosts);
+  return new StaticSource(identities.map((identity, index) => ({ ...identity, fixedModels: staticCards[index] })));
 }
 
 /** A port that cannot be bound is the operator's to fix: name the flag that chose it and the cause. */

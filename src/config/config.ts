@@ -39,6 +39,7 @@ export interface Config {
   modelsIntervalMs: number;
   /** Consecutive failed requests that eject an endpoint; 0 = passive health off. */
   passiveEjection: number;
+  passiveEjectionMs: number;
   metricsIntervalMs: number;
   metricsStalenessMs: number;
   drainTimeoutMs: number;
@@ -85,6 +86,7 @@ const UNHEALTHY_THRESHOLD: Range = { min: 1, max: 100 };
 const HEALTHY_THRESHOLD: Range = { min: 1, max: 100 };
 const MODELS_INTERVAL: Range = { min: 1000, max: 24 * HOUR_MS };
 const PASSIVE_EJECTION: Range = { min: 0, max: 1000 };
+const PASSIVE_EJECTION_TIME: Range = { min: 1000, max: HOUR_MS };
 const METRICS_INTERVAL: Range = { min: 50, max: HOUR_MS };
 const METRICS_STALENESS: Range = { min: 100, max: HOUR_MS };
 const DEFAULT_K8S_PORT = '8000';
@@ -129,6 +131,11 @@ const FLAGS = {
     'string',
     '5',
     `consecutive failed requests (5xx, or no response) that eject a backend for a back-off, ${PASSIVE_EJECTION.min}..${PASSIVE_EJECTION.max} (0 = off)`,
+  ],
+  'passive-ejection-time': [
+    'string',
+    '30s',
+    `how long the first passive ejection lasts (each further one doubles, up to 10x), ${rangeText(PASSIVE_EJECTION_TIME)}`,
   ],
   'metrics-interval': ['string', '1s', `time between scrapes of each backend's /metrics (engine load), ${rangeText(METRICS_INTERVAL)}`],
   'metrics-staleness': ['string', '5s', `engine figures older than this do not steer picks, ${rangeText(METRICS_STALENESS)}`],
@@ -217,6 +224,7 @@ export function parseConfig(argv: readonly string[]): Config | undefined {
     healthyThreshold: parseCount('healthy-threshold', text('healthy-threshold'), HEALTHY_THRESHOLD),
     modelsIntervalMs: parseDuration('models-interval', text('models-interval'), MODELS_INTERVAL),
     passiveEjection: parseCount('passive-ejection', text('passive-ejection'), PASSIVE_EJECTION),
+    passiveEjectionMs: parseDuration('passive-ejection-time', text('passive-ejection-time'), PASSIVE_EJECTION_TIME),
     metricsIntervalMs,
     metricsStalenessMs,
     drainTimeoutMs: parseDuration('drain-timeout', text('drain-timeout'), DRAIN_TIMEOUT),

@@ -21,8 +21,8 @@ const SEPARATOR = '\u0000';
 
 /** Told when an address joins or leaves the registry (probers start or stop watching it). */
 export interface MembershipListener {
-  added(endpoint: Endpoint): void;
-  removed(endpoint: Endpoint): void;
+  added?(endpoint: Endpoint): void;
+  removed?(endpoint: Endpoint): void;
 }
 
 /**
@@ -72,7 +72,7 @@ export class EndpointRegistry implements EndpointSink {
     this.endpoints.set(endpoint.address, endpoint);
     this.stale = true;
     this.sweepDeparted();
-    for (const listener of this.listeners) listener.added(endpoint);
+    for (const listener of this.listeners) listener.added?.(endpoint);
   }
 
   /** Takes the endpoint out of every candidate set at once; its state is forgotten. */
@@ -84,7 +84,7 @@ export class EndpointRegistry implements EndpointSink {
     if (endpoint.inFlight > 0) this.departed.set(address, endpoint);
     this.stale = true;
     this.sweepDeparted();
-    for (const listener of this.listeners) listener.removed(endpoint);
+    for (const listener of this.listeners) listener.removed?.(endpoint);
   }
 
   /** Removed endpoints still counted here (their requests have not ended): for tests and the status page. */

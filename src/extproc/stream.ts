@@ -340,9 +340,9 @@ export class ExtProcStream {
   /** How the routed request ended: only Envoy's own close after a complete request may be the backend's fault. */
   private outcome(how: 'half-close' | 'cancelled' | 'error' | 'closed' | 'protocol-error'): RequestOutcome {
     if (this.upstreamStatus !== undefined) return { kind: 'response', status: this.upstreamStatus };
-    // Envoy ends every finished exchange with a half-close (then a reset); a bare reset or a
-    // transport error is the ext_proc connection failing, not the backend.
-    return how === 'half-close' && !this.requestBodyOpen ? NO_RESPONSE : ABANDONED;
+    // Our own protocol error or a transport error on the ext_proc stream is not the backend's doing.
+    // (A bare reset cannot be told from Envoy's half-close + reset: grpc-js reports both as an end.)
+    return how === 'protocol-error' || how === 'error' || this.requestBodyOpen ? ABANDONED : NO_RESPONSE;
   }
 
   private finishCall(): void {

@@ -30,6 +30,7 @@ export const notFound = (code: string, message: string) => new RequestError(404,
 export const tooLarge = (limit: number) =>
   new RequestError(413, 'invalid_request_error', 'request_too_large', `The request body is larger than the limit of ${limit} bytes.`);
 
-export const unavailable = (code: string, message: string) => new RequestError(503, 'service_unavailable_error', code, message);
+export const unavailable = (code: string, message: string, headers: readonly (readonly [string, string])[] = []) =>
+  new RequestError(503, 'service_unavailable_error', code, message, headers);
 
 export const internalError = () => new RequestError(500, 'internal_error', 'internal_error', 'llm-extproc failed to route the request.');

@@ -5,6 +5,13 @@ import type { RoutingRequest } from '../request/routing-request.js';
 import { Lease, type OutcomeListener } from './ledger.js';
 import type { Picker } from './pickers.js';
 
+export interface SchedulerOptions {
+  /** The `retry-after` of a 503 when nothing usable serves the model. */
+  retryAfterSeconds: number;
+  /** Told how every routed request ended (passive health). */
+  onOutcome?: OutcomeListener;
+}
+
 /**
  * Candidates for (model, owned_by) from the registry, the built-in filters (healthy), then the
  * picker. Throws RequestError: 404 when nothing serves the model (or not on that engine), 503
@@ -14,7 +21,7 @@ export class Scheduler {
   constructor(
     private readonly registry: EndpointRegistry,
     private readonly picker: Picker,
-    private readonly onOutcome?: OutcomeListener,
+    private readonly options: SchedulerOptions = { retryAfterSeconds: 1 },
   ) {}
 
   get pickerName(): string {
@@ -37,8 +44,9 @@ export class Scheduler {
       throw unavailable(
         'no_healthy_backend',
         `No healthy backend is available for model \`${clip(request.model)}\`${request.ownedBy ? ` on engine \`${clip(request.ownedBy)}\`` : ''}; try again later.`,
+        [['retry-after', String(this.options.retryAfterSeconds)]],
       );
     }
-    return new Lease(this.picker.pick(usable, lookup), this.onOutcome);
+    return new Lease(this.picker.pick(usable, lookup), this.options.onOutcome);
   }
 }

@@ -12,6 +12,10 @@ export class EndpointHealth {
   ejectedUntil = 0;
   /** Ejections since the endpoint last served well; the back-off doubles with each. */
   ejections = 0;
+  /** `performance.now()` when the last ejection ended. */
+  returnedAt = 0;
+  /** `performance.now()` when `/v1/models` was last read; undefined = never (read it next). */
+  modelsReadAt: number | undefined;
 
   reset(): void {
     this.probeFailures = 0;
@@ -20,5 +24,7 @@ export class EndpointHealth {
     this.ejected = false;
     this.ejectedUntil = 0;
     this.ejections = 0;
+    this.returnedAt = 0;
+    this.modelsReadAt = undefined;
   }
 }
