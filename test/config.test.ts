@@ -180,6 +180,49 @@ describe('parseConfig', () => {
   });
 });
 
+describe('discovery, health and engine-load flags', () => {
+  it('defaults: k8s pods labelled llm-d.ai/role=decode on port 8000; probes, models, ejection and metrics as documented', () => {
+    const k8s = parseConfig(['--service-discovery=k8s'])!;
+    assert.deepEqual(k8s.k8s, { namespace: undefined, labelSelector: 'llm-d.ai/role=decode', port: { number: 8000 } });
+    assert.deepEqual(k8s.staticHosts, []);
+    const config = parsed();
+    assert.equal(config.k8s, undefined);
+    assert.deepEqual(
+      [config.healthyThreshold, config.modelsIntervalMs, config.passiveEjection, config.passiveEjectionMs, config.metricsIntervalMs, config.metricsStalenessMs],
+      [1, 30_000, 5, 30_000, 1000, 5000],
+    );
+  });
+
+  it('--k8s-port-name, --k8s-namespace and --k8s-label-selector are taken as given', () => {
+    const config = parseConfig(['--service-discovery=k8s', '--k8s-port-name=http', '--k8s-namespace=llm-d', '--k8s-label-selector=app=vllm,tier!=cpu'])!;
+    assert.deepEqual(config.k8s, { namespace: 'llm-d', labelSelector: 'app=vllm,tier!=cpu', port: { name: 'http' } });
+  });
+
+  it('refuses k8s flags without k8s discovery, static flags with it, and a port given twice', () => {
+    refuses([HOSTS, '--k8s-port=8000'], '--k8s-port', /--service-discovery=k8s only/);
+    refuses(['--service-discovery=k8s', HOSTS], '--static-hosts', /static only/);
+    refuses(['--service-discovery=k8s', '--static-models=m'], '--static-models', /static only/);
+    refuses(['--service-discovery=k8s', '--demo'], '--demo', /cannot be used/);
+    refuses(['--service-discovery=k8s', '--k8s-port=8000', '--k8s-port-name=http'], '--k8s-port-name', /cannot be used with --k8s-port/);
+    refuses(['--service-discovery=k8s', '--k8s-port=0'], '--k8s-port', /must not be 0/);
+    refuses(['--service-discovery=k8s', '--k8s-port-name=HTTP'], '--k8s-port-name', /not a container port name/);
+    refuses(['--service-discovery=k8s', '--k8s-port-name=8000'], '--k8s-port-name', /not a container port name/);
+    refuses(['--service-discovery=k8s', '--k8s-namespace=Prod_1'], '--k8s-namespace', /not a Kubernetes namespace name/);
+    refuses(['--service-discovery=consul'], '--service-discovery', /not a choice/, /static, k8s/);
+  });
+
+  it('health and metrics numbers stay in range; figures may not go stale before the next scrape', () => {
+    refuses([HOSTS, '--healthy-threshold=0'], '--healthy-threshold', /1\.\.100/);
+    refuses([HOSTS, '--passive-ejection=-1'], '--passive-ejection', /0\.\.1000/);
+    assert.equal(parsed('--passive-ejection=0').passiveEjection, 0, '0 turns passive health off');
+    refuses([HOSTS, '--models-interval=500ms'], '--models-interval', /outside 1s\.\.24h/);
+    refuses([HOSTS, '--passive-ejection-time=100ms'], '--passive-ejection-time', /outside 1s\.\.1h/);
+    refuses([HOSTS, '--metrics-interval=10ms'], '--metrics-interval', /outside 50ms\.\.1h/);
+    refuses([HOSTS, '--metrics-staleness=500ms'], '--metrics-staleness', /shorter than --metrics-interval/);
+    refuses([HOSTS, '--metrics-interval=10s'], '--metrics-interval', /shorter than --metrics-interval/, /at least --metrics-interval/);
+  });
+});
+
 describe('--static-hosts', () => {
   it('accepts host:port, [IPv6]:port and http URLs', () => {
     assert.deepEqual(parseStaticHost('http://10.0.0.2:8000/v1'), { spec: 'http://10.0.0.2:8000/v1', host: '10.0.0.2', port: 8000 });
