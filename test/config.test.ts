@@ -10,7 +10,7 @@ import { type Config, parseConfig } from '../src/config/config.js';
 import { ConfigError } from '../src/config/errors.js';
 import { parseStaticHost, resolveStaticHosts, staticModelCards } from '../src/discovery/static.js';
 import { createLogger } from '../src/log.js';
-import { loadRouteTable } from '../src/routing/routes.js';
+import { loadRouteConfig } from '../src/routing/routes.js';
 import { startSimulator } from '../src/simulator/simulator.js';
 import { EnvoyDouble, type EnvoyResponse } from './support/envoy/envoy-double.js';
 import { chatBody, JSON_HEADERS, QWEN } from './support/harness.js';
@@ -291,11 +291,31 @@ describe('route config files', () => {
     ];
     await writeFile(join(dir, 'routes.json'), JSON.stringify(seed, null, 2));
     await writeFile(join(dir, 'routes.yaml'), 'routes:\n  - name: r\n    path_prefix: /v1\n    owned_by: sglang\n');
-    assert.equal((await loadRouteTable(join(dir, 'routes.json'))).match('/v1/chat/completions')?.model, 'gpt-3.5-turbo');
-    assert.equal((await loadRouteTable(join(dir, 'routes.yaml'))).match('/v1/x')?.owned_by, 'sglang');
+    assert.equal((await loadRouteConfig(join(dir, 'routes.json'))).routes.match('/v1/chat/completions')?.model, 'gpt-3.5-turbo');
+    assert.equal((await loadRouteConfig(join(dir, 'routes.yaml'))).routes.match('/v1/x')?.owned_by, 'sglang');
+  });
+  it("seed 001's mappings: (model, owned_by) → service_name, looked up by engine or for any engine", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'routes-'));
+    await writeFile(
+      join(dir, 'routes.yaml'),
+      [
+        'mappings:',
+        '  - {model: meta-llama/Llama-3.2-1B-Instruct, owned_by: vllm, service_name: ms-llama-32-1b-llm-d-modelservice-decode}',
+        '  - {model: meta-llama/Llama-3.2-1B-Instruct, owned_by: sglang, service_name: llama-sglang}',
+        '  - {model: qwen, service_name: qwen-any}',
+      ].join('\n'),
+    );
+    const { mappings, routes } = await loadRouteConfig(join(dir, 'routes.yaml'));
+    assert.equal(routes.list().length, 0);
+    assert.deepEqual(mappings.servicesFor('meta-llama/Llama-3.2-1B-Instruct', 'vllm'), ['ms-llama-32-1b-llm-d-modelservice-decode']);
+    assert.deepEqual(mappings.servicesFor('meta-llama/Llama-3.2-1B-Instruct', undefined), ['ms-llama-32-1b-llm-d-modelservice-decode', 'llama-sglang']);
+    assert.equal(mappings.servicesFor('meta-llama/Llama-3.2-1B-Instruct', 'trtllm'), undefined, 'no mapping for that engine: not pinned');
+    assert.deepEqual(mappings.servicesFor('qwen', 'sglang'), ['qwen-any'], 'an any-engine mapping covers every engine');
+    assert.equal(mappings.servicesFor('other', undefined), undefined);
+    assert.deepEqual(mappings.services(), ['llama-sglang', 'ms-llama-32-1b-llm-d-modelservice-decode', 'qwen-any']);
   });
   it('the example config/routes.json shipped with the project loads', async () => {
-    const table = await loadRouteTable(fileURLToPath(new URL('../../config/routes.json', import.meta.url)));
+    const { routes: table } = await loadRouteConfig(fileURLToPath(new URL('../../config/routes.json', import.meta.url)));
     assert.equal(table.match('/v1/completions')?.owned_by, 'vllm');
   });
 
@@ -306,19 +326,28 @@ describe('route config files', () => {
       ['bad.json', '[{"name":"a","path_prefix":"/","modle":"x"}]', /bad\.json: routes\[0\]\.modle is not a known route field/],
       ['bad.json', '[{"name":"a","path_prefix":"/"},{"name":"b","path_prefix":"v1"}]', /routes\[1\]\.path_prefix must start with '\/'/],
       ['bad.json', '[{"name":"a","path_prefix":"/"},{"name":"a","path_prefix":"/b"}]', /routes\[1\]\.name "a" is used twice/],
-      ['bad.json', '{"name":"a"}', /bad\.json: expected an array/],
+      ['bad.json', '{"name":"a"}', /bad\.json: "name" is not a known section \(routes, mappings\)/],
+      ['bad.json', '{"routes":{}}', /bad\.json: expected an array/],
+      ['bad.json', '{"mappings":[{"model":"m"}]}', /mappings\[0\]\.service_name must be a non-empty string/],
+      ['bad.json', '{"mappings":[{"model":"m","service_name":"My_Svc"}]}', /mappings\[0\]\.service_name "My_Svc" is not a Kubernetes Service name/],
+      ['bad.json', '{"mappings":[{"model":"m","service_name":"s","engine":"vllm"}]}', /mappings\[0\]\.engine is not a known mapping field/],
+      [
+        'bad.json',
+        '{"mappings":[{"model":"m","owned_by":"vllm","service_name":"a"},{"model":"m","owned_by":"vllm","service_name":"b"}]}',
+        /mappings\[1\] maps m \(vllm\) a second time/,
+      ],
       ['bad.json', '[{"name": ', /bad\.json is not valid JSON/],
       ['bad.txt', '[{"name": ', /bad\.txt is not valid JSON/],
       ['bad.yaml', 'routes:\n  - name: a\n   path_prefix: /\n', /bad\.yaml is not valid YAML: .*line 3/],
     ];
     for (const [name, text, message] of cases) {
       await writeFile(join(dir, name), text);
-      await assert.rejects(loadRouteTable(join(dir, name)), isConfigError('--route-config', message));
+      await assert.rejects(loadRouteConfig(join(dir, name)), isConfigError('--route-config', message));
     }
-    await assert.rejects(loadRouteTable(join(dir, 'missing.json')), isConfigError('--route-config', /cannot read .*missing\.json: ENOENT/, /check the path/));
+    await assert.rejects(loadRouteConfig(join(dir, 'missing.json')), isConfigError('--route-config', /cannot read .*missing\.json: ENOENT/, /check the path/));
     await writeFile(join(dir, 'bad.yaml'), 'routes:\n  - name: a\n   path_prefix: /\n');
     await assert.rejects(
-      loadRouteTable(join(dir, 'bad.yaml')),
+      loadRouteConfig(join(dir, 'bad.yaml')),
       (err: unknown) => err instanceof ConfigError && !err.message.includes('\n'),
       "YAML's code frame is left out",
     );

@@ -11,7 +11,8 @@ import type { DiscoverySource } from '../discovery/types.js';
 import { type BindError, ExtProcServer } from '../extproc/server.js';
 import { Metrics } from '../metrics.js';
 import { joinHostPort } from '../net-address.js';
-import { loadRouteTable, RouteTable } from '../routing/routes.js';
+import { MappingTable } from '../routing/mappings.js';
+import { loadRouteConfig, type RouteConfig, RouteTable } from '../routing/routes.js';
 import { createPicker } from '../scheduling/pickers.js';
 import { Scheduler } from '../scheduling/scheduler.js';
 import { LlmRouter } from './llm-router.js';
@@ -29,7 +30,16 @@ export interface Service {
 
 /** Starts every part from a validated Config; `staticHosts` may be replaced (demo backends). */
 export async function startService(config: Config, log: Logger, staticHosts: readonly StaticHost[] = config.staticHosts): Promise<Service> {
-  const routes = config.routeConfig ? await loadRouteTable(config.routeConfig) : new RouteTable();
+  const { routes, mappings }: RouteConfig = config.routeConfig
+    ? await loadRouteConfig(config.routeConfig)
+    : { routes: new RouteTable(), mappings: new MappingTable() };
+  if (mappings.mappings.length > 0 && config.serviceDiscovery !== 'k8s') {
+    throw new ConfigError(
+      '--route-config',
+      `${config.routeConfig} maps models to Kubernetes Services (${mappings.services().join(', ')}), which --service-discovery=${config.serviceDiscovery} cannot resolve`,
+      'use --service-discovery=k8s, or drop the mappings',
+    );
+  }
   const endpoints = new EndpointRegistry();
   const source = await discoverySource(config, staticHosts);
   source.start(endpoints);

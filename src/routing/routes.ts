@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../config/errors.js';
+import { MappingTable, validateMappings } from './mappings.js';
 
 /**
  * One entry of the route file (seed 004's routes.json): requests whose path starts with
@@ -42,8 +43,14 @@ export class RouteTable {
   }
 }
 
-/** Loads a route file: a JSON or YAML array of routes, or an object with a `routes` array. */
-export async function loadRouteTable(file: string): Promise<RouteTable> {
+/** What a route file holds: path routes and (model, owned_by) → Service mappings. */
+export interface RouteConfig {
+  routes: RouteTable;
+  mappings: MappingTable;
+}
+
+/** Loads a route file: a JSON or YAML array of routes, or an object with `routes` and/or `mappings`. */
+export async function loadRouteConfig(file: string): Promise<RouteConfig> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -59,12 +66,19 @@ export async function loadRouteTable(file: string): Promise<RouteTable> {
     const reason = (err as Error).message.split('\n', 1)[0];
     throw routeError(`${file} is not valid ${format}: ${reason}`, 'fix the syntax; .yaml and .yml files are read as YAML, any other as JSON');
   }
-  return new RouteTable(validateRoutes(document, file));
+  if (document !== null && typeof document === 'object' && !Array.isArray(document)) {
+    const record = document as Record<string, unknown>;
+    const unknown = Object.keys(record).find((key) => key !== 'routes' && key !== 'mappings');
+    if (unknown !== undefined) throw routeError(`${file}: "${unknown}" is not a known section (routes, mappings)`);
+    return {
+      routes: new RouteTable(record.routes === undefined ? [] : validateRoutes(record.routes, file)),
+      mappings: new MappingTable(record.mappings === undefined ? [] : validateMappings(record.mappings, file)),
+    };
+  }
+  return { routes: new RouteTable(validateRoutes(document, file)), mappings: new MappingTable() };
 }
 
-export function validateRoutes(document: unknown, source: string): Route[] {
-  const list =
-    document !== null && typeof document === 'object' && !Array.isArray(document) && 'routes' in document ? (document as { routes: unknown }).routes : document;
+export function validateRoutes(list: unknown, source: string): Route[] {
   if (!Array.isArray(list)) throw routeError(`${source}: expected an array of routes`);
   const names = new Set<string>();
   return list.map((entry: unknown, index) => {
