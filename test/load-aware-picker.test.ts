@@ -313,6 +313,20 @@ describe('LoadAwarePicker', () => {
     });
   });
 
+  it('one picker serves candidate sets of any size, one after another', () => {
+    const picker = new LoadAwarePicker(seededRandom(19));
+    const small = pods(3);
+    const large = Array.from({ length: 300 }, (_, i) => {
+      const endpoint = new Endpoint({ address: `10.0.1.${i}:8000`, name: `big-${i}`, namespace: 'ns', labels: {} });
+      scrape(endpoint, { running: i === 250 ? 1 : 2, atScrape: 0 });
+      return endpoint;
+    });
+    for (const [i, endpoint] of small.entries()) scrape(endpoint, { running: i === 2 ? 0 : 1, atScrape: 0 });
+    assert.equal(picker.pick(small), small[2]);
+    assert.equal(picker.pick(large), large[250]);
+    assert.equal(picker.pick(small), small[2]);
+  });
+
   describe('several replicas', () => {
     it("others' load steers us away: a pod busy with a second replica's requests gets none of ours until the rest catch up", () => {
       // The second replica has 8 requests on pod-1; ours are on none.

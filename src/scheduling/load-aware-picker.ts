@@ -27,9 +27,13 @@
  * before the next one (its capacity is unknown), so on it a request costs 1.
  *
  * The lowest score wins; ties (same figures, same in-flight) are broken uniformly at random with
- * one random number per decision, as LeastOutstandingPicker does. Two passes over the candidates
- * (the minimum and its ties, then the chosen tie), no allocation. With no figures anywhere it
- * chooses exactly as least_outstanding_requests.
+ * one random number per decision, as LeastOutstandingPicker does. Two passes over the candidates:
+ * the first scores each one into a scratch array and finds the minimum and its ties, the second
+ * reads the array to the chosen tie (reading back is cheaper than scoring again: about a fifth off
+ * at 10,000 candidates). The array grows to the largest candidate set seen and is reused, so a pick
+ * allocates nothing. With no figures anywhere it chooses exactly as least_outstanding_requests.
+ * Cost: one clock reading (40-50 ns on the bench machine) and ~2.5-3x least_outstanding_requests'
+ * scan (see docs/benchmark.md, section 4).
  *
  * Parameters: none on the command line; the weights are the constants below. Example: with pods
  * A (engine: 0 running) and B, C, D (engine: 8 running each, none of it ours), a burst of 40 held
@@ -90,6 +94,8 @@ function externalLoad(endpoint: Endpoint, now: number): number {
 
 export class LoadAwarePicker implements Picker {
   readonly name = 'load_aware';
+  /** Pass 1's scores (NaN = unknown), for pass 2; grown to the largest candidate set seen, never per pick. */
+  private scores = new Float64Array(64);
 
   /** `clock` gives performance.now() milliseconds, as `EngineLoad.freshUntil` is written. */
   constructor(
@@ -99,6 +105,8 @@ export class LoadAwarePicker implements Picker {
 
   pick(candidates: readonly Endpoint[]): Endpoint {
     const now = this.clock();
+    if (this.scores.length < candidates.length) this.scores = new Float64Array(Math.max(candidates.length, this.scores.length * 2));
+    const scores = this.scores;
     let knownLeast = Infinity;
     let knownTies = 0;
     let unknownLeast = Infinity;
@@ -112,6 +120,7 @@ export class LoadAwarePicker implements Picker {
         externalSum += external;
         known++;
         const score = endpoint.inFlight + external;
+        scores[i] = score;
         if (score < knownLeast) {
           knownLeast = score;
           knownTies = 1;
@@ -119,6 +128,7 @@ export class LoadAwarePicker implements Picker {
           knownTies++;
         }
       } else {
+        scores[i] = Number.NaN;
         const inFlight = endpoint.inFlight;
         if (inFlight < unknownLeast) {
           unknownLeast = inFlight;
@@ -134,11 +144,10 @@ export class LoadAwarePicker implements Picker {
     const ties = (knownLeast === least ? knownTies : 0) + (fromUnknown ? unknownTies : 0);
     let chosen = ties === 1 ? 0 : Math.floor(this.random() * ties);
     for (let i = 0; i < candidates.length; i++) {
-      const endpoint = candidates[i]!;
-      const external = externalLoad(endpoint, now);
+      const score = scores[i]!;
       // No known score is below knownLeast, so one equal to `least` is one of the knownTies.
-      const tied = external >= 0 ? endpoint.inFlight + external === least : fromUnknown && endpoint.inFlight === unknownLeast;
-      if (tied && chosen-- === 0) return endpoint;
+      const tied = score >= 0 ? score === least : fromUnknown && candidates[i]!.inFlight === unknownLeast;
+      if (tied && chosen-- === 0) return candidates[i]!;
     }
     throw new Error('load-aware picker: the minimum was not found twice');
   }
