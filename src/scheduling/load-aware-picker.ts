@@ -32,8 +32,9 @@
  * reads the array to the chosen tie (reading back is cheaper than scoring again: about a fifth off
  * at 10,000 candidates). The array grows to the largest candidate set seen and is reused, so a pick
  * allocates nothing. With no figures anywhere it chooses exactly as least_outstanding_requests.
- * Cost: one clock reading (40-50 ns on the bench machine) and ~2.5-3x least_outstanding_requests'
- * scan (see docs/benchmark.md, section 4).
+ * Cost (docs/benchmark.md, section 4): one clock reading (40-50 ns on the bench machine), then
+ * 2-3x least_outstanding_requests' scan at 100 candidates and 4.5-10x at 10,000, where each
+ * candidate's figures are two more objects to fetch from memory.
  *
  * Parameters: none on the command line; the weights are the constants below. Example: with pods
  * A (engine: 0 running) and B, C, D (engine: 8 running each, none of it ours), a burst of 40 held
