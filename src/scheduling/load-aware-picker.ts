@@ -46,9 +46,9 @@ import type { Picker } from './pickers.js';
 /**
  * Extra cost of one waiting request, on top of the 1 it counts as load. A running request shares
  * the engine's batch; a waiting one gets nothing until a running one ends, and a new request sent
- * there waits behind it. So an engine with a queue loses to one without, even if that one runs up
- * to twice as many more requests (a judgement, not a measurement: llm-d's queue scorer goes
- * further and looks at the waiting queue alone).
+ * there waits behind it. So a waiting request counts three times, and an engine with Q waiting
+ * loses to one with no queue that holds up to 2Q more requests in all (a judgement, not a
+ * measurement: llm-d's queue scorer goes further and looks at the waiting queue alone).
  */
 export const WAITING_PENALTY = 2;
 
@@ -70,8 +70,8 @@ const KV_SPAN = 100 - KV_KNEE_PERCENT;
 
 /**
  * Estimated load beyond our own in-flight count, from fresh figures; NaN when the endpoint's
- * figures are absent or stale at `now` (NaN fails every comparison, so a bad figure counts as
- * unknown too).
+ * figures are absent or stale at `now` (NaN fails every comparison, so a NaN queue figure or
+ * freshUntil counts as unknown too; a NaN KV figure as no pressure).
  */
 function externalLoad(endpoint: Endpoint, now: number): number {
   const load = endpoint.load;
