@@ -23,7 +23,7 @@ import { type SurvivorSummary, summarizeSurvivors } from './heap-survivors.js';
 import { runJsonScanBench } from './json-scan.js';
 import type { Scenario, ScenarioResult } from './loadgen.js';
 import { MODEL } from './messages.js';
-import { type PickerRow, runPickerBench } from './picker.js';
+import { type PickerRow, ratioToLeastOutstanding, runPickerBench } from './picker.js';
 import { canPin, clockTicksPerSecond, describeMachine, freePort, hasProcCpu, pinProcess } from './proc.js';
 import { categoryBreakdown, frameTimes } from './profile.js';
 import { fmt, fmtInt, type Percentiles, percentiles, ratio, table } from './stats.js';
@@ -941,17 +941,21 @@ function pickerSection(opts: Options): PickerRow[] {
   say(`== 4. Picker cost per decision: Scheduler.schedule() + Lease.release(), in-process, ${opts.pickerMs} ms per case, fresh process per case`);
   say('   registry: N healthy endpoints all serving one model on one engine; baseline: the 1-endpoint case of each picker');
   say('   idle = every endpoint has the same in-flight count (all tie: worst case for least_outstanding_requests); busy = in-flight spread 0..15');
+  say(
+    '   load_aware: fresh engine figures on every endpoint (idle: the same on all; busy: spread); vs least_outstanding = the same endpoints and state, this run',
+  );
   const rows = runPickerBench(opts.pickerMs);
   const baseline = new Map(rows.filter((r) => r.endpoints === 1).map((r) => [r.picker, r.nsPerDecision]));
   say(
     table([
-      ['endpoints', 'picker', 'state', 'ns/decision', 'vs 1 endpoint', 'decisions timed'],
+      ['endpoints', 'picker', 'state', 'ns/decision', 'vs 1 endpoint', 'vs least_outstanding', 'decisions timed'],
       ...rows.map((r) => [
         fmtInt(r.endpoints),
         r.picker,
         r.state,
         fmtInt(r.nsPerDecision),
         ratio(r.nsPerDecision, baseline.get(r.picker) ?? NaN),
+        ratio(ratioToLeastOutstanding(r, rows), 1),
         fmtInt(r.decisions),
       ]),
     ]),

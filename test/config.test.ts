@@ -50,6 +50,9 @@ describe('parseConfig', () => {
     assert.equal(config.routeConfig, 'config/routes.json');
     assert.deepEqual(config.staticHosts, [{ spec: 'localhost:8000', host: 'localhost', port: 8000 }]);
   });
+  it('takes every routing logic', () => {
+    for (const logic of ['least_outstanding_requests', 'round_robin', 'load_aware']) assert.equal(parsed(`--routing-logic=${logic}`).routingLogic, logic);
+  });
   it('has production defaults', () => {
     const config = parseConfig(['--static-hosts', '10.0.0.1:8000'])!;
     assert.equal(config.adminPort, 8081);
@@ -170,7 +173,7 @@ describe('parseConfig', () => {
   });
 
   it('names the flag of every other bad value', () => {
-    refuses([HOSTS, '--routing-logic=random'], '--routing-logic', /"random" is not a choice/, /least_outstanding_requests, round_robin/);
+    refuses([HOSTS, '--routing-logic=random'], '--routing-logic', /"random" is not a choice/, /least_outstanding_requests, round_robin, load_aware/);
     refuses([HOSTS, '--log-level=loud'], '--log-level', /is not a choice/, /debug/);
     refuses([HOSTS, '--request-body-mode=CHUNKED'], '--request-body-mode', /is not a choice/, /BUFFERED/);
     refuses([HOSTS, '--destination-header=x-envoy-original-dst-host'], '--destination-header', /x-envoy/, /x-gateway-destination-endpoint/);

@@ -5,6 +5,7 @@ import { EndpointRegistry } from '../src/discovery/registry.js';
 import { RequestError } from '../src/request/errors.js';
 import type { RoutingRequest } from '../src/request/routing-request.js';
 import { Lease } from '../src/scheduling/ledger.js';
+import { LoadAwarePicker } from '../src/scheduling/load-aware-picker.js';
 import { LeastOutstandingPicker, type Picker, RoundRobinPicker } from '../src/scheduling/pickers.js';
 import { Scheduler } from '../src/scheduling/scheduler.js';
 import { OK_OUTCOME, upsertAll } from './support/endpoints.js';
@@ -20,21 +21,44 @@ function endpoints(count: number): Endpoint[] {
   });
 }
 
-/** The behaviour every picker must have (run once per implementation). */
-function pickerContract(name: string, create: () => Picker) {
+/** Fresh engine figures, the same on every endpoint. */
+function equalFigures(list: Endpoint[]): void {
+  for (const endpoint of list) {
+    endpoint.load = {
+      metrics: {
+        active_models: {},
+        waiting_models: {},
+        max_active_models: 0,
+        running_queue_size: 3,
+        waiting_queue_size: 1,
+        kv_cache_usage_percent: 85,
+        kv_cache_max_token_capacity: 0,
+      },
+      updateTime: new Date(),
+      freshUntil: performance.now() + 60_000,
+      inFlightAtScrape: 0,
+    };
+  }
+}
+
+/** The behaviour every picker must have (run once per implementation; `prepare` sets up the endpoints). */
+function pickerContract(name: string, create: () => Picker, prepare: (list: Endpoint[]) => void = () => {}) {
   describe(`${name}: shared picker contract`, () => {
     it('always returns one of the candidates', () => {
       const picker = create();
       const list = endpoints(5);
+      prepare(list);
       for (let i = 0; i < 50; i++) assert.ok(list.includes(picker.pick(list, GROUP)));
     });
     it('works with a single candidate', () => {
-      const [only] = endpoints(1);
-      assert.equal(create().pick([only!], GROUP), only);
+      const list = endpoints(1);
+      prepare(list);
+      assert.equal(create().pick(list, GROUP), list[0]);
     });
     it('spreads equal load over every candidate', () => {
       const picker = create();
       const list = endpoints(4);
+      prepare(list);
       const seen = new Set<Endpoint>();
       for (let i = 0; i < 200; i++) seen.add(picker.pick(list, GROUP));
       assert.equal(seen.size, 4);
@@ -44,6 +68,8 @@ function pickerContract(name: string, create: () => Picker) {
 
 pickerContract('least_outstanding_requests', () => new LeastOutstandingPicker());
 pickerContract('round_robin', () => new RoundRobinPicker());
+pickerContract('load_aware (no engine figures)', () => new LoadAwarePicker());
+pickerContract('load_aware (fresh, equal engine figures)', () => new LoadAwarePicker(), equalFigures);
 
 describe('LeastOutstandingPicker', () => {
   it('picks the endpoint with the fewest in-flight requests', () => {

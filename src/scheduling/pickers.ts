@@ -1,4 +1,5 @@
 import type { Endpoint } from '../discovery/endpoint.js';
+import { LoadAwarePicker } from './load-aware-picker.js';
 
 /** Chooses one endpoint among usable candidates (never called with an empty list). */
 export interface Picker {
@@ -49,9 +50,16 @@ export class RoundRobinPicker implements Picker {
   }
 }
 
-export const ROUTING_LOGICS = ['least_outstanding_requests', 'round_robin'] as const;
+export const ROUTING_LOGICS = ['least_outstanding_requests', 'round_robin', 'load_aware'] as const;
 export type RoutingLogic = (typeof ROUTING_LOGICS)[number];
 
 export function createPicker(logic: RoutingLogic): Picker {
-  return logic === 'round_robin' ? new RoundRobinPicker() : new LeastOutstandingPicker();
+  switch (logic) {
+    case 'round_robin':
+      return new RoundRobinPicker();
+    case 'load_aware':
+      return new LoadAwarePicker();
+    case 'least_outstanding_requests':
+      return new LeastOutstandingPicker();
+  }
 }

@@ -9,21 +9,12 @@
  * the scanner must notice too.
  */
 
+import { seededRandom } from './random.js';
+
 export interface CorpusDocument {
   text: string;
   /** The decoded top-level keys, in order, when the generator wrote them (not for mutations). */
   topKeys?: string[];
-}
-
-/** xorshift32: small, seedable, and the same sequence on every run. */
-function random(seed: number): () => number {
-  let x = seed | 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
 }
 
 const STRING_PIECES = [
@@ -73,7 +64,7 @@ const KEYS: readonly (readonly [string, string])[] = [
 const MUTATION_BYTES = '{}[],:" 0123456789-+.eEtrufalsnx\\';
 
 export function generateCorpus(seed: number, count: number): CorpusDocument[] {
-  const next = random(seed);
+  const next = seededRandom(seed);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]!;
   const space = () => (next() < 0.2 ? ' ' : '');
 
