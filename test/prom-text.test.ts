@@ -145,6 +145,7 @@ describe('Prometheus text format: what is not the format fails with the line and
     ['a bad character in a name', 'vllm-num 1', 'line 1: "vllm-num 1" is not a metric name followed by labels or a value'],
     ['an unknown TYPE', '# TYPE m gauges', 'line 1: # TYPE m: "gauges" is not one of counter, gauge, histogram, summary, untyped'],
     ['a TYPE without a name', '# TYPE', 'line 1: # TYPE without a metric name'],
+    ['a TYPE without a type', '# TYPE m ', 'line 1: # TYPE m without a type'],
     ['a second TYPE line', '# TYPE m gauge\n# TYPE m counter', 'line 2: a second # TYPE line for m'],
     ['a bad HELP escape', '# HELP m a \\q b', 'line 1: # HELP m: invalid escape "\\\\q" (only \\\\ and \\n)'],
   ];

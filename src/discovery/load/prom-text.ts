@@ -113,8 +113,8 @@ class Reader {
     this.skipBlanks();
     if (keyword === 'TYPE') {
       const type = this.token();
-      if (!METRIC_TYPES.has(type))
-        this.fail(`# TYPE ${name}: ${type === '' ? 'no type' : JSON.stringify(clip(type))} is not one of ${[...METRIC_TYPES].join(', ')}`);
+      if (type === '') this.fail(`# TYPE ${name} without a type`);
+      if (!METRIC_TYPES.has(type)) this.fail(`# TYPE ${name}: ${JSON.stringify(clip(type))} is not one of ${[...METRIC_TYPES].join(', ')}`);
       this.skipBlanks();
       if (this.pos < this.end) this.fail(`# TYPE ${name} ${type}: unexpected ${this.describeFrom(this.pos)} after the type`);
       if (this.typed.has(name)) this.fail(`a second # TYPE line for ${name}`);
