@@ -10,8 +10,18 @@ export interface ProbeRequest {
   maxBytes: number;
 }
 
+/** What kind of failure a ProbeError is, for bounded metric labels. */
+export type ProbeFailure = 'http_status' | 'timeout' | 'refused' | 'too_large' | 'transport';
+
 /** Why a probe failed, worded for `/ready` and the logs, e.g. `GET /v1/models: connection refused (ECONNREFUSED)`. */
-export class ProbeError extends Error {}
+export class ProbeError extends Error {
+  constructor(
+    message: string,
+    readonly failure: ProbeFailure = 'transport',
+  ) {
+    super(message);
+  }
+}
 
 /** The body of a 2xx answer to `GET baseUrl + path`. */
 export async function probeGet(baseUrl: string, path: string, request: ProbeRequest): Promise<Buffer> {
@@ -20,18 +30,18 @@ export async function probeGet(baseUrl: string, path: string, request: ProbeRequ
   try {
     response = await fetch(baseUrl + path, { signal: AbortSignal.timeout(request.timeoutMs), redirect: 'manual' });
   } catch (err) {
-    throw new ProbeError(`${what}: ${transportFailure(err, request.timeoutMs)}`);
+    throw new ProbeError(`${what}: ${transportFailure(err, request.timeoutMs)}`, failureOf(err));
   }
   if (response.status < 200 || response.status > 299) {
     await response.body?.cancel().catch(() => undefined);
     const redirect = response.status >= 300 && response.status < 400;
-    throw new ProbeError(`${what}: answered ${response.status}${redirect ? ' (redirects are not followed)' : ''}`);
+    throw new ProbeError(`${what}: answered ${response.status}${redirect ? ' (redirects are not followed)' : ''}`, 'http_status');
   }
   try {
     return await readCapped(response, request.maxBytes, what);
   } catch (err) {
     if (err instanceof ProbeError) throw err;
-    throw new ProbeError(`${what}: ${transportFailure(err, request.timeoutMs)} while reading the answer`);
+    throw new ProbeError(`${what}: ${transportFailure(err, request.timeoutMs)} while reading the answer`, failureOf(err));
   }
 }
 
@@ -39,7 +49,7 @@ async function readCapped(response: Response, maxBytes: number, what: string): P
   const declared = Number(response.headers.get('content-length') ?? NaN);
   if (declared > maxBytes) {
     await response.body?.cancel().catch(() => undefined);
-    throw new ProbeError(`${what}: the answer is ${declared} bytes, over the limit of ${maxBytes}`);
+    throw new ProbeError(`${what}: the answer is ${declared} bytes, over the limit of ${maxBytes}`, 'too_large');
   }
   if (!response.body) return Buffer.alloc(0);
   const chunks: Uint8Array[] = [];
@@ -51,11 +61,17 @@ async function readCapped(response: Response, maxBytes: number, what: string): P
     total += value.byteLength;
     if (total > maxBytes) {
       await reader.cancel().catch(() => undefined);
-      throw new ProbeError(`${what}: the answer is over the limit of ${maxBytes} bytes`);
+      throw new ProbeError(`${what}: the answer is over the limit of ${maxBytes} bytes`, 'too_large');
     }
     chunks.push(value);
   }
   return Buffer.concat(chunks, total);
+}
+
+function failureOf(err: unknown): ProbeFailure {
+  const error = err as Error & { cause?: { code?: string } };
+  if (error.name === 'TimeoutError' || error.name === 'AbortError') return 'timeout';
+  return error.cause?.code === 'ECONNREFUSED' ? 'refused' : 'transport';
 }
 
 /** `connection refused (ECONNREFUSED)`, `no answer within 2000 ms`, ... from fetch's error. */
