@@ -4,6 +4,7 @@ import type { Config } from '../config/config.js';
 import { ConfigError } from '../config/errors.js';
 import { PassiveHealth } from '../discovery/health/passive.js';
 import { Prober } from '../discovery/health/prober.js';
+import { LoadScraper } from '../discovery/load/scraper.js';
 import { EndpointRegistry } from '../discovery/registry.js';
 import { StaticSource } from '../discovery/sources/static.js';
 import { resolveStaticHosts, type StaticHost, staticModelCards } from '../discovery/static.js';
@@ -24,6 +25,7 @@ export interface Service {
   endpoints: EndpointRegistry;
   metrics: Metrics;
   prober: Prober;
+  scraper: LoadScraper;
   /** Graceful stop: not ready at once (still live), drain open streams (bounded), close everything. */
   stop(): Promise<void>;
 }
@@ -98,6 +100,12 @@ export async function startService(config: Config, log: Logger, staticHosts: rea
     metrics,
     log,
   );
+  const scraper = new LoadScraper(
+    endpoints,
+    { intervalMs: config.metricsIntervalMs, timeoutMs: config.metricsIntervalMs, stalenessMs: config.metricsStalenessMs },
+    metrics.registry,
+    log,
+  );
   // Ready = the source has its first picture (above) and every endpoint in it has been probed once.
   const readiness = (): Readiness => (grpc.draining ? 'draining' : prober.completedRounds > 0 ? 'ready' : 'starting');
   const admin = new AdminServer({ metrics, endpoints, readiness, discoveryStaleSince: () => source.staleSince(), log });
@@ -121,6 +129,7 @@ export async function startService(config: Config, log: Logger, staticHosts: rea
     },
     'llm-extproc listening',
   );
+  void scraper.start();
   void prober.start().then(() => {
     grpc.setReady(true);
     const all = endpoints.all();
@@ -134,9 +143,10 @@ export async function startService(config: Config, log: Logger, staticHosts: rea
     endpoints,
     metrics,
     prober,
+    scraper,
     async stop() {
       prober.stop();
-      await Promise.all([grpc.stop(), source.stop()]);
+      await Promise.all([grpc.stop(), source.stop(), scraper.stop()]);
       // Last: /health answers until the drain is over.
       await admin.stop();
     },
