@@ -4,6 +4,7 @@ import { Endpoint, type ModelCard } from '../src/discovery/endpoint.js';
 import { EndpointRegistry } from '../src/discovery/registry.js';
 import { RequestError } from '../src/request/errors.js';
 import type { RoutingRequest } from '../src/request/routing-request.js';
+import { MappingTable } from '../src/routing/mappings.js';
 import { Lease } from '../src/scheduling/ledger.js';
 import { LoadAwarePicker } from '../src/scheduling/load-aware-picker.js';
 import { LeastOutstandingPicker, type Picker, RoundRobinPicker } from '../src/scheduling/pickers.js';
@@ -137,7 +138,7 @@ describe('Scheduler', () => {
     routeName: undefined,
     requestId: 'r',
   });
-  function setup() {
+  function setup(options?: ConstructorParameters<typeof Scheduler>[2]) {
     const registry = new EndpointRegistry();
     upsertAll(registry, [
       { address: '10.0.0.1:8000', name: 'v1', namespace: 'ns', labels: {} },
@@ -147,7 +148,7 @@ describe('Scheduler', () => {
     registry.update(registry.get('10.0.0.1:8000')!, { models: [card('qwen', 'vllm'), card('llama', 'vllm')], healthy: true });
     registry.update(registry.get('10.0.0.2:8000')!, { models: [card('qwen', 'vllm')], healthy: true });
     registry.update(registry.get('10.0.0.3:30000')!, { models: [card('qwen', 'sglang')], healthy: true });
-    return { registry, scheduler: new Scheduler(registry, new LeastOutstandingPicker()) };
+    return { registry, scheduler: new Scheduler(registry, new LeastOutstandingPicker(), options) };
   }
   const fails = (fn: () => unknown, status: number, pattern: RegExp) =>
     assert.throws(fn, (err: unknown) => err instanceof RequestError && err.status === status && pattern.test(err.message));
@@ -183,6 +184,28 @@ describe('Scheduler', () => {
     lease.release(OK_OUTCOME);
     assert.equal(registry.get('10.0.0.1:8000')!.inFlight, 0);
     assert.deepEqual(registry.lookup('qwen', 'sglang'), { kind: 'unknown_engine', engines: ['vllm'] });
+  });
+  it('503 answers carry retry-after', () => {
+    const { registry, scheduler } = setup({ retryAfterSeconds: 7 });
+    registry.update(registry.get('10.0.0.3:30000')!, { healthy: false });
+    assert.throws(
+      () => scheduler.schedule(request('qwen', 'sglang')),
+      (err: unknown) => err instanceof RequestError && err.headers.some(([name, value]) => name === 'retry-after' && value === '7'),
+    );
+  });
+  it('a model mapped to a Service goes only to its ready endpoints; other models are not narrowed', () => {
+    const services: Record<string, ReadonlySet<string>> = { 'qwen-decode': new Set(['10.0.0.2:8000', '10.0.0.3:30000']) };
+    const mappings = new MappingTable([{ model: 'qwen', owned_by: 'vllm', service_name: 'qwen-decode' }]);
+    const { registry, scheduler } = setup({ retryAfterSeconds: 1, pins: { mappings, addresses: (name) => services[name] } });
+    for (let i = 0; i < 8; i++) assert.equal(scheduler.schedule(request('qwen', 'vllm')).address, '10.0.0.2:8000');
+    const anyEngine = new Set(Array.from({ length: 12 }, () => scheduler.schedule(request('qwen')).address));
+    assert.deepEqual([...anyEngine].sort(), ['10.0.0.2:8000', '10.0.0.3:30000'], 'naming no engine: every mapping of the model applies');
+    assert.equal(scheduler.schedule(request('llama')).address, '10.0.0.1:8000', 'an unmapped model is not narrowed');
+    registry.update(registry.get('10.0.0.2:8000')!, { healthy: false });
+    fails(() => scheduler.schedule(request('qwen', 'vllm')), 503, /Service `qwen-decode`/);
+    services['qwen-decode'] = new Set();
+    registry.update(registry.get('10.0.0.2:8000')!, { healthy: true });
+    fails(() => scheduler.schedule(request('qwen', 'vllm')), 503, /Service `qwen-decode`/);
   });
   it('aggregates one model card per (model, owned_by)', () => {
     const { registry } = setup();

@@ -17,34 +17,35 @@ const FLAG = '--route-config';
 const SHAPE_HINT =
   'each mapping is {model, owned_by?, service_name}, e.g. {"model": "meta-llama/Llama-3.2-1B-Instruct", "owned_by": "vllm", "service_name": "ms-llama-decode"}';
 
-/** The mappings, looked up by (model, owned_by) without building a key per request. */
+/** The mappings, looked up by (model, owned_by) without building anything per request. */
 export class MappingTable {
-  /** model → owned_by ('' = any engine) → service names. */
-  private readonly byModel = new Map<string, Map<string, string>>();
+  /** model → owned_by ('' = any engine) → the Services of a request naming that engine. */
+  private readonly byEngine = new Map<string, Map<string, readonly string[]>>();
+  /** model → every Service it is mapped to (a request naming no engine). */
+  private readonly anyEngine = new Map<string, readonly string[]>();
 
   constructor(readonly mappings: readonly ServiceMapping[] = []) {
     for (const mapping of mappings) {
-      let engines = this.byModel.get(mapping.model);
+      let engines = this.byEngine.get(mapping.model);
       if (!engines) {
         engines = new Map();
-        this.byModel.set(mapping.model, engines);
+        this.byEngine.set(mapping.model, engines);
       }
-      engines.set(mapping.owned_by ?? '', mapping.service_name);
+      engines.set(mapping.owned_by ?? '', [mapping.service_name]);
+      const all = this.anyEngine.get(mapping.model) ?? [];
+      if (!all.includes(mapping.service_name)) this.anyEngine.set(mapping.model, [...all, mapping.service_name]);
     }
   }
 
   /**
    * The Services a request is pinned to: the mapping of its (model, owned_by), else its model's
    * any-engine mapping; with no engine named, every mapping of the model. Undefined = not pinned.
+   * The same array comes back for the same answer (a picker may key state on it).
    */
   servicesFor(model: string, ownedBy: string | undefined): readonly string[] | undefined {
-    const engines = this.byModel.get(model);
-    if (!engines) return undefined;
-    if (ownedBy !== undefined) {
-      const service = engines.get(ownedBy) ?? engines.get('');
-      return service === undefined ? undefined : [service];
-    }
-    return [...new Set(engines.values())];
+    if (ownedBy === undefined) return this.anyEngine.get(model);
+    const engines = this.byEngine.get(model);
+    return engines?.get(ownedBy) ?? engines?.get('');
   }
 
   /** Every Service some mapping names (what discovery must watch). */
