@@ -330,7 +330,12 @@ export class ResilientInformer<T extends KubernetesObject> {
     if (cause) {
       this.metrics.restarts.inc({ resource: this.target.resource, cause });
       if (cause === 'expired') this.metrics.errors.inc({ resource: this.target.resource, kind: 'expired' });
-      this.log.info({ resource: this.target.resource, cause }, `${this.target.resource} watch ended; ${cause === 'expired' ? 'relisting' : 'watching again'}`);
+      // A quiet watch ends every 30 s (client-node's inactivity timeout): routine, so debug; a relist is worth a line.
+      const level = cause === 'expired' ? 'info' : 'debug';
+      this.log[level](
+        { resource: this.target.resource, cause },
+        `${this.target.resource} watch ended; ${cause === 'expired' ? 'relisting' : 'watching again'}`,
+      );
     }
     return true;
   }
