@@ -18,7 +18,7 @@ async function main(): Promise<void> {
   let service: Service;
   try {
     demo = config.demo ? await startDemoBackends(log) : undefined;
-    service = await startService(config, log, demo?.hosts ?? config.staticHosts);
+    service = await startService(config, log, { staticHosts: demo?.hosts });
   } catch (err) {
     await demo?.close();
     throw err;

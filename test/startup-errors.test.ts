@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +12,8 @@ import { parseConfig } from '../src/config/config.js';
 import { ConfigError } from '../src/config/errors.js';
 import { logGrpcJsTo } from '../src/extproc/grpc-log.js';
 import { createLogger } from '../src/log.js';
+import { FakeKubeApiServer, statusObject } from './support/kube-api-server.js';
+import { until } from './support/wait.js';
 
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
 /** Generous: a child starts in ~100 ms, but CI machines are slow and these run side by side. */
@@ -41,8 +44,8 @@ async function assertFree(host: string, port: number): Promise<void> {
 }
 
 /** Runs main.js until it exits and its stderr has ended; SIGKILL after CHILD_TIMEOUT_MS. */
-async function run(args: string[]): Promise<{ code: number | null; stderr: string }> {
-  const child = spawn(process.execPath, [MAIN, '--log-level=warn', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+async function run(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, [MAIN, '--log-level=warn', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env });
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_MS);
@@ -126,6 +129,69 @@ describe('start-up mistakes: one line on stderr, exit 2', { concurrency: true },
       const args = ['--demo', '--host=127.0.0.73', '--port=0', '--admin-host=127.0.0.73', `--admin-port=${adminBlocker.port}`];
       assertOneLine(await run(args), '--admin-port', /is already in use/);
     });
+  });
+});
+
+describe('start-up mistakes with --service-discovery=k8s: one line, exit 2', { concurrency: true }, () => {
+  let api: FakeKubeApiServer;
+  let kubeconfig: string;
+  const args = ['--service-discovery=k8s', '--k8s-namespace=llm', '--host=127.0.0.75', '--port=0', '--admin-host=127.0.0.75', '--admin-port=0'];
+  before(async () => {
+    api = await FakeKubeApiServer.start();
+    api.requiredToken = 'right-token';
+    api.respond(
+      { resource: 'pods', namespace: 'forbidden' },
+      { status: 403, body: statusObject(403, 'Forbidden', 'pods is forbidden: cannot list resource "pods"') },
+    );
+    const dir = await mkdtemp(join(tmpdir(), 'kubeconfig-'));
+    kubeconfig = join(dir, 'config');
+    await writeFile(
+      kubeconfig,
+      [
+        'apiVersion: v1',
+        'kind: Config',
+        `clusters: [{name: fake, cluster: {server: "${api.url}", insecure-skip-tls-verify: true}}]`,
+        'users: [{name: me, user: {token: right-token}}]',
+        'contexts: [{name: fake, context: {cluster: fake, user: me}}]',
+        'current-context: fake',
+      ].join('\n'),
+    );
+  });
+  after(async () => api.stop());
+  const env = (extra: Record<string, string>) => ({ PATH: process.env.PATH, HOME: tmpdir(), ...extra });
+
+  it('no kube config at all (not in a cluster, no KUBECONFIG, no ~/.kube/config)', async () => {
+    const outcome = await run(args, env({}));
+    assert.equal(outcome.code, 2, outcome.stderr);
+    assert.equal(outcome.stderr.trim().split('\n').length, 1, outcome.stderr);
+    assert.match(outcome.stderr, /kube/i);
+  });
+
+  it('RBAC missing: names the verb, resource and namespace', async () => {
+    const outcome = await run([...args, '--k8s-namespace=forbidden'], env({ KUBECONFIG: kubeconfig }));
+    assert.equal(outcome.code, 2, outcome.stderr);
+    const lines = outcome.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, outcome.stderr);
+    assert.doesNotMatch(outcome.stderr, /^\s+at /m);
+    assert.match(lines[0]!, /list.*pods.*forbidden/i);
+    assert.match(lines[0]!, /k8s\/rbac\.yaml/);
+  });
+
+  it('control: the same kube config and a namespace it may read starts (and is stopped)', async () => {
+    const child = spawn(process.execPath, [MAIN, '--log-level=info', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: env({ KUBECONFIG: kubeconfig }) });
+    let stdout = '';
+    child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_MS);
+    await until(
+      'llm-extproc listening',
+      () => stdout,
+      (text) => text.includes('llm-extproc listening'),
+      { timeoutMs: CHILD_TIMEOUT_MS },
+    );
+    child.kill('SIGTERM');
+    const [code] = (await once(child, 'close')) as [number | null];
+    clearTimeout(timer);
+    assert.equal(code, 0);
   });
 });
 

@@ -6,9 +6,6 @@ import { PassiveHealth } from '../discovery/health/passive.js';
 import { Prober } from '../discovery/health/prober.js';
 import { LoadScraper } from '../discovery/load/scraper.js';
 import { EndpointRegistry } from '../discovery/registry.js';
-import { StaticSource } from '../discovery/sources/static.js';
-import { resolveStaticHosts, type StaticHost, staticModelCards } from '../discovery/static.js';
-import type { DiscoverySource } from '../discovery/types.js';
 import { type BindError, ExtProcServer } from '../extproc/server.js';
 import { Metrics } from '../metrics.js';
 import { joinHostPort } from '../net-address.js';
@@ -16,6 +13,7 @@ import { MappingTable } from '../routing/mappings.js';
 import { loadRouteConfig, type RouteConfig, RouteTable } from '../routing/routes.js';
 import { createPicker } from '../scheduling/pickers.js';
 import { Scheduler } from '../scheduling/scheduler.js';
+import { type DiscoveryOptions, type RunningDiscovery, startDiscovery } from './discovery.js';
 import { LlmRouter } from './llm-router.js';
 
 /** A running llm-extproc: ext_proc gRPC server, admin HTTP server, discovery. */
@@ -30,8 +28,8 @@ export interface Service {
   stop(): Promise<void>;
 }
 
-/** Starts every part from a validated Config; `staticHosts` may be replaced (demo backends). */
-export async function startService(config: Config, log: Logger, staticHosts: readonly StaticHost[] = config.staticHosts): Promise<Service> {
+/** Starts every part from a validated Config; see DiscoveryOptions for what may be replaced. */
+export async function startService(config: Config, log: Logger, options: DiscoveryOptions = {}): Promise<Service> {
   const { routes, mappings }: RouteConfig = config.routeConfig
     ? await loadRouteConfig(config.routeConfig)
     : { routes: new RouteTable(), mappings: new MappingTable() };
@@ -43,20 +41,15 @@ export async function startService(config: Config, log: Logger, staticHosts: rea
     );
   }
   const endpoints = new EndpointRegistry();
-  const source = await discoverySource(config, staticHosts);
-  source.start(endpoints);
-  // The first complete picture, or a start-up error naming what is wrong (exit 2).
-  await source.synced.catch(async (err: unknown) => {
-    await source.stop();
-    throw err;
-  });
-
   let grpc: ExtProcServer | undefined;
+  let discovery: RunningDiscovery | undefined;
   const metrics = new Metrics(
     endpoints,
     () => grpc?.activeStreams ?? 0,
-    () => source.staleSince(),
+    () => discovery?.staleSince(),
   );
+  discovery = await startDiscovery(config, mappings, endpoints, metrics.registry, log, options);
+  const { source, serviceAddresses } = discovery;
   const passive = new PassiveHealth(
     endpoints,
     { threshold: config.passiveEjection, baseEjectionMs: config.passiveEjectionMs },
@@ -67,6 +60,7 @@ export async function startService(config: Config, log: Logger, staticHosts: rea
     // About when a probe may have brought something back.
     retryAfterSeconds: Math.max(1, Math.ceil(config.probeIntervalMs / 1000)),
     onOutcome: (endpoint, outcome) => passive.record(endpoint, outcome),
+    pins: serviceAddresses && { mappings, addresses: serviceAddresses },
   });
   const router = new LlmRouter(() => routes, scheduler, endpoints, metrics, log);
   grpc = new ExtProcServer(
@@ -108,14 +102,14 @@ export async function startService(config: Config, log: Logger, staticHosts: rea
   );
   // Ready = the source has its first picture (above) and every endpoint in it has been probed once.
   const readiness = (): Readiness => (grpc.draining ? 'draining' : prober.completedRounds > 0 ? 'ready' : 'starting');
-  const admin = new AdminServer({ metrics, endpoints, readiness, discoveryStaleSince: () => source.staleSince(), log });
+  const admin = new AdminServer({ metrics, endpoints, readiness, discoveryStaleSince: () => discovery.staleSince(), log });
 
   const grpcPort = await grpc.start().catch(async (err: unknown) => {
-    await source.stop();
+    await discovery.stop();
     throw listenFailure({ host: '--host', port: '--port' }, config.host, config.port, err);
   });
   const adminPort = await admin.start(config.adminHost, config.adminPort).catch(async (err: unknown) => {
-    await Promise.all([grpc.stop(), source.stop()]); // already running: they would keep the process alive
+    await Promise.all([grpc.stop(), discovery.stop()]); // already running: they would keep the process alive
     throw listenFailure({ host: '--admin-host', port: '--admin-port' }, config.adminHost, config.adminPort, err);
   });
   log.info(
@@ -146,21 +140,11 @@ export async function startService(config: Config, log: Logger, staticHosts: rea
     scraper,
     async stop() {
       prober.stop();
-      await Promise.all([grpc.stop(), source.stop(), scraper.stop()]);
+      await Promise.all([grpc.stop(), discovery.stop(), scraper.stop()]);
       // Last: /health answers until the drain is over.
       await admin.stop();
     },
   };
-}
-
-/** The source --service-discovery names; static hosts are resolved (DNS) here, mistakes reported first. */
-async function discoverySource(config: Config, staticHosts: readonly StaticHost[]): Promise<DiscoverySource> {
-  if (config.serviceDiscovery === 'k8s') {
-    throw new ConfigError('--service-discovery', 'k8s is not wired in this build yet', 'use --service-discovery=static');
-  }
-  const staticCards = staticModelCards(staticHosts.length, config.staticModels, config.staticOwnedBy);
-  const identities = await resolveStaticHosts(staticHosts);
-  return new StaticSource(identities.map((identity, index) => ({ ...identity, fixedModels: staticCards[index] })));
 }
 
 /** A port that cannot be bound is the operator's to fix: name the flag that chose it and the cause. */
