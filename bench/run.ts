@@ -202,6 +202,8 @@ function serverNodeFlags(opts: Options, server: 'bare' | 'llm-extproc'): string[
 
 interface ServerProcess {
   name: 'bare' | 'llm-extproc';
+  /** In tables and progress lines; `name` unless several llm-extproc run (section scraped). */
+  label: string;
   child: ChildProcess;
   pid: number;
   target: string;
@@ -226,7 +228,21 @@ function collectLines(child: ChildProcess, into: string[], onLine?: (line: strin
   }
 }
 
-async function startLlmExtproc(opts: Options, backends: Simulator[], profileDir: string | undefined): Promise<ServerProcess> {
+interface LlmExtprocStart {
+  label?: string;
+  /** More command-line flags (after the defaults, so they win). */
+  args?: string[];
+  /** Ready only once every backend also has fresh engine figures (one series per endpoint in
+   *  llm_extproc_endpoint_engine_running_requests): the first scrape round is done. */
+  freshLoad?: boolean;
+}
+
+async function startLlmExtproc(
+  opts: Options,
+  backends: Simulator[],
+  profileDir: string | undefined,
+  { label = 'llm-extproc', args: extra = [], freshLoad = false }: LlmExtprocStart = {},
+): Promise<ServerProcess> {
   const port = await freePort();
   const adminPort = await freePort();
   const args = [
@@ -240,23 +256,28 @@ async function startLlmExtproc(opts: Options, backends: Simulator[], profileDir:
     `--admin-port=${adminPort}`,
     '--log-level=warn',
     '--drain-timeout=2s',
+    ...extra,
   ];
   const [cmd, argv] = nodeCommand(opts.pin, SERVER_CPU, args);
   const child = track(spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] }));
   const output: string[] = [];
   collectLines(child, output);
-  const server: ServerProcess = { name: 'llm-extproc', child, pid: child.pid!, target: `127.0.0.1:${port}`, adminPort, output };
+  const server: ServerProcess = { name: 'llm-extproc', label, child, pid: child.pid!, target: `127.0.0.1:${port}`, adminPort, output };
   const deadline = Date.now() + 20_000;
+  let waitingFor = '/ready';
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`llm-extproc exited with ${child.exitCode}:\n${output.join('\n')}`);
+    if (child.exitCode !== null) throw new Error(`${label} exited with ${child.exitCode}:\n${output.join('\n')}`);
     try {
       const res = await fetch(`http://127.0.0.1:${adminPort}/ready`);
       const body = (await res.json()) as { healthy_endpoints?: number };
-      if (res.status === 200 && body.healthy_endpoints === backends.length) break;
+      if (res.status === 200 && body.healthy_endpoints === backends.length) {
+        waitingFor = 'fresh engine figures from every backend';
+        if (!freshLoad || (await readMetrics(server)).count(FRESH_LOAD_SERIES) === backends.length) break;
+      }
     } catch {
       // not listening yet
     }
-    if (Date.now() > deadline) throw new Error(`llm-extproc not ready after 20 s:\n${output.join('\n')}`);
+    if (Date.now() > deadline) throw new Error(`${label} not ready after 20 s (waiting for ${waitingFor}):\n${output.join('\n')}`);
     await sleep(100);
   }
   return server;
@@ -283,6 +304,7 @@ async function startBare(opts: Options, destination: string, profileDir: string 
         const info = JSON.parse(line) as { listening: number; grpcOptions: unknown; http2: unknown };
         resolvePromise({
           name: 'bare',
+          label: 'bare',
           child,
           pid: child.pid!,
           target: `127.0.0.1:${info.listening}`,
@@ -370,7 +392,7 @@ class LoadGenerator {
 /** Requests each server answered completely over the whole run (warm-ups included), for --profile. */
 const servedTotals: Record<string, number> = {};
 function served(server: ServerProcess, result: ScenarioResult): ScenarioResult {
-  servedTotals[server.name] = (servedTotals[server.name] ?? 0) + result.completedTotal;
+  servedTotals[server.label] = (servedTotals[server.label] ?? 0) + result.completedTotal;
   return result;
 }
 
@@ -389,9 +411,9 @@ interface Measured {
   serverCores: number;
   loadgenCpuUsPerRequest: number;
   loadgenCores: number;
-  /** CPU the other (idle) server used meanwhile: its background work (probes, metrics timers). */
+  /** CPU the other (idle) servers used meanwhile: their background work (probes, scrapes, metrics timers). */
   idleServerCores: number;
-  /** Machine CPU not used by the server under test, the idle server or the load generator
+  /** Machine CPU not used by the server under test, the idle servers or the load generator
    *  (other processes on the machine, kernel threads, this orchestrator): noise. */
   backgroundCores: number;
   /** The same, in the worst slice. */
@@ -411,7 +433,7 @@ interface Measured {
   destinations: Record<string, number>;
 }
 
-/** CPU time used on the machine by anything but the two servers and the load generator (ms). */
+/** CPU time used on the machine by anything but the servers and the load generator (ms). */
 function background(r: ScenarioResult): number {
   return r.machineBusyMs - r.serverCpuMs - r.loadgenCpuMs - r.idleServerCpuMs;
 }
@@ -459,8 +481,8 @@ function summarize(server: string, results: ScenarioResult[]): Measured {
   };
 }
 
-interface Pair {
-  bare: Measured;
+/** One llm-extproc against the bare slices of the same rounds. */
+interface Versus {
   ext: Measured;
   /** CPU per request llm-extproc/bare of each round (slices run back to back): the spread shows noise. */
   cpuRatioPerRound: number[];
@@ -469,60 +491,101 @@ interface Pair {
   p99RatioPerRound: number[];
 }
 
+interface Pair extends Versus {
+  bare: Measured;
+}
+
+type ScenarioBase = Omit<Scenario, 'name' | 'target' | 'serverPid' | 'idlePids' | 'durationMs' | 'seed'>;
+
 /**
- * Runs the same scenario against both servers, `rounds` times, alternating which goes first
- * (bare, ext | ext, bare | …) so slow drift of a noisy machine hits both alike.
+ * Runs the same scenario against the bare server and each llm-extproc in `exts`, `rounds` times,
+ * the order reversed every other round (bare, ext… | …ext, bare | …) so slow drift of a noisy
+ * machine hits all alike. The servers not under test are the slice's idle ones.
  */
-async function measurePair(
+async function measureAgainstBare(
   lg: LoadGenerator,
-  servers: { bare: ServerProcess; ext: ServerProcess },
+  bare: ServerProcess,
+  exts: ServerProcess[],
   opts: Options,
-  base: Omit<Scenario, 'name' | 'target' | 'serverPid' | 'idlePid' | 'durationMs' | 'seed'>,
+  base: ScenarioBase,
   totalSeconds: number,
   label: string,
-): Promise<Pair> {
-  const results: { bare: ScenarioResult[]; ext: ScenarioResult[] } = { bare: [], ext: [] };
+): Promise<{ bare: Measured; versus: Versus[] }> {
+  const servers = [bare, ...exts];
+  const results: ScenarioResult[][] = servers.map(() => []);
   const sliceMs = (totalSeconds * 1000) / opts.rounds;
   for (let round = 0; round < opts.rounds; round++) {
-    const order: ('bare' | 'ext')[] = round % 2 === 0 ? ['bare', 'ext'] : ['ext', 'bare'];
-    for (const which of order) {
-      const server = servers[which];
-      progress(`${label}: ${server.name}, round ${round + 1}/${opts.rounds}`);
+    const order = servers.map((_, i) => i);
+    if (round % 2 === 1) order.reverse();
+    for (const i of order) {
+      const server = servers[i]!;
+      progress(`${label}: ${server.label}, round ${round + 1}/${opts.rounds}`);
       const result = served(
         server,
         await lg.run({
           ...base,
-          name: `${label} ${server.name}`,
+          name: `${label} ${server.label}`,
           target: server.target,
           serverPid: server.pid,
-          idlePid: servers[which === 'bare' ? 'ext' : 'bare'].pid,
+          idlePids: servers.filter((other) => other !== server).map((other) => other.pid),
           durationMs: sliceMs,
           seed: (round + 1) * 7919,
         }),
       );
-      results[which].push(result);
+      results[i]!.push(result);
     }
   }
+  const [bareResults, ...extResults] = results as [ScenarioResult[], ...ScenarioResult[][]];
   const perRequest = (r: ScenarioResult) => r.serverCpuMs / r.completed;
-  const latencyRatios = (pick: (p: Percentiles) => number) =>
-    results.ext.map((r, i) => pick(percentiles(r.latencyUs)) / pick(percentiles(results.bare[i]!.latencyUs)));
   return {
-    bare: summarize('bare', results.bare),
-    ext: summarize('llm-extproc', results.ext),
-    cpuRatioPerRound: results.ext.map((r, i) => perRequest(r) / perRequest(results.bare[i]!)),
-    p90RatioPerRound: latencyRatios((p) => p.p90),
-    p99RatioPerRound: latencyRatios((p) => p.p99),
+    bare: summarize(bare.label, bareResults),
+    versus: extResults.map((ext, k) => {
+      const latencyRatios = (pick: (p: Percentiles) => number) =>
+        ext.map((r, i) => pick(percentiles(r.latencyUs)) / pick(percentiles(bareResults[i]!.latencyUs)));
+      return {
+        ext: summarize(exts[k]!.label, ext),
+        cpuRatioPerRound: ext.map((r, i) => perRequest(r) / perRequest(bareResults[i]!)),
+        p90RatioPerRound: latencyRatios((p) => p.p90),
+        p99RatioPerRound: latencyRatios((p) => p.p99),
+      };
+    }),
   };
+}
+
+/** measureAgainstBare with one llm-extproc: the two servers alternate (bare, ext | ext, bare | …). */
+async function measurePair(
+  lg: LoadGenerator,
+  servers: { bare: ServerProcess; ext: ServerProcess },
+  opts: Options,
+  base: ScenarioBase,
+  totalSeconds: number,
+  label: string,
+): Promise<Pair> {
+  const { bare, versus } = await measureAgainstBare(lg, servers.bare, [servers.ext], opts, base, totalSeconds, label);
+  return { bare, ...versus[0]! };
 }
 
 let noisy = false;
 
-/** One line on what else used the machine while these were measured. */
-function noiseLine(pairs: Pair[]): void {
-  const all = pairs.flatMap((p) => [p.bare, p.ext]);
+/**
+ * One line on what else used the machine while these were measured. `groups`: the servers
+ * measured together (in the same rounds), each group's idle servers being the others of it.
+ */
+function noiseLine(groups: Measured[][]): void {
+  const all = groups.flat();
   const max = (f: (m: Measured) => number) => Math.max(...all.map(f));
-  const idleExt = Math.max(...pairs.map((p) => p.bare.idleServerCores));
-  const idleBare = Math.max(...pairs.map((p) => p.ext.idleServerCores));
+  // The idle servers' CPU during each server's slices, named after the idle ones.
+  const idle = new Map<string, number>();
+  for (const group of groups) {
+    for (const m of group) {
+      const others = group
+        .filter((other) => other !== m)
+        .map((other) => other.server)
+        .join(' + ');
+      idle.set(others, Math.max(idle.get(others) ?? 0, m.idleServerCores));
+    }
+  }
+  const idleText = [...idle].map(([names, cores]) => `${names} ≤ ${fmt(cores, 3)}`).join(', ');
   const worst = max((m) => m.backgroundCoresMax);
   say(
     `   noise: other CPU use on the machine ${fmt(
@@ -531,7 +594,7 @@ function noiseLine(pairs: Pair[]): void {
     )} cores on average, up to ${fmt(worst, 2)} in a slice; steal up to ${fmt(
       max((m) => m.stealCores),
       2,
-    )}; ` + `idle server meanwhile: llm-extproc ≤ ${fmt(idleExt, 3)}, bare ≤ ${fmt(idleBare, 3)} cores`,
+    )}; ` + `idle server${idle.size > 2 ? 's' : ''} meanwhile: ${idleText} cores`,
   );
   if (worst > 0.25) {
     noisy = true;
@@ -547,13 +610,16 @@ function errorsCell(m: Measured): string {
   return `${m.errorCount}/${m.streamsLost}/${m.goaways}`;
 }
 
-function listErrors(pairs: Pair[]): void {
-  for (const p of pairs) {
-    for (const m of [p.bare, p.ext]) {
-      for (const [k, v] of Object.entries(m.errors)) say(`    ! ${m.server}: ${v} × ${k}`);
-      if (m.connectionErrors) say(`    ! ${m.server}: ${m.connectionErrors} HTTP/2 session errors`);
-    }
+function listErrors(measured: Measured[]): void {
+  for (const m of measured) {
+    for (const [k, v] of Object.entries(m.errors)) say(`    ! ${m.server}: ${v} × ${k}`);
+    if (m.connectionErrors) say(`    ! ${m.server}: ${m.connectionErrors} HTTP/2 session errors`);
   }
+}
+
+/** The bare and llm-extproc figures of each pair, for noiseLine and listErrors. */
+function pairGroups(pairs: Pair[]): Measured[][] {
+  return pairs.map((p) => [p.bare, p.ext]);
 }
 
 // ---------------------------------------------------------------- sections
@@ -564,7 +630,7 @@ async function pingFloor(lg: LoadGenerator, bare: ServerProcess, opts: Options, 
     name: 'ping',
     target: bare.target,
     serverPid: bare.pid,
-    idlePid: 0,
+    idlePids: [],
     connections: 1,
     mode: 'ping',
     requestMode: 'buffered',
@@ -589,6 +655,31 @@ async function pingFloor(lg: LoadGenerator, bare: ServerProcess, opts: Options, 
 type RequestMode = Scenario['requestMode'];
 const MODE_NAME: Record<RequestMode, string> = { buffered: 'BUFFERED', full_duplex: 'FULL_DUPLEX' };
 
+/** One untimed closed-loop run at 64 streams (2 warm-up periods in BUFFERED, 1 in FULL_DUPLEX, at least 1 s), so measured slices do not pay for JIT compilation. */
+async function warmUp(lg: LoadGenerator, server: ServerProcess, opts: Options, ticks: number, requestMode: RequestMode): Promise<void> {
+  progress(`warm-up ${server.label} (${MODE_NAME[requestMode]})`);
+  served(
+    server,
+    await lg.run({
+      name: 'warm-up',
+      target: server.target,
+      serverPid: server.pid,
+      idlePids: [],
+      connections: opts.connections,
+      mode: 'closed',
+      requestMode,
+      concurrency: 64,
+      rate: 0,
+      warmupMs: 0,
+      durationMs: Math.max(1000, opts.warmupSeconds * (requestMode === 'buffered' ? 2000 : 1000)),
+      bodyBytes: 1024,
+      timeoutMs: 10_000,
+      clockTicks: ticks,
+      seed: 1,
+    }),
+  );
+}
+
 interface ClosedRow {
   mode: RequestMode;
   concurrency: number;
@@ -607,29 +698,7 @@ async function closedLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext
   say(`   in ${opts.rounds} alternating slices, each after ${opts.warmupSeconds} s warm-up`);
   // One untimed warm-up of both, in both modes, so the first measured slice does not pay for JIT compilation.
   for (const requestMode of ['buffered', 'full_duplex'] as const) {
-    for (const server of [servers.bare, servers.ext]) {
-      progress(`warm-up ${server.name} (${MODE_NAME[requestMode]})`);
-      served(
-        server,
-        await lg.run({
-          name: 'warm-up',
-          target: server.target,
-          serverPid: server.pid,
-          idlePid: 0,
-          connections: opts.connections,
-          mode: 'closed',
-          requestMode,
-          concurrency: 64,
-          rate: 0,
-          warmupMs: 0,
-          durationMs: Math.max(1000, opts.warmupSeconds * (requestMode === 'buffered' ? 2000 : 1000)),
-          bodyBytes: 1024,
-          timeoutMs: 10_000,
-          clockTicks: ticks,
-          seed: 1,
-        }),
-      );
-    }
+    for (const server of [servers.bare, servers.ext]) await warmUp(lg, server, opts, ticks, requestMode);
   }
   const rows: ClosedRow[] = [];
   const pairs: Pair[] = [];
@@ -704,8 +773,8 @@ async function closedLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext
     ]);
   }
   say(table([header, ...body]));
-  listErrors(pairs);
-  noiseLine(pairs);
+  listErrors(pairGroups(pairs).flat());
+  noiseLine(pairGroups(pairs));
   const dest = pairs
     .map((p) => p.ext.destinations)
     .reduce(
@@ -831,8 +900,8 @@ async function openLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext: 
       '',
     ]);
     say(table([header, ...rows]));
-    listErrors([pair]);
-    noiseLine([pair]);
+    listErrors([pair.bare, pair.ext]);
+    noiseLine(pairGroups([pair]));
     const p50ok = pair.ext.latencyUs.p50 < 500;
     const p99ok = pair.ext.latencyUs.p99 < 2000;
     say(
@@ -929,8 +998,8 @@ async function largeBodies(lg: LoadGenerator, servers: { bare: ServerProcess; ex
     body.push(['', 'extra CPU', '', '', fmt((row.llmExtproc.cpuUsPerRequest - row.bare.cpuUsPerRequest) / 1000, 2), '', '', '', '', '']);
   }
   say(table([header, ...body]));
-  listErrors(pairs);
-  noiseLine(pairs);
+  listErrors(pairGroups(pairs).flat());
+  noiseLine(pairGroups(pairs));
   say(`   CPU ratio per round: ${out.map((r) => `${r.bodyBytes / MiB} MiB ${spread(r.cpuRatioPerRound)}`).join('; ')}`);
   say('   latency: request_headers sent → destination answer received, body transfer included');
   say();
@@ -973,15 +1042,24 @@ function jsonScanSection(): string[] {
   return lines;
 }
 
-/** What llm-extproc itself counted, from its /metrics: a cross-check of the load generator. */
-async function serverCheck(ext: ServerProcess, extDecisions: number) {
+/** One series per endpoint with fresh engine figures (the scraper's gauges export only those). */
+const FRESH_LOAD_SERIES = 'llm_extproc_endpoint_engine_running_requests';
+
+/** One reading of llm-extproc's admin /metrics: a metric's samples, summed or counted, optionally filtered by their labels. */
+async function readMetrics(ext: ServerProcess) {
   const res = await fetch(`http://127.0.0.1:${ext.adminPort}/metrics`);
   const metrics = await res.text();
-  const sumOf = (name: string, filter: (labels: string) => boolean = () => true) => {
-    let total = 0;
-    for (const m of metrics.matchAll(new RegExp(`^${name}(\\{[^}]*\\})? ([0-9.e+-]+)$`, 'gm'))) if (filter(m[1] ?? '')) total += Number(m[2]);
-    return total;
+  const samples = (name: string, filter: (labels: string) => boolean) =>
+    [...metrics.matchAll(new RegExp(`^${name}(\\{[^}]*\\})? ([0-9.e+-]+)$`, 'gm'))].filter((m) => filter(m[1] ?? '')).map((m) => Number(m[2]));
+  return {
+    sum: (name: string, filter: (labels: string) => boolean = () => true) => samples(name, filter).reduce((a, b) => a + b, 0),
+    count: (name: string, filter: (labels: string) => boolean = () => true) => samples(name, filter).length,
   };
+}
+
+/** What llm-extproc itself counted, from its /metrics: a cross-check of the load generator. */
+async function serverCheck(ext: ServerProcess, extDecisions: number) {
+  const { sum: sumOf } = await readMetrics(ext);
   const routed = sumOf('llm_extproc_requests_total', (l) => l.includes('outcome="routed"'));
   const refused = sumOf('llm_extproc_requests_total', (l) => !l.includes('outcome="routed"'));
   const protocolErrors = sumOf('llm_extproc_protocol_errors_total');
