@@ -8,9 +8,10 @@
  * (child process, bench/loadgen.ts). With taskset and ≥ 2 cores, the servers run on CPU 1 and
  * everything else on CPU 0.
  *
- *   node dist/bench/run.js [--quick] [--no-pin] [--profile] [--sections=closed,open,large,picker,json-scan]
+ *   node dist/bench/run.js [--quick] [--no-pin] [--profile] [--sections=closed,open,large,scraped,picker,json-scan]
  *   env: BENCH_SECONDS BENCH_WARMUP_SECONDS BENCH_ROUNDS BENCH_CONCURRENCY BENCH_FULL_DUPLEX_CONCURRENCY BENCH_CONNECTIONS BENCH_RATE
- *        BENCH_OPEN_SECONDS BENCH_LARGE_SECONDS BENCH_LARGE_CONCURRENCY BENCH_LARGE_SIZES BENCH_PIN BENCH_PICKER_MS
+ *        BENCH_OPEN_SECONDS BENCH_LARGE_SECONDS BENCH_LARGE_CONCURRENCY BENCH_LARGE_SIZES BENCH_SCRAPED_ENDPOINTS BENCH_SCRAPED_CONCURRENCY
+ *        BENCH_PIN BENCH_PICKER_MS
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,7 +25,7 @@ import { runJsonScanBench } from './json-scan.js';
 import type { Scenario, ScenarioResult } from './loadgen.js';
 import { MODEL } from './messages.js';
 import { type PickerRow, ratioToLeastOutstanding, runPickerBench } from './picker.js';
-import { canPin, clockTicksPerSecond, describeMachine, freePort, hasProcCpu, pinProcess } from './proc.js';
+import { canPin, clockTicksPerSecond, describeMachine, freePort, hasProcCpu, pinProcess, processCpuMs } from './proc.js';
 import { categoryBreakdown, frameTimes } from './profile.js';
 import { fmt, fmtInt, type Percentiles, percentiles, ratio, table } from './stats.js';
 
@@ -36,7 +37,7 @@ const HEAP_SURVIVORS_DIR = join(ROOT, '.bench', 'heap-survivors');
 
 // ---------------------------------------------------------------- options
 
-const SECTIONS = ['closed', 'open', 'large', 'picker', 'json-scan'] as const;
+const SECTIONS = ['closed', 'open', 'large', 'scraped', 'picker', 'json-scan'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Options {
@@ -59,6 +60,8 @@ interface Options {
   largeSeconds: number;
   largeConcurrency: number;
   largeSizes: number[];
+  scrapedEndpoints: number;
+  scrapedConcurrency: number[];
   pickerMs: number;
   out: string;
 }
@@ -85,6 +88,8 @@ function parseOptions(): Options {
       'large-seconds': { type: 'string' },
       'large-concurrency': { type: 'string' },
       'large-sizes': { type: 'string' },
+      'scraped-endpoints': { type: 'string' },
+      'scraped-concurrency': { type: 'string' },
       'picker-ms': { type: 'string' },
       out: { type: 'string', default: '.bench/last.json' },
     },
@@ -122,6 +127,8 @@ function parseOptions(): Options {
     largeSeconds: num(pick(values['large-seconds'], 'BENCH_LARGE_SECONDS', '10', '2'), '--large-seconds'),
     largeConcurrency: Math.round(num(pick(values['large-concurrency'], 'BENCH_LARGE_CONCURRENCY', '2', '2'), '--large-concurrency')),
     largeSizes: list(pick(values['large-sizes'], 'BENCH_LARGE_SIZES', '1,8', '1,8'), '--large-sizes', MiB),
+    scrapedEndpoints: Math.round(num(pick(values['scraped-endpoints'], 'BENCH_SCRAPED_ENDPOINTS', '100', '100'), '--scraped-endpoints')),
+    scrapedConcurrency: list(pick(values['scraped-concurrency'], 'BENCH_SCRAPED_CONCURRENCY', '64', '64'), '--scraped-concurrency').map(Math.round),
     pickerMs: num(pick(values['picker-ms'], 'BENCH_PICKER_MS', '400', '150'), '--picker-ms'),
     out: resolve(ROOT, values.out),
   };
@@ -1006,6 +1013,214 @@ async function largeBodies(lg: LoadGenerator, servers: { bare: ServerProcess; ex
   return out;
 }
 
+/** Loopback address of the i-th pod of section 6: 127.0.2.1, 127.0.2.2, … (250 per /24, then 127.0.3.1, …). */
+function scrapedHost(i: number): string {
+  return `127.0.${2 + Math.floor(i / 250)}.${1 + (i % 250)}`;
+}
+
+/** What an llm-extproc's /metrics says about its scrapes (and routing) at one moment. */
+async function scrapeReading(ext: ServerProcess) {
+  const m = await readMetrics(ext);
+  const scrapes = 'llm_extproc_engine_scrapes_total';
+  return {
+    at: performance.now(),
+    success: m.sum(scrapes, (l) => l.includes('result="success"')),
+    failed: m.sum(scrapes, (l) => !l.includes('result="success"')),
+    /** Endpoints with fresh engine figures. */
+    fresh: m.count(FRESH_LOAD_SERIES),
+    routed: m.sum('llm_extproc_requests_total', (l) => l.includes('outcome="routed"')),
+  };
+}
+type ScrapeReading = Awaited<ReturnType<typeof scrapeReading>>;
+
+const perSecond = (before: ScrapeReading, after: ScrapeReading, f: (r: ScrapeReading) => number) => (f(after) - f(before)) / ((after.at - before.at) / 1000);
+
+/** CPU each server uses over `seconds` with nothing to route (probes, scrapes, timers), and its successful scrapes per second meanwhile. */
+async function idleCost(exts: ServerProcess[], seconds: number, ticks: number) {
+  progress(`idle ${seconds} s: ${exts.map((e) => e.label).join(', ')}`);
+  const before = await Promise.all(exts.map(scrapeReading)); // /metrics answered before the CPU window opens
+  const t0 = performance.now();
+  const cpu0 = exts.map((e) => processCpuMs(e.pid, ticks));
+  await sleep(seconds * 1000);
+  const cpu1 = exts.map((e) => processCpuMs(e.pid, ticks));
+  const wallMs = performance.now() - t0;
+  const after = await Promise.all(exts.map(scrapeReading));
+  return exts.map((_, i) => ({ cores: (cpu1[i]! - cpu0[i]!) / wallMs, scrapesPerSecond: perSecond(before[i]!, after[i]!, (r) => r.success) }));
+}
+
+interface ScrapedRow {
+  concurrency: number;
+  bare: Measured;
+  /** The 4-endpoint llm-extproc of section 1. */
+  fewEndpoints: Versus;
+  scraped: Versus;
+  cpuRatio: { fewEndpoints: number; scraped: number };
+  /** llm-extproc (scraped) − llm-extproc (4 endpoints), µs per request. */
+  extraCpuUsPerRequest: number;
+}
+
+/**
+ * Section 6: llm-extproc routing among many scraped endpoints (load_aware, default
+ * --metrics-interval) against the bare server, with the 4-endpoint llm-extproc of section 1 as a
+ * reference, under the closed-loop BUFFERED load of section 1.
+ */
+async function scrapedSection(lg: LoadGenerator, servers: { bare: ServerProcess; ext: ServerProcess }, opts: Options, ticks: number) {
+  const n = opts.scrapedEndpoints;
+  const idleSeconds = opts.quick ? 2 : 5;
+  say(
+    `== 6. Scraped endpoints: llm-extproc with ${n} simulated pods (${scrapedHost(0)}-${scrapedHost(n - 1)}, vLLM and SGLang alternately), --routing-logic=load_aware,`,
+  );
+  say(
+    `   every pod's /metrics scraped every 1 s (--metrics-interval default); closed loop BUFFERED at N = ${opts.scrapedConcurrency.join(', ')}, as in section 1`,
+  );
+  say(
+    `   baseline: bare server; reference: llm-extproc of section 1 (4 endpoints, least_outstanding_requests); ${opts.closedSeconds} s measured per server per row,`,
+  );
+  say(
+    `   in ${opts.rounds} slices (bare, 4, ${n} | ${n}, 4, bare | …), each after ${opts.warmupSeconds} s warm-up; then ${idleSeconds} s idle (no load) for each one's background CPU`,
+  );
+  const pods: Simulator[] = [];
+  let scraped: ServerProcess | undefined;
+  try {
+    progress(`starting ${n} simulators`);
+    pods.push(
+      ...(await Promise.all(
+        Array.from({ length: n }, (_, i) => startSimulator({ engine: i % 2 === 0 ? 'vllm' : 'sglang', models: [MODEL], host: scrapedHost(i), port: 0 })),
+      )),
+    );
+    progress(`starting llm-extproc with ${n} endpoints`);
+    const startedAt = performance.now();
+    scraped = await startLlmExtproc(opts, pods, undefined, { label: `llm-extproc (${n})`, args: ['--routing-logic=load_aware'], freshLoad: true });
+    const readyMs = performance.now() - startedAt;
+    const fewLabel = `${servers.ext.label} (4)`;
+    for (const server of [servers.bare, servers.ext, scraped]) await warmUp(lg, server, opts, ticks, 'buffered');
+
+    const before = await scrapeReading(scraped);
+    const rows: ScrapedRow[] = [];
+    for (const concurrency of opts.scrapedConcurrency) {
+      const { bare, versus } = await measureAgainstBare(
+        lg,
+        servers.bare,
+        [servers.ext, scraped],
+        opts,
+        {
+          connections: opts.connections,
+          mode: 'closed',
+          requestMode: 'buffered',
+          concurrency,
+          rate: 0,
+          warmupMs: opts.warmupSeconds * 1000,
+          bodyBytes: 1024,
+          timeoutMs: 10_000,
+          clockTicks: ticks,
+        },
+        opts.closedSeconds,
+        `scraped N=${concurrency}`,
+      );
+      const [few, many] = versus as [Versus, Versus];
+      rows.push({
+        concurrency,
+        bare,
+        fewEndpoints: few,
+        scraped: many,
+        cpuRatio: { fewEndpoints: few.ext.cpuUsPerRequest / bare.cpuUsPerRequest, scraped: many.ext.cpuUsPerRequest / bare.cpuUsPerRequest },
+        extraCpuUsPerRequest: many.ext.cpuUsPerRequest - few.ext.cpuUsPerRequest,
+      });
+    }
+    const after = await scrapeReading(scraped);
+    // After the load: the scraping code as warm as it was under load (right after the start it costs more).
+    const [idleFew, idleScraped] = (await idleCost([servers.ext, scraped], idleSeconds, ticks)) as [IdleCost, IdleCost];
+
+    const header = ['N', 'server', 'req/s', 'CPU µs/req', 'vs bare', 'server cores', 'p50 µs', 'p99 µs', 'err/lost/GOAWAY', 'loadgen cores'];
+    const body: string[][] = [];
+    for (const row of rows) {
+      for (const m of [row.bare, row.fewEndpoints.ext, row.scraped.ext]) {
+        body.push([
+          String(row.concurrency),
+          m === row.fewEndpoints.ext ? fewLabel : m.server,
+          fmtInt(m.requestsPerSecond),
+          fmt(m.cpuUsPerRequest),
+          ratio(m.cpuUsPerRequest, row.bare.cpuUsPerRequest),
+          fmt(m.serverCores, 2),
+          fmt(m.latencyUs.p50, 0),
+          fmt(m.latencyUs.p99, 0),
+          errorsCell(m),
+          fmt(m.loadgenCores, 2),
+        ]);
+      }
+    }
+    say(table([header, ...body]));
+    const measured = rows.map((r) => [r.bare, r.fewEndpoints.ext, r.scraped.ext]);
+    listErrors(measured.flat());
+    noiseLine(measured.map((group) => group.map((m) => (m === group[1] ? { ...m, server: fewLabel } : m))));
+    say(
+      `   CPU ratio per round (each llm-extproc slice / the bare slice of its round): ${rows
+        .map((r) => `N=${r.concurrency} 4 endpoints ${spread(r.fewEndpoints.cpuRatioPerRound)}, ${n} endpoints ${spread(r.scraped.cpuRatioPerRound)}`)
+        .join('; ')}`,
+    );
+    const scrapesPerSecond = perSecond(before, after, (r) => r.success);
+    const failed = after.failed - before.failed;
+    say(
+      `   scrapes by llm-extproc (${n}) over the measured rows: ${fmtInt(after.success - before.success)} successful (${fmt(scrapesPerSecond, 1)}/s), ${fmtInt(failed)} failed` +
+        ` (llm_extproc_engine_scrapes_total); endpoints with fresh figures after the load: ${after.fresh}/${n} (${FRESH_LOAD_SERIES} series)${after.fresh === n && failed === 0 ? '' : ' — NOT ALL'}`,
+    );
+    const decoded = Object.values(
+      rows.reduce(
+        (acc, r) => {
+          for (const [k, v] of Object.entries(r.scraped.ext.destinations)) acc[k] = (acc[k] ?? 0) + v;
+          return acc;
+        },
+        {} as Record<string, number>,
+      ),
+    );
+    say(
+      `   llm-extproc (${n}) routed ${fmtInt(after.routed - before.routed)} requests in the measured rows; the decoded sample reached ${decoded.length}/${n} endpoints` +
+        ` (${decoded.length ? `${Math.min(...decoded)}-${Math.max(...decoded)} each` : 'none'}); ready ${fmt(readyMs / 1000, 2)} s after start (probed, first scrape round done)`,
+    );
+    const idleScrapeUs = ((idleScraped.cores - idleFew.cores) * 1e6) / (idleScraped.scrapesPerSecond - idleFew.scrapesPerSecond);
+    say(
+      `   idle (${idleSeconds} s after the load): llm-extproc (${n}) ${fmt(idleScraped.cores, 3)} cores at ${fmt(idleScraped.scrapesPerSecond, 1)} scrapes/s, (4) ${fmt(idleFew.cores, 3)} cores at` +
+        ` ${fmt(idleFew.scrapesPerSecond, 1)}/s: ${fmt(idleScrapeUs, 0)} µs CPU per extra scrape (its share of the probes included)`,
+    );
+    for (const row of rows) {
+      const m = row.scraped.ext;
+      say(
+        `   N=${row.concurrency}: llm-extproc (${n}) − (4) = ${fmt(row.extraCpuUsPerRequest)} µs/req; of that, the idle scraping cost spread over ${fmtInt(m.requestsPerSecond)} req/s is` +
+          ` ${fmt(((idleScraped.cores - idleFew.cores) * 1e6) / m.requestsPerSecond)} µs/req; the rest is the load_aware pick over ${n / 2} candidates and everything else`,
+      );
+    }
+    say('   the simulators get no traffic (ext_proc never calls a backend): every engine reports 0 running, so load_aware ranks by in-flight counts;');
+    say('   what is measured is the scraping and the scoring, not the spread of uneven loads (section 4 times the picker with spread figures)');
+    const maxCpuRatio = Math.max(...rows.map((r) => r.cpuRatio.scraped));
+    say(
+      `   headline — CPU per request with ${n} scraped endpoints, llm-extproc/bare: ${rows.map((r) => `N=${r.concurrency} ${r.cpuRatio.scraped.toFixed(2)}x`).join(', ')} (target ≤ 1.30x);` +
+        ` 4 endpoints: ${rows.map((r) => `${r.cpuRatio.fewEndpoints.toFixed(2)}x`).join(', ')}`,
+    );
+    if (scraped.output.length) {
+      say(`   llm-extproc (${n}) wrote ${scraped.output.length} log lines (warn and above); first ones:`);
+      for (const line of scraped.output.slice(0, 5)) say(`     ${line.slice(0, 300)}`);
+    }
+    say();
+    return {
+      endpoints: n,
+      hosts: `${scrapedHost(0)}-${scrapedHost(n - 1)}`,
+      routingLogic: 'load_aware',
+      metricsInterval: '1s',
+      readySeconds: readyMs / 1000,
+      idle: { seconds: idleSeconds, fewEndpoints: idleFew, scraped: idleScraped, cpuUsPerExtraScrape: idleScrapeUs },
+      rows,
+      scrapes: { success: after.success - before.success, failed, perSecond: scrapesPerSecond, freshAfter: after.fresh },
+      routed: after.routed - before.routed,
+      decodedEndpoints: decoded.length,
+      maxCpuRatio,
+    };
+  } finally {
+    if (scraped) await stopChild(scraped.child);
+    await Promise.all(pods.map((pod) => pod.close()));
+  }
+}
+type IdleCost = Awaited<ReturnType<typeof idleCost>>[number];
+
 function pickerSection(opts: Options): PickerRow[] {
   say(`== 4. Picker cost per decision: Scheduler.schedule() + Lease.release(), in-process, ${opts.pickerMs} ms per case, fresh process per case`);
   say('   registry: N healthy endpoints all serving one model on one engine; baseline: the 1-endpoint case of each picker');
@@ -1127,7 +1342,7 @@ async function main(): Promise<void> {
     options: { ...opts, sections: [...opts.sections] },
   };
   try {
-    const needServers = opts.sections.has('closed') || opts.sections.has('open') || opts.sections.has('large');
+    const needServers = (['closed', 'open', 'large', 'scraped'] as const).some((section) => opts.sections.has(section));
     if (needServers) {
       for (const engine of ['vllm', 'vllm', 'sglang', 'sglang'] as const) backends.push(await startSimulator({ engine, models: [MODEL], host: '127.0.0.1' }));
       const ext = await startLlmExtproc(opts, backends, profileDir);
@@ -1169,6 +1384,11 @@ async function main(): Promise<void> {
         for (const r of result) countDecisions(r.llmExtproc);
         sections.largeBodies = result;
       }
+      if (opts.sections.has('scraped')) {
+        const result = await scrapedSection(lg, servers, opts, ticks);
+        for (const r of result.rows) countDecisions(r.fewEndpoints.ext);
+        sections.scraped = result;
+      }
       sections.serverCheck = await serverCheck(ext, extDecisions);
       if (opts.traceGc) sections.gc = gcSection(servers, extDecisions);
       if (opts.heapSurvivors) sections.heapSurvivors = await heapSurvivorsSection(servers);
@@ -1194,6 +1414,7 @@ async function main(): Promise<void> {
     const closed = sections.closedLoop as { maxCpuRatio: number; rows: ClosedRow[] } | undefined;
     const open = sections.openLoop as { modes: OpenResult[] } | undefined;
     const large = sections.largeBodies as { bodyBytes: number; cpuRatio: number }[] | undefined;
+    const scraped = sections.scraped as Awaited<ReturnType<typeof scrapedSection>> | undefined;
     say('== Summary (figures are reported, not asserted)');
     if (closed) {
       const byMode = (mode: RequestMode) =>
@@ -1215,6 +1436,15 @@ async function main(): Promise<void> {
       }
     }
     if (large) say(`   large bodies, CPU per request llm-extproc/bare: ${large.map((r) => `${r.bodyBytes / MiB} MiB ${r.cpuRatio.toFixed(2)}x`).join(', ')}`);
+    if (scraped) {
+      say(
+        `   ${scraped.endpoints} scraped endpoints (load_aware), CPU per request llm-extproc/bare: ${scraped.rows.map((r) => `N=${r.concurrency} ${r.cpuRatio.scraped.toFixed(2)}x`).join(', ')}` +
+          ` (4 endpoints: ${scraped.rows.map((r) => `${r.cpuRatio.fewEndpoints.toFixed(2)}x`).join(', ')});`,
+      );
+      say(
+        `   target ≤ 1.30x: ${scraped.maxCpuRatio <= 1.3 ? 'met' : 'MISSED'}; ${fmt(scraped.scrapes.perSecond, 1)} scrapes/s, ${scraped.scrapes.failed} failed, fresh figures on ${scraped.scrapes.freshAfter}/${scraped.endpoints} after the load`,
+      );
+    }
     if (noisy) say('   WARNING: other processes competed for the CPUs during some sections (see their noise lines): re-run on a quiet machine');
     const finished = new Date();
     say(
