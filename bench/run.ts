@@ -8,7 +8,7 @@
  * (child process, bench/loadgen.ts). With taskset and ≥ 2 cores, the servers run on CPU 1 and
  * everything else on CPU 0.
  *
- *   node dist/bench/run.js [--quick] [--no-pin] [--profile] [--sections=closed,open,large,scraped,picker,json-scan]
+ *   node dist/bench/run.js [--quick] [--no-pin] [--profile] [--sections=closed,open,large,scraped,picker,json-scan,detection]
  *   env: BENCH_SECONDS BENCH_WARMUP_SECONDS BENCH_ROUNDS BENCH_CONCURRENCY BENCH_FULL_DUPLEX_CONCURRENCY BENCH_CONNECTIONS BENCH_RATE
  *        BENCH_OPEN_SECONDS BENCH_LARGE_SECONDS BENCH_LARGE_CONCURRENCY BENCH_LARGE_SIZES BENCH_SCRAPED_ENDPOINTS BENCH_SCRAPED_CONCURRENCY
  *        BENCH_PIN BENCH_PICKER_MS
@@ -19,6 +19,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type Simulator, startSimulator } from '../src/simulator/simulator.js';
+import { type DetectionRow, runDetectionBench } from './detection.js';
 import { type GcSummary, isGcLine, summarizeGc } from './gc-trace.js';
 import { type SurvivorSummary, summarizeSurvivors } from './heap-survivors.js';
 import { runJsonScanBench } from './json-scan.js';
@@ -37,7 +38,7 @@ const HEAP_SURVIVORS_DIR = join(ROOT, '.bench', 'heap-survivors');
 
 // ---------------------------------------------------------------- options
 
-const SECTIONS = ['closed', 'open', 'large', 'scraped', 'picker', 'json-scan'] as const;
+const SECTIONS = ['closed', 'open', 'large', 'scraped', 'picker', 'json-scan', 'detection'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Options {
@@ -1272,6 +1273,27 @@ async function readMetrics(ext: ServerProcess) {
   };
 }
 
+/** Section 7: bench/detection.ts, in this process. */
+async function detectionSection(): Promise<DetectionRow[]> {
+  say('== 7. Failure detection: how long a failed pod keeps getting live traffic (bench/detection.ts, llm-extproc in this process)');
+  say('   llm-extproc (default flags) routes 4 closed-loop clients through the Envoy double (BUFFERED, route timeout 5 s)');
+  say('   to 3 vLLM simulators at 127.0.0.201-203; after 0.5 s one fails: killed = the process exits (connections refused),');
+  say('   frozen = its port still accepts but never answers (a hung engine). passive on = --passive-ejection=5 (default);');
+  say('   off = --passive-ejection=0, active probes only (--probe-interval=5s, --probe-timeout=2s, --unhealthy-threshold=2: the defaults)');
+  const rows = await runDetectionBench((failure, passive) => progress(`detection: ${failure}, passive ${passive ? 'on' : 'off'}`));
+  say(
+    table([
+      ['failure', 'passive health', 'out of rotation after s', 'client requests failed meanwhile', 'routed to it afterwards'],
+      ...rows.map((r) => [r.failure, r.passive ? 'on' : 'off', fmt(r.detectionMs / 1000, 2), fmtInt(r.failedRequests), fmtInt(r.routedAfter)]),
+    ]),
+  );
+  say('   out of rotation = from the failure until llm-extproc stops picking the pod; failed = client requests answered non-200 (a refused');
+  say('   connection fails at once, so the clients retry fast and the count is high; a frozen pod holds each request until the 5 s route timeout);');
+  say('   afterwards = requests sent in the 1 s after that which still went to the failed pod (must be 0)');
+  say();
+  return rows;
+}
+
 /** What llm-extproc itself counted, from its /metrics: a cross-check of the load generator. */
 async function serverCheck(ext: ServerProcess, extDecisions: number) {
   const { sum: sumOf } = await readMetrics(ext);
@@ -1410,11 +1432,13 @@ async function main(): Promise<void> {
     const sections = report.sections as Record<string, unknown>;
     if (opts.sections.has('picker')) sections.picker = pickerSection(opts);
     if (opts.sections.has('json-scan')) sections.jsonScan = jsonScanSection();
+    if (opts.sections.has('detection')) sections.detection = await detectionSection();
 
     const closed = sections.closedLoop as { maxCpuRatio: number; rows: ClosedRow[] } | undefined;
     const open = sections.openLoop as { modes: OpenResult[] } | undefined;
     const large = sections.largeBodies as { bodyBytes: number; cpuRatio: number }[] | undefined;
     const scraped = sections.scraped as Awaited<ReturnType<typeof scrapedSection>> | undefined;
+    const detection = sections.detection as DetectionRow[] | undefined;
     say('== Summary (figures are reported, not asserted)');
     if (closed) {
       const byMode = (mode: RequestMode) =>
@@ -1443,6 +1467,17 @@ async function main(): Promise<void> {
       );
       say(
         `   target ≤ 1.30x: ${scraped.maxCpuRatio <= 1.3 ? 'met' : 'MISSED'}; ${fmt(scraped.scrapes.perSecond, 1)} scrapes/s, ${scraped.scrapes.failed} failed, fresh figures on ${scraped.scrapes.freshAfter}/${scraped.endpoints} after the load`,
+      );
+    }
+    if (detection) {
+      const seconds = (failure: DetectionRow['failure'], passive: boolean) => {
+        const r = detection.find((row) => row.failure === failure && row.passive === passive);
+        return r ? `${fmt(r.detectionMs / 1000, 2)} s` : '-';
+      };
+      const after = detection.reduce((n, r) => n + r.routedAfter, 0);
+      say(
+        `   failure detection (out of rotation after), passive health on / off: killed ${seconds('killed', true)} / ${seconds('killed', false)},` +
+          ` frozen ${seconds('frozen', true)} / ${seconds('frozen', false)}; routed to the failed pod afterwards: ${after === 0 ? 'none' : `${after} — SHOULD BE 0`}`,
       );
     }
     if (noisy) say('   WARNING: other processes competed for the CPUs during some sections (see their noise lines): re-run on a quiet machine');
