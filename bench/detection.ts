@@ -11,7 +11,7 @@
  * --probe-interval=5s, --unhealthy-threshold=2, --probe-timeout=2s). Reported: time from the
  * failure to the endpoint leaving rotation, and how many client requests failed meanwhile.
  *
- * Run alone: node dist/bench/detection.js
+ * Section 7 of `make bench` (bench/run.ts); run alone: node dist/bench/detection.js
  */
 
 import { createServer, type Server, type Socket } from 'node:net';
@@ -117,10 +117,14 @@ async function scenario(failure: DetectionRow['failure'], passive: boolean): Pro
   return { failure, passive, detectionMs: outAt - failedAt, failedRequests, routedAfter };
 }
 
-export async function runDetectionBench(): Promise<DetectionRow[]> {
+/** Every scenario in turn; `starting` is told before each one (progress lines). */
+export async function runDetectionBench(starting?: (failure: DetectionRow['failure'], passive: boolean) => void): Promise<DetectionRow[]> {
   const rows: DetectionRow[] = [];
   for (const failure of ['killed', 'frozen'] as const) {
-    for (const passive of [true, false]) rows.push(await scenario(failure, passive));
+    for (const passive of [true, false]) {
+      starting?.(failure, passive);
+      rows.push(await scenario(failure, passive));
+    }
   }
   return rows;
 }

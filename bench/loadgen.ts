@@ -51,8 +51,8 @@ export interface Scenario {
   target: string;
   /** pid of the server process, for its CPU time. */
   serverPid: number;
-  /** pid of the server not under test (its idle CPU time), or 0. */
-  idlePid: number;
+  /** pids of the servers not under test (their idle CPU time, summed); may be empty. */
+  idlePids: number[];
   connections: number;
   /** ping: HTTP/2 PING round trips only (answered inside nghttp2: the transport's floor). */
   mode: 'closed' | 'open' | 'ping';
@@ -83,7 +83,7 @@ export interface ScenarioResult {
   wallMs: number;
   serverCpuMs: number;
   loadgenCpuMs: number;
-  /** CPU time of the idle server (the one not under test) during the window. */
+  /** CPU time of the idle servers (those not under test) during the window. */
   idleServerCpuMs: number;
   /** Whole machine (/proc/stat): busy CPU time and steal during the window. */
   machineBusyMs: number;
@@ -272,7 +272,7 @@ class Run {
     return {
       server: processCpuMs(this.s.serverPid, ticks),
       self: processCpuMs(process.pid, ticks),
-      idle: this.s.idlePid ? processCpuMs(this.s.idlePid, ticks) : 0,
+      idle: this.s.idlePids.reduce((sum, pid) => sum + processCpuMs(pid, ticks), 0),
       machine: machineCpuMs(ticks),
     };
   }

@@ -8,9 +8,10 @@
  * (child process, bench/loadgen.ts). With taskset and ≥ 2 cores, the servers run on CPU 1 and
  * everything else on CPU 0.
  *
- *   node dist/bench/run.js [--quick] [--no-pin] [--profile] [--sections=closed,open,large,picker,json-scan]
+ *   node dist/bench/run.js [--quick] [--no-pin] [--profile] [--sections=closed,open,large,scraped,picker,json-scan,detection]
  *   env: BENCH_SECONDS BENCH_WARMUP_SECONDS BENCH_ROUNDS BENCH_CONCURRENCY BENCH_FULL_DUPLEX_CONCURRENCY BENCH_CONNECTIONS BENCH_RATE
- *        BENCH_OPEN_SECONDS BENCH_LARGE_SECONDS BENCH_LARGE_CONCURRENCY BENCH_LARGE_SIZES BENCH_PIN BENCH_PICKER_MS
+ *        BENCH_OPEN_SECONDS BENCH_LARGE_SECONDS BENCH_LARGE_CONCURRENCY BENCH_LARGE_SIZES BENCH_SCRAPED_ENDPOINTS BENCH_SCRAPED_CONCURRENCY
+ *        BENCH_PIN BENCH_PICKER_MS
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,13 +19,14 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type Simulator, startSimulator } from '../src/simulator/simulator.js';
+import { type DetectionRow, runDetectionBench } from './detection.js';
 import { type GcSummary, isGcLine, summarizeGc } from './gc-trace.js';
 import { type SurvivorSummary, summarizeSurvivors } from './heap-survivors.js';
 import { runJsonScanBench } from './json-scan.js';
 import type { Scenario, ScenarioResult } from './loadgen.js';
 import { MODEL } from './messages.js';
 import { type PickerRow, ratioToLeastOutstanding, runPickerBench } from './picker.js';
-import { canPin, clockTicksPerSecond, describeMachine, freePort, hasProcCpu, pinProcess } from './proc.js';
+import { canPin, clockTicksPerSecond, describeMachine, freePort, hasProcCpu, pinProcess, processCpuMs } from './proc.js';
 import { categoryBreakdown, frameTimes } from './profile.js';
 import { fmt, fmtInt, type Percentiles, percentiles, ratio, table } from './stats.js';
 
@@ -36,7 +38,7 @@ const HEAP_SURVIVORS_DIR = join(ROOT, '.bench', 'heap-survivors');
 
 // ---------------------------------------------------------------- options
 
-const SECTIONS = ['closed', 'open', 'large', 'picker', 'json-scan'] as const;
+const SECTIONS = ['closed', 'open', 'large', 'scraped', 'picker', 'json-scan', 'detection'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Options {
@@ -59,6 +61,8 @@ interface Options {
   largeSeconds: number;
   largeConcurrency: number;
   largeSizes: number[];
+  scrapedEndpoints: number;
+  scrapedConcurrency: number[];
   pickerMs: number;
   out: string;
 }
@@ -85,6 +89,8 @@ function parseOptions(): Options {
       'large-seconds': { type: 'string' },
       'large-concurrency': { type: 'string' },
       'large-sizes': { type: 'string' },
+      'scraped-endpoints': { type: 'string' },
+      'scraped-concurrency': { type: 'string' },
       'picker-ms': { type: 'string' },
       out: { type: 'string', default: '.bench/last.json' },
     },
@@ -122,6 +128,8 @@ function parseOptions(): Options {
     largeSeconds: num(pick(values['large-seconds'], 'BENCH_LARGE_SECONDS', '10', '2'), '--large-seconds'),
     largeConcurrency: Math.round(num(pick(values['large-concurrency'], 'BENCH_LARGE_CONCURRENCY', '2', '2'), '--large-concurrency')),
     largeSizes: list(pick(values['large-sizes'], 'BENCH_LARGE_SIZES', '1,8', '1,8'), '--large-sizes', MiB),
+    scrapedEndpoints: Math.round(num(pick(values['scraped-endpoints'], 'BENCH_SCRAPED_ENDPOINTS', '100', '100'), '--scraped-endpoints')),
+    scrapedConcurrency: list(pick(values['scraped-concurrency'], 'BENCH_SCRAPED_CONCURRENCY', '64', '64'), '--scraped-concurrency').map(Math.round),
     pickerMs: num(pick(values['picker-ms'], 'BENCH_PICKER_MS', '400', '150'), '--picker-ms'),
     out: resolve(ROOT, values.out),
   };
@@ -202,6 +210,8 @@ function serverNodeFlags(opts: Options, server: 'bare' | 'llm-extproc'): string[
 
 interface ServerProcess {
   name: 'bare' | 'llm-extproc';
+  /** In tables and progress lines; `name` unless several llm-extproc run (section scraped). */
+  label: string;
   child: ChildProcess;
   pid: number;
   target: string;
@@ -226,7 +236,21 @@ function collectLines(child: ChildProcess, into: string[], onLine?: (line: strin
   }
 }
 
-async function startLlmExtproc(opts: Options, backends: Simulator[], profileDir: string | undefined): Promise<ServerProcess> {
+interface LlmExtprocStart {
+  label?: string;
+  /** More command-line flags (after the defaults, so they win). */
+  args?: string[];
+  /** Ready only once every backend also has fresh engine figures (one series per endpoint in
+   *  llm_extproc_endpoint_engine_running_requests): the first scrape round is done. */
+  freshLoad?: boolean;
+}
+
+async function startLlmExtproc(
+  opts: Options,
+  backends: Simulator[],
+  profileDir: string | undefined,
+  { label = 'llm-extproc', args: extra = [], freshLoad = false }: LlmExtprocStart = {},
+): Promise<ServerProcess> {
   const port = await freePort();
   const adminPort = await freePort();
   const args = [
@@ -240,23 +264,28 @@ async function startLlmExtproc(opts: Options, backends: Simulator[], profileDir:
     `--admin-port=${adminPort}`,
     '--log-level=warn',
     '--drain-timeout=2s',
+    ...extra,
   ];
   const [cmd, argv] = nodeCommand(opts.pin, SERVER_CPU, args);
   const child = track(spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] }));
   const output: string[] = [];
   collectLines(child, output);
-  const server: ServerProcess = { name: 'llm-extproc', child, pid: child.pid!, target: `127.0.0.1:${port}`, adminPort, output };
+  const server: ServerProcess = { name: 'llm-extproc', label, child, pid: child.pid!, target: `127.0.0.1:${port}`, adminPort, output };
   const deadline = Date.now() + 20_000;
+  let waitingFor = '/ready';
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`llm-extproc exited with ${child.exitCode}:\n${output.join('\n')}`);
+    if (child.exitCode !== null) throw new Error(`${label} exited with ${child.exitCode}:\n${output.join('\n')}`);
     try {
       const res = await fetch(`http://127.0.0.1:${adminPort}/ready`);
       const body = (await res.json()) as { healthy_endpoints?: number };
-      if (res.status === 200 && body.healthy_endpoints === backends.length) break;
+      if (res.status === 200 && body.healthy_endpoints === backends.length) {
+        waitingFor = 'fresh engine figures from every backend';
+        if (!freshLoad || (await readMetrics(server)).count(FRESH_LOAD_SERIES) === backends.length) break;
+      }
     } catch {
       // not listening yet
     }
-    if (Date.now() > deadline) throw new Error(`llm-extproc not ready after 20 s:\n${output.join('\n')}`);
+    if (Date.now() > deadline) throw new Error(`${label} not ready after 20 s (waiting for ${waitingFor}):\n${output.join('\n')}`);
     await sleep(100);
   }
   return server;
@@ -283,6 +312,7 @@ async function startBare(opts: Options, destination: string, profileDir: string 
         const info = JSON.parse(line) as { listening: number; grpcOptions: unknown; http2: unknown };
         resolvePromise({
           name: 'bare',
+          label: 'bare',
           child,
           pid: child.pid!,
           target: `127.0.0.1:${info.listening}`,
@@ -370,7 +400,7 @@ class LoadGenerator {
 /** Requests each server answered completely over the whole run (warm-ups included), for --profile. */
 const servedTotals: Record<string, number> = {};
 function served(server: ServerProcess, result: ScenarioResult): ScenarioResult {
-  servedTotals[server.name] = (servedTotals[server.name] ?? 0) + result.completedTotal;
+  servedTotals[server.label] = (servedTotals[server.label] ?? 0) + result.completedTotal;
   return result;
 }
 
@@ -389,9 +419,9 @@ interface Measured {
   serverCores: number;
   loadgenCpuUsPerRequest: number;
   loadgenCores: number;
-  /** CPU the other (idle) server used meanwhile: its background work (probes, metrics timers). */
+  /** CPU the other (idle) servers used meanwhile: their background work (probes, scrapes, metrics timers). */
   idleServerCores: number;
-  /** Machine CPU not used by the server under test, the idle server or the load generator
+  /** Machine CPU not used by the server under test, the idle servers or the load generator
    *  (other processes on the machine, kernel threads, this orchestrator): noise. */
   backgroundCores: number;
   /** The same, in the worst slice. */
@@ -411,7 +441,7 @@ interface Measured {
   destinations: Record<string, number>;
 }
 
-/** CPU time used on the machine by anything but the two servers and the load generator (ms). */
+/** CPU time used on the machine by anything but the servers and the load generator (ms). */
 function background(r: ScenarioResult): number {
   return r.machineBusyMs - r.serverCpuMs - r.loadgenCpuMs - r.idleServerCpuMs;
 }
@@ -459,8 +489,8 @@ function summarize(server: string, results: ScenarioResult[]): Measured {
   };
 }
 
-interface Pair {
-  bare: Measured;
+/** One llm-extproc against the bare slices of the same rounds. */
+interface Versus {
   ext: Measured;
   /** CPU per request llm-extproc/bare of each round (slices run back to back): the spread shows noise. */
   cpuRatioPerRound: number[];
@@ -469,60 +499,101 @@ interface Pair {
   p99RatioPerRound: number[];
 }
 
+interface Pair extends Versus {
+  bare: Measured;
+}
+
+type ScenarioBase = Omit<Scenario, 'name' | 'target' | 'serverPid' | 'idlePids' | 'durationMs' | 'seed'>;
+
 /**
- * Runs the same scenario against both servers, `rounds` times, alternating which goes first
- * (bare, ext | ext, bare | …) so slow drift of a noisy machine hits both alike.
+ * Runs the same scenario against the bare server and each llm-extproc in `exts`, `rounds` times,
+ * the order reversed every other round (bare, ext… | …ext, bare | …) so slow drift of a noisy
+ * machine hits all alike. The servers not under test are the slice's idle ones.
  */
-async function measurePair(
+async function measureAgainstBare(
   lg: LoadGenerator,
-  servers: { bare: ServerProcess; ext: ServerProcess },
+  bare: ServerProcess,
+  exts: ServerProcess[],
   opts: Options,
-  base: Omit<Scenario, 'name' | 'target' | 'serverPid' | 'idlePid' | 'durationMs' | 'seed'>,
+  base: ScenarioBase,
   totalSeconds: number,
   label: string,
-): Promise<Pair> {
-  const results: { bare: ScenarioResult[]; ext: ScenarioResult[] } = { bare: [], ext: [] };
+): Promise<{ bare: Measured; versus: Versus[] }> {
+  const servers = [bare, ...exts];
+  const results: ScenarioResult[][] = servers.map(() => []);
   const sliceMs = (totalSeconds * 1000) / opts.rounds;
   for (let round = 0; round < opts.rounds; round++) {
-    const order: ('bare' | 'ext')[] = round % 2 === 0 ? ['bare', 'ext'] : ['ext', 'bare'];
-    for (const which of order) {
-      const server = servers[which];
-      progress(`${label}: ${server.name}, round ${round + 1}/${opts.rounds}`);
+    const order = servers.map((_, i) => i);
+    if (round % 2 === 1) order.reverse();
+    for (const i of order) {
+      const server = servers[i]!;
+      progress(`${label}: ${server.label}, round ${round + 1}/${opts.rounds}`);
       const result = served(
         server,
         await lg.run({
           ...base,
-          name: `${label} ${server.name}`,
+          name: `${label} ${server.label}`,
           target: server.target,
           serverPid: server.pid,
-          idlePid: servers[which === 'bare' ? 'ext' : 'bare'].pid,
+          idlePids: servers.filter((other) => other !== server).map((other) => other.pid),
           durationMs: sliceMs,
           seed: (round + 1) * 7919,
         }),
       );
-      results[which].push(result);
+      results[i]!.push(result);
     }
   }
+  const [bareResults, ...extResults] = results as [ScenarioResult[], ...ScenarioResult[][]];
   const perRequest = (r: ScenarioResult) => r.serverCpuMs / r.completed;
-  const latencyRatios = (pick: (p: Percentiles) => number) =>
-    results.ext.map((r, i) => pick(percentiles(r.latencyUs)) / pick(percentiles(results.bare[i]!.latencyUs)));
   return {
-    bare: summarize('bare', results.bare),
-    ext: summarize('llm-extproc', results.ext),
-    cpuRatioPerRound: results.ext.map((r, i) => perRequest(r) / perRequest(results.bare[i]!)),
-    p90RatioPerRound: latencyRatios((p) => p.p90),
-    p99RatioPerRound: latencyRatios((p) => p.p99),
+    bare: summarize(bare.label, bareResults),
+    versus: extResults.map((ext, k) => {
+      const latencyRatios = (pick: (p: Percentiles) => number) =>
+        ext.map((r, i) => pick(percentiles(r.latencyUs)) / pick(percentiles(bareResults[i]!.latencyUs)));
+      return {
+        ext: summarize(exts[k]!.label, ext),
+        cpuRatioPerRound: ext.map((r, i) => perRequest(r) / perRequest(bareResults[i]!)),
+        p90RatioPerRound: latencyRatios((p) => p.p90),
+        p99RatioPerRound: latencyRatios((p) => p.p99),
+      };
+    }),
   };
+}
+
+/** measureAgainstBare with one llm-extproc: the two servers alternate (bare, ext | ext, bare | …). */
+async function measurePair(
+  lg: LoadGenerator,
+  servers: { bare: ServerProcess; ext: ServerProcess },
+  opts: Options,
+  base: ScenarioBase,
+  totalSeconds: number,
+  label: string,
+): Promise<Pair> {
+  const { bare, versus } = await measureAgainstBare(lg, servers.bare, [servers.ext], opts, base, totalSeconds, label);
+  return { bare, ...versus[0]! };
 }
 
 let noisy = false;
 
-/** One line on what else used the machine while these were measured. */
-function noiseLine(pairs: Pair[]): void {
-  const all = pairs.flatMap((p) => [p.bare, p.ext]);
+/**
+ * One line on what else used the machine while these were measured. `groups`: the servers
+ * measured together (in the same rounds), each group's idle servers being the others of it.
+ */
+function noiseLine(groups: Measured[][]): void {
+  const all = groups.flat();
   const max = (f: (m: Measured) => number) => Math.max(...all.map(f));
-  const idleExt = Math.max(...pairs.map((p) => p.bare.idleServerCores));
-  const idleBare = Math.max(...pairs.map((p) => p.ext.idleServerCores));
+  // The idle servers' CPU during each server's slices, named after the idle ones.
+  const idle = new Map<string, number>();
+  for (const group of groups) {
+    for (const m of group) {
+      const others = group
+        .filter((other) => other !== m)
+        .map((other) => other.server)
+        .join(' + ');
+      idle.set(others, Math.max(idle.get(others) ?? 0, m.idleServerCores));
+    }
+  }
+  const idleText = [...idle].map(([names, cores]) => `${names} ≤ ${fmt(cores, 3)}`).join(', ');
   const worst = max((m) => m.backgroundCoresMax);
   say(
     `   noise: other CPU use on the machine ${fmt(
@@ -531,7 +602,7 @@ function noiseLine(pairs: Pair[]): void {
     )} cores on average, up to ${fmt(worst, 2)} in a slice; steal up to ${fmt(
       max((m) => m.stealCores),
       2,
-    )}; ` + `idle server meanwhile: llm-extproc ≤ ${fmt(idleExt, 3)}, bare ≤ ${fmt(idleBare, 3)} cores`,
+    )}; ` + `idle server${idle.size > 2 ? 's' : ''} meanwhile: ${idleText} cores`,
   );
   if (worst > 0.25) {
     noisy = true;
@@ -547,13 +618,16 @@ function errorsCell(m: Measured): string {
   return `${m.errorCount}/${m.streamsLost}/${m.goaways}`;
 }
 
-function listErrors(pairs: Pair[]): void {
-  for (const p of pairs) {
-    for (const m of [p.bare, p.ext]) {
-      for (const [k, v] of Object.entries(m.errors)) say(`    ! ${m.server}: ${v} × ${k}`);
-      if (m.connectionErrors) say(`    ! ${m.server}: ${m.connectionErrors} HTTP/2 session errors`);
-    }
+function listErrors(measured: Measured[]): void {
+  for (const m of measured) {
+    for (const [k, v] of Object.entries(m.errors)) say(`    ! ${m.server}: ${v} × ${k}`);
+    if (m.connectionErrors) say(`    ! ${m.server}: ${m.connectionErrors} HTTP/2 session errors`);
   }
+}
+
+/** The bare and llm-extproc figures of each pair, for noiseLine and listErrors. */
+function pairGroups(pairs: Pair[]): Measured[][] {
+  return pairs.map((p) => [p.bare, p.ext]);
 }
 
 // ---------------------------------------------------------------- sections
@@ -564,7 +638,7 @@ async function pingFloor(lg: LoadGenerator, bare: ServerProcess, opts: Options, 
     name: 'ping',
     target: bare.target,
     serverPid: bare.pid,
-    idlePid: 0,
+    idlePids: [],
     connections: 1,
     mode: 'ping',
     requestMode: 'buffered',
@@ -589,6 +663,41 @@ async function pingFloor(lg: LoadGenerator, bare: ServerProcess, opts: Options, 
 type RequestMode = Scenario['requestMode'];
 const MODE_NAME: Record<RequestMode, string> = { buffered: 'BUFFERED', full_duplex: 'FULL_DUPLEX' };
 
+/**
+ * One untimed closed-loop run at 64 streams, so measured slices do not pay for JIT compilation:
+ * by default 2 warm-up periods in BUFFERED, 1 in FULL_DUPLEX, at least 1 s.
+ */
+async function warmUp(
+  lg: LoadGenerator,
+  server: ServerProcess,
+  opts: Options,
+  ticks: number,
+  requestMode: RequestMode,
+  durationMs = Math.max(1000, opts.warmupSeconds * (requestMode === 'buffered' ? 2000 : 1000)),
+): Promise<void> {
+  progress(`warm-up ${server.label} (${MODE_NAME[requestMode]})`);
+  served(
+    server,
+    await lg.run({
+      name: 'warm-up',
+      target: server.target,
+      serverPid: server.pid,
+      idlePids: [],
+      connections: opts.connections,
+      mode: 'closed',
+      requestMode,
+      concurrency: 64,
+      rate: 0,
+      warmupMs: 0,
+      durationMs,
+      bodyBytes: 1024,
+      timeoutMs: 10_000,
+      clockTicks: ticks,
+      seed: 1,
+    }),
+  );
+}
+
 interface ClosedRow {
   mode: RequestMode;
   concurrency: number;
@@ -607,29 +716,7 @@ async function closedLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext
   say(`   in ${opts.rounds} alternating slices, each after ${opts.warmupSeconds} s warm-up`);
   // One untimed warm-up of both, in both modes, so the first measured slice does not pay for JIT compilation.
   for (const requestMode of ['buffered', 'full_duplex'] as const) {
-    for (const server of [servers.bare, servers.ext]) {
-      progress(`warm-up ${server.name} (${MODE_NAME[requestMode]})`);
-      served(
-        server,
-        await lg.run({
-          name: 'warm-up',
-          target: server.target,
-          serverPid: server.pid,
-          idlePid: 0,
-          connections: opts.connections,
-          mode: 'closed',
-          requestMode,
-          concurrency: 64,
-          rate: 0,
-          warmupMs: 0,
-          durationMs: Math.max(1000, opts.warmupSeconds * (requestMode === 'buffered' ? 2000 : 1000)),
-          bodyBytes: 1024,
-          timeoutMs: 10_000,
-          clockTicks: ticks,
-          seed: 1,
-        }),
-      );
-    }
+    for (const server of [servers.bare, servers.ext]) await warmUp(lg, server, opts, ticks, requestMode);
   }
   const rows: ClosedRow[] = [];
   const pairs: Pair[] = [];
@@ -704,8 +791,8 @@ async function closedLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext
     ]);
   }
   say(table([header, ...body]));
-  listErrors(pairs);
-  noiseLine(pairs);
+  listErrors(pairGroups(pairs).flat());
+  noiseLine(pairGroups(pairs));
   const dest = pairs
     .map((p) => p.ext.destinations)
     .reduce(
@@ -831,8 +918,8 @@ async function openLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext: 
       '',
     ]);
     say(table([header, ...rows]));
-    listErrors([pair]);
-    noiseLine([pair]);
+    listErrors([pair.bare, pair.ext]);
+    noiseLine(pairGroups([pair]));
     const p50ok = pair.ext.latencyUs.p50 < 500;
     const p99ok = pair.ext.latencyUs.p99 < 2000;
     say(
@@ -929,13 +1016,235 @@ async function largeBodies(lg: LoadGenerator, servers: { bare: ServerProcess; ex
     body.push(['', 'extra CPU', '', '', fmt((row.llmExtproc.cpuUsPerRequest - row.bare.cpuUsPerRequest) / 1000, 2), '', '', '', '', '']);
   }
   say(table([header, ...body]));
-  listErrors(pairs);
-  noiseLine(pairs);
+  listErrors(pairGroups(pairs).flat());
+  noiseLine(pairGroups(pairs));
   say(`   CPU ratio per round: ${out.map((r) => `${r.bodyBytes / MiB} MiB ${spread(r.cpuRatioPerRound)}`).join('; ')}`);
   say('   latency: request_headers sent → destination answer received, body transfer included');
   say();
   return out;
 }
+
+/**
+ * Requests each server of section 6 has answered (warm-ups included) before it is measured. With
+ * the usual warm-up alone, a freshly started llm-extproc measured up to 0.2x higher against the
+ * bare server than after 50,000 more requests.
+ */
+const SCRAPED_WARM_REQUESTS = 50_000;
+
+/** Loopback address of the i-th pod of section 6: 127.0.2.1, 127.0.2.2, … (250 per /24, then 127.0.3.1, …). */
+function scrapedHost(i: number): string {
+  return `127.0.${2 + Math.floor(i / 250)}.${1 + (i % 250)}`;
+}
+
+/** What an llm-extproc's /metrics says about its scrapes (and routing) at one moment. */
+async function scrapeReading(ext: ServerProcess) {
+  const m = await readMetrics(ext);
+  const scrapes = 'llm_extproc_engine_scrapes_total';
+  return {
+    at: performance.now(),
+    success: m.sum(scrapes, (l) => l.includes('result="success"')),
+    failed: m.sum(scrapes, (l) => !l.includes('result="success"')),
+    /** Endpoints with fresh engine figures. */
+    fresh: m.count(FRESH_LOAD_SERIES),
+    routed: m.sum('llm_extproc_requests_total', (l) => l.includes('outcome="routed"')),
+  };
+}
+type ScrapeReading = Awaited<ReturnType<typeof scrapeReading>>;
+
+const perSecond = (before: ScrapeReading, after: ScrapeReading, f: (r: ScrapeReading) => number) => (f(after) - f(before)) / ((after.at - before.at) / 1000);
+
+/** CPU each server uses over `seconds` with nothing to route (probes, scrapes, timers), and its successful scrapes per second meanwhile. */
+async function idleCost(exts: ServerProcess[], seconds: number, ticks: number) {
+  progress(`idle ${seconds} s: ${exts.map((e) => e.label).join(', ')}`);
+  const before = await Promise.all(exts.map(scrapeReading)); // /metrics answered before the CPU window opens
+  const t0 = performance.now();
+  const cpu0 = exts.map((e) => processCpuMs(e.pid, ticks));
+  await sleep(seconds * 1000);
+  const cpu1 = exts.map((e) => processCpuMs(e.pid, ticks));
+  const wallMs = performance.now() - t0;
+  const after = await Promise.all(exts.map(scrapeReading));
+  return exts.map((_, i) => ({ cores: (cpu1[i]! - cpu0[i]!) / wallMs, scrapesPerSecond: perSecond(before[i]!, after[i]!, (r) => r.success) }));
+}
+
+interface ScrapedRow {
+  concurrency: number;
+  bare: Measured;
+  /** The 4-endpoint llm-extproc of section 1. */
+  fewEndpoints: Versus;
+  scraped: Versus;
+  cpuRatio: { fewEndpoints: number; scraped: number };
+  /** llm-extproc (scraped) − llm-extproc (4 endpoints), µs per request. */
+  extraCpuUsPerRequest: number;
+}
+
+/**
+ * Section 6: llm-extproc routing among many scraped endpoints (load_aware, default
+ * --metrics-interval) against the bare server, with the 4-endpoint llm-extproc of section 1 as a
+ * reference, under the closed-loop BUFFERED load of section 1.
+ */
+async function scrapedSection(lg: LoadGenerator, servers: { bare: ServerProcess; ext: ServerProcess }, opts: Options, ticks: number) {
+  const n = opts.scrapedEndpoints;
+  const idleSeconds = opts.quick ? 2 : 5;
+  say(
+    `== 6. Scraped endpoints: llm-extproc with ${n} simulated pods (${scrapedHost(0)}-${scrapedHost(n - 1)}, vLLM and SGLang alternately), --routing-logic=load_aware,`,
+  );
+  say(
+    `   every pod's /metrics scraped every 1 s (--metrics-interval default); closed loop BUFFERED at N = ${opts.scrapedConcurrency.join(', ')}, as in section 1`,
+  );
+  say(
+    `   baseline: bare server; reference: llm-extproc of section 1 (4 endpoints, least_outstanding_requests); ${opts.closedSeconds} s measured per server per row,`,
+  );
+  say(
+    `   in ${opts.rounds} slices (bare, 4, ${n} | ${n}, 4, bare | …), each after ${opts.warmupSeconds} s warm-up; then ${idleSeconds} s idle (no load) for each one's background CPU;`,
+  );
+  say(`   before the rows, each server is warmed up until it has answered ${fmtInt(SCRAPED_WARM_REQUESTS)} requests in all (the new llm-extproc starts cold)`);
+  const pods: Simulator[] = [];
+  let scraped: ServerProcess | undefined;
+  try {
+    progress(`starting ${n} simulators`);
+    pods.push(
+      ...(await Promise.all(
+        Array.from({ length: n }, (_, i) => startSimulator({ engine: i % 2 === 0 ? 'vllm' : 'sglang', models: [MODEL], host: scrapedHost(i), port: 0 })),
+      )),
+    );
+    progress(`starting llm-extproc with ${n} endpoints`);
+    const startedAt = performance.now();
+    scraped = await startLlmExtproc(opts, pods, undefined, { label: `llm-extproc (${n})`, args: ['--routing-logic=load_aware'], freshLoad: true });
+    const readyMs = performance.now() - startedAt;
+    const fewLabel = `${servers.ext.label} (4)`;
+    // The new llm-extproc is a fresh process, the others may have answered millions: warm each one
+    // up to the same count, so none is measured colder (JIT tiers, heap sizes) than the others.
+    for (const server of [servers.bare, servers.ext, scraped]) {
+      for (let runs = 0; runs < 20 && (runs === 0 || (servedTotals[server.label] ?? 0) < SCRAPED_WARM_REQUESTS); runs++) {
+        await warmUp(lg, server, opts, ticks, 'buffered');
+      }
+    }
+
+    const before = await scrapeReading(scraped);
+    const rows: ScrapedRow[] = [];
+    for (const concurrency of opts.scrapedConcurrency) {
+      const { bare, versus } = await measureAgainstBare(
+        lg,
+        servers.bare,
+        [servers.ext, scraped],
+        opts,
+        {
+          connections: opts.connections,
+          mode: 'closed',
+          requestMode: 'buffered',
+          concurrency,
+          rate: 0,
+          warmupMs: opts.warmupSeconds * 1000,
+          bodyBytes: 1024,
+          timeoutMs: 10_000,
+          clockTicks: ticks,
+        },
+        opts.closedSeconds,
+        `scraped N=${concurrency}`,
+      );
+      const [few, many] = versus as [Versus, Versus];
+      rows.push({
+        concurrency,
+        bare,
+        fewEndpoints: few,
+        scraped: many,
+        cpuRatio: { fewEndpoints: few.ext.cpuUsPerRequest / bare.cpuUsPerRequest, scraped: many.ext.cpuUsPerRequest / bare.cpuUsPerRequest },
+        extraCpuUsPerRequest: many.ext.cpuUsPerRequest - few.ext.cpuUsPerRequest,
+      });
+    }
+    const after = await scrapeReading(scraped);
+    // After the load: the scraping code as warm as it was under load (right after the start it costs more).
+    const [idleFew, idleScraped] = (await idleCost([servers.ext, scraped], idleSeconds, ticks)) as [IdleCost, IdleCost];
+
+    const header = ['N', 'server', 'req/s', 'CPU µs/req', 'vs bare', 'server cores', 'p50 µs', 'p99 µs', 'err/lost/GOAWAY', 'loadgen cores'];
+    const body: string[][] = [];
+    for (const row of rows) {
+      for (const m of [row.bare, row.fewEndpoints.ext, row.scraped.ext]) {
+        body.push([
+          String(row.concurrency),
+          m === row.fewEndpoints.ext ? fewLabel : m.server,
+          fmtInt(m.requestsPerSecond),
+          fmt(m.cpuUsPerRequest),
+          ratio(m.cpuUsPerRequest, row.bare.cpuUsPerRequest),
+          fmt(m.serverCores, 2),
+          fmt(m.latencyUs.p50, 0),
+          fmt(m.latencyUs.p99, 0),
+          errorsCell(m),
+          fmt(m.loadgenCores, 2),
+        ]);
+      }
+    }
+    say(table([header, ...body]));
+    const measured = rows.map((r) => [r.bare, r.fewEndpoints.ext, r.scraped.ext]);
+    listErrors(measured.flat());
+    noiseLine(measured.map((group) => group.map((m) => (m === group[1] ? { ...m, server: fewLabel } : m))));
+    say(
+      `   CPU ratio per round (each llm-extproc slice / the bare slice of its round): ${rows
+        .map((r) => `N=${r.concurrency} 4 endpoints ${spread(r.fewEndpoints.cpuRatioPerRound)}, ${n} endpoints ${spread(r.scraped.cpuRatioPerRound)}`)
+        .join('; ')}`,
+    );
+    const scrapesPerSecond = perSecond(before, after, (r) => r.success);
+    const failed = after.failed - before.failed;
+    say(
+      `   scrapes by llm-extproc (${n}) over the measured rows: ${fmtInt(after.success - before.success)} successful (${fmt(scrapesPerSecond, 1)}/s), ${fmtInt(failed)} failed` +
+        ` (llm_extproc_engine_scrapes_total); endpoints with fresh figures after the load: ${after.fresh}/${n} (${FRESH_LOAD_SERIES} series)${after.fresh === n && failed === 0 ? '' : ' — NOT ALL'}`,
+    );
+    const decoded = Object.values(
+      rows.reduce(
+        (acc, r) => {
+          for (const [k, v] of Object.entries(r.scraped.ext.destinations)) acc[k] = (acc[k] ?? 0) + v;
+          return acc;
+        },
+        {} as Record<string, number>,
+      ),
+    );
+    say(
+      `   llm-extproc (${n}) routed ${fmtInt(after.routed - before.routed)} requests in the measured rows; the decoded sample reached ${decoded.length}/${n} endpoints` +
+        ` (${decoded.length ? `${Math.min(...decoded)}-${Math.max(...decoded)} each` : 'none'}); ready ${fmt(readyMs / 1000, 2)} s after start (probed, first scrape round done)`,
+    );
+    const idleScrapeUs = ((idleScraped.cores - idleFew.cores) * 1e6) / (idleScraped.scrapesPerSecond - idleFew.scrapesPerSecond);
+    say(
+      `   idle (${idleSeconds} s after the load): llm-extproc (${n}) ${fmt(idleScraped.cores, 3)} cores at ${fmt(idleScraped.scrapesPerSecond, 1)} scrapes/s, (4) ${fmt(idleFew.cores, 3)} cores at` +
+        ` ${fmt(idleFew.scrapesPerSecond, 1)}/s: ${fmt(idleScrapeUs, 0)} µs CPU per extra scrape (its share of the probes included)`,
+    );
+    for (const row of rows) {
+      const m = row.scraped.ext;
+      say(
+        `   N=${row.concurrency}: llm-extproc (${n}) − (4) = ${fmt(row.extraCpuUsPerRequest)} µs/req; of that, the idle scraping cost spread over ${fmtInt(m.requestsPerSecond)} req/s is` +
+          ` ${fmt(((idleScraped.cores - idleFew.cores) * 1e6) / m.requestsPerSecond)} µs/req; the rest is the load_aware pick over ${n / 2} candidates and everything else`,
+      );
+    }
+    say('   the simulators get no traffic (ext_proc never calls a backend): every engine reports 0 running, so load_aware ranks by in-flight counts;');
+    say('   what is measured is the scraping and the scoring, not the spread of uneven loads (section 4 times the picker with spread figures)');
+    const maxCpuRatio = Math.max(...rows.map((r) => r.cpuRatio.scraped));
+    say(
+      `   headline — CPU per request with ${n} scraped endpoints, llm-extproc/bare: ${rows.map((r) => `N=${r.concurrency} ${r.cpuRatio.scraped.toFixed(2)}x`).join(', ')} (target ≤ 1.30x);` +
+        ` 4 endpoints: ${rows.map((r) => `${r.cpuRatio.fewEndpoints.toFixed(2)}x`).join(', ')}`,
+    );
+    if (scraped.output.length) {
+      say(`   llm-extproc (${n}) wrote ${scraped.output.length} log lines (warn and above); first ones:`);
+      for (const line of scraped.output.slice(0, 5)) say(`     ${line.slice(0, 300)}`);
+    }
+    say();
+    return {
+      endpoints: n,
+      hosts: `${scrapedHost(0)}-${scrapedHost(n - 1)}`,
+      routingLogic: 'load_aware',
+      metricsInterval: '1s',
+      readySeconds: readyMs / 1000,
+      idle: { seconds: idleSeconds, fewEndpoints: idleFew, scraped: idleScraped, cpuUsPerExtraScrape: idleScrapeUs },
+      rows,
+      scrapes: { success: after.success - before.success, failed, perSecond: scrapesPerSecond, freshAfter: after.fresh },
+      routed: after.routed - before.routed,
+      decodedEndpoints: decoded.length,
+      maxCpuRatio,
+    };
+  } finally {
+    if (scraped) await stopChild(scraped.child);
+    await Promise.all(pods.map((pod) => pod.close()));
+  }
+}
+type IdleCost = Awaited<ReturnType<typeof idleCost>>[number];
 
 function pickerSection(opts: Options): PickerRow[] {
   say(`== 4. Picker cost per decision: Scheduler.schedule() + Lease.release(), in-process, ${opts.pickerMs} ms per case, fresh process per case`);
@@ -973,15 +1282,45 @@ function jsonScanSection(): string[] {
   return lines;
 }
 
-/** What llm-extproc itself counted, from its /metrics: a cross-check of the load generator. */
-async function serverCheck(ext: ServerProcess, extDecisions: number) {
+/** One series per endpoint with fresh engine figures (the scraper's gauges export only those). */
+const FRESH_LOAD_SERIES = 'llm_extproc_endpoint_engine_running_requests';
+
+/** One reading of llm-extproc's admin /metrics: a metric's samples, summed or counted, optionally filtered by their labels. */
+async function readMetrics(ext: ServerProcess) {
   const res = await fetch(`http://127.0.0.1:${ext.adminPort}/metrics`);
   const metrics = await res.text();
-  const sumOf = (name: string, filter: (labels: string) => boolean = () => true) => {
-    let total = 0;
-    for (const m of metrics.matchAll(new RegExp(`^${name}(\\{[^}]*\\})? ([0-9.e+-]+)$`, 'gm'))) if (filter(m[1] ?? '')) total += Number(m[2]);
-    return total;
+  const samples = (name: string, filter: (labels: string) => boolean) =>
+    [...metrics.matchAll(new RegExp(`^${name}(\\{[^}]*\\})? ([0-9.e+-]+)$`, 'gm'))].filter((m) => filter(m[1] ?? '')).map((m) => Number(m[2]));
+  return {
+    sum: (name: string, filter: (labels: string) => boolean = () => true) => samples(name, filter).reduce((a, b) => a + b, 0),
+    count: (name: string, filter: (labels: string) => boolean = () => true) => samples(name, filter).length,
   };
+}
+
+/** Section 7: bench/detection.ts, in this process. */
+async function detectionSection(): Promise<DetectionRow[]> {
+  say('== 7. Failure detection: how long a failed pod keeps getting live traffic (bench/detection.ts, llm-extproc in this process)');
+  say('   llm-extproc (default flags) routes 4 closed-loop clients through the Envoy double (BUFFERED, route timeout 5 s)');
+  say('   to 3 vLLM simulators at 127.0.0.201-203; after 0.5 s one fails: killed = the process exits (connections refused),');
+  say('   frozen = its port still accepts but never answers (a hung engine). passive on = --passive-ejection=5 (default);');
+  say('   off = --passive-ejection=0, active probes only (--probe-interval=5s, --probe-timeout=2s, --unhealthy-threshold=2: the defaults)');
+  const rows = await runDetectionBench((failure, passive) => progress(`detection: ${failure}, passive ${passive ? 'on' : 'off'}`));
+  say(
+    table([
+      ['failure', 'passive health', 'out of rotation after s', 'client requests failed meanwhile', 'routed to it afterwards'],
+      ...rows.map((r) => [r.failure, r.passive ? 'on' : 'off', fmt(r.detectionMs / 1000, 2), fmtInt(r.failedRequests), fmtInt(r.routedAfter)]),
+    ]),
+  );
+  say('   out of rotation = from the failure until llm-extproc stops picking the pod; failed = client requests answered non-200 (a refused');
+  say('   connection fails at once, so the clients retry fast and the count is high; a frozen pod holds each request until the 5 s route timeout);');
+  say('   afterwards = requests sent in the 1 s after that which still went to the failed pod (must be 0)');
+  say();
+  return rows;
+}
+
+/** What llm-extproc itself counted, from its /metrics: a cross-check of the load generator. */
+async function serverCheck(ext: ServerProcess, extDecisions: number) {
+  const { sum: sumOf } = await readMetrics(ext);
   const routed = sumOf('llm_extproc_requests_total', (l) => l.includes('outcome="routed"'));
   const refused = sumOf('llm_extproc_requests_total', (l) => !l.includes('outcome="routed"'));
   const protocolErrors = sumOf('llm_extproc_protocol_errors_total');
@@ -1049,7 +1388,7 @@ async function main(): Promise<void> {
     options: { ...opts, sections: [...opts.sections] },
   };
   try {
-    const needServers = opts.sections.has('closed') || opts.sections.has('open') || opts.sections.has('large');
+    const needServers = (['closed', 'open', 'large', 'scraped'] as const).some((section) => opts.sections.has(section));
     if (needServers) {
       for (const engine of ['vllm', 'vllm', 'sglang', 'sglang'] as const) backends.push(await startSimulator({ engine, models: [MODEL], host: '127.0.0.1' }));
       const ext = await startLlmExtproc(opts, backends, profileDir);
@@ -1091,6 +1430,11 @@ async function main(): Promise<void> {
         for (const r of result) countDecisions(r.llmExtproc);
         sections.largeBodies = result;
       }
+      if (opts.sections.has('scraped')) {
+        const result = await scrapedSection(lg, servers, opts, ticks);
+        for (const r of result.rows) countDecisions(r.fewEndpoints.ext);
+        sections.scraped = result;
+      }
       sections.serverCheck = await serverCheck(ext, extDecisions);
       if (opts.traceGc) sections.gc = gcSection(servers, extDecisions);
       if (opts.heapSurvivors) sections.heapSurvivors = await heapSurvivorsSection(servers);
@@ -1112,10 +1456,13 @@ async function main(): Promise<void> {
     const sections = report.sections as Record<string, unknown>;
     if (opts.sections.has('picker')) sections.picker = pickerSection(opts);
     if (opts.sections.has('json-scan')) sections.jsonScan = jsonScanSection();
+    if (opts.sections.has('detection')) sections.detection = await detectionSection();
 
     const closed = sections.closedLoop as { maxCpuRatio: number; rows: ClosedRow[] } | undefined;
     const open = sections.openLoop as { modes: OpenResult[] } | undefined;
     const large = sections.largeBodies as { bodyBytes: number; cpuRatio: number }[] | undefined;
+    const scraped = sections.scraped as Awaited<ReturnType<typeof scrapedSection>> | undefined;
+    const detection = sections.detection as DetectionRow[] | undefined;
     say('== Summary (figures are reported, not asserted)');
     if (closed) {
       const byMode = (mode: RequestMode) =>
@@ -1137,6 +1484,26 @@ async function main(): Promise<void> {
       }
     }
     if (large) say(`   large bodies, CPU per request llm-extproc/bare: ${large.map((r) => `${r.bodyBytes / MiB} MiB ${r.cpuRatio.toFixed(2)}x`).join(', ')}`);
+    if (scraped) {
+      say(
+        `   ${scraped.endpoints} scraped endpoints (load_aware), CPU per request llm-extproc/bare: ${scraped.rows.map((r) => `N=${r.concurrency} ${r.cpuRatio.scraped.toFixed(2)}x`).join(', ')}` +
+          ` (4 endpoints: ${scraped.rows.map((r) => `${r.cpuRatio.fewEndpoints.toFixed(2)}x`).join(', ')});`,
+      );
+      say(
+        `   target ≤ 1.30x: ${scraped.maxCpuRatio <= 1.3 ? 'met' : 'MISSED'}; ${fmt(scraped.scrapes.perSecond, 1)} scrapes/s, ${scraped.scrapes.failed} failed, fresh figures on ${scraped.scrapes.freshAfter}/${scraped.endpoints} after the load`,
+      );
+    }
+    if (detection) {
+      const seconds = (failure: DetectionRow['failure'], passive: boolean) => {
+        const r = detection.find((row) => row.failure === failure && row.passive === passive);
+        return r ? `${fmt(r.detectionMs / 1000, 2)} s` : '-';
+      };
+      const after = detection.reduce((n, r) => n + r.routedAfter, 0);
+      say(
+        `   failure detection (out of rotation after), passive health on / off: killed ${seconds('killed', true)} / ${seconds('killed', false)},` +
+          ` frozen ${seconds('frozen', true)} / ${seconds('frozen', false)}; routed to the failed pod afterwards: ${after === 0 ? 'none' : `${after} — SHOULD BE 0`}`,
+      );
+    }
     if (noisy) say('   WARNING: other processes competed for the CPUs during some sections (see their noise lines): re-run on a quiet machine');
     const finished = new Date();
     say(
