@@ -14,6 +14,13 @@ export interface SchedulingRequest {
   readonly body: Buffer | undefined;
   /** Aborts when the ext_proc stream ends (Envoy reset, client gone): cancel outside calls with it. */
   readonly signal: AbortSignal;
+  /** Every candidate at the start of this decision (before any filter): seed 000's `sched_context.pods`. */
+  readonly initialCandidates: readonly Endpoint[];
+}
+
+/** A plugin that wants to know where the request went (session affinity learns from it). */
+export interface PickListener {
+  picked(request: SchedulingRequest, endpoint: Endpoint): void;
 }
 
 /**
@@ -21,7 +28,7 @@ export interface SchedulingRequest {
  * empty = none fits). May be asynchronous (external filters). Throws PluginError when it failed and
  * must not be skipped (fail-closed); a filter that fails open returns its input instead.
  */
-export interface Filter {
+export interface Filter extends Partial<PickListener> {
   /** The instance's name (from the configuration), for logs, errors and metrics. */
   readonly name: string;
   /** The plugin type, e.g. `label-selector`. */
@@ -30,7 +37,7 @@ export interface Filter {
 }
 
 /** Rates every candidate from 0 (worst) to 1 (best); the chain adds `weight` x score per candidate. */
-export interface Scorer {
+export interface Scorer extends Partial<PickListener> {
   readonly name: string;
   readonly type: string;
   readonly weight: number;
