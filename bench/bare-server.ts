@@ -50,7 +50,7 @@ import { RouteTable } from '../src/routing/routes.js';
 import type { Lease } from '../src/scheduling/ledger.js';
 import { LeastOutstandingPicker } from '../src/scheduling/pickers.js';
 import { Scheduler } from '../src/scheduling/scheduler.js';
-import { OK_OUTCOME, upsertAll } from '../test/support/endpoints.js';
+import { leaseOf, OK_OUTCOME, pickerOnly, upsertAll } from '../test/support/endpoints.js';
 import { MAX_STREAMED_CHUNK_BYTES } from './messages.js';
 
 const MiB = 1024 * 1024;
@@ -159,7 +159,7 @@ function echo(call: grpc.ServerDuplexStream<ProcessingRequest__Output, Processin
 // --like=route: llm-extproc's request reading and scheduling, over 4 endpoints serving the model.
 const MODEL = 'Qwen/Qwen2.5-0.5B-Instruct';
 const registry = new EndpointRegistry();
-const scheduler = new Scheduler(registry, new LeastOutstandingPicker());
+const scheduler = new Scheduler(registry, pickerOnly(new LeastOutstandingPicker()));
 const routes = new RouteTable();
 if (LIKE.has('route')) {
   const hosts = ['vllm', 'vllm', 'sglang', 'sglang'].map((engine, i) => ({ engine, address: `127.0.0.${i + 2}:8000` }));
@@ -195,7 +195,7 @@ server.addService(definition.envoy.service.ext_proc.v3.ExternalProcessor.service
       let ownedBy = '';
       if (LIKE.has('route') && headers) {
         const routing = readRoutingRequest(headers, body.length ? scanRoutingKeys(body, false) : undefined, routes, requestId);
-        lease = scheduler.schedule(routing);
+        lease = leaseOf(scheduler.schedule({ routing }));
         model = routing.model;
         ownedBy = routing.ownedBy ?? '';
       }

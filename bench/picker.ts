@@ -26,7 +26,7 @@ import type { RoutingRequest } from '../src/request/routing-request.js';
 import { Lease } from '../src/scheduling/ledger.js';
 import { createPicker, type RoutingLogic } from '../src/scheduling/pickers.js';
 import { Scheduler } from '../src/scheduling/scheduler.js';
-import { OK_OUTCOME, upsertAll } from '../test/support/endpoints.js';
+import { leaseOf, OK_OUTCOME, pickerOnly, upsertAll } from '../test/support/endpoints.js';
 import { MODEL } from './messages.js';
 
 export interface PickerRow {
@@ -70,7 +70,7 @@ function time(scheduler: Scheduler, budgetMs: number): { ns: number; decisions: 
   let sink = 0;
   const batch = (n: number) => {
     for (let i = 0; i < n; i++) {
-      const lease = scheduler.schedule(REQUESTS[i & 15]!);
+      const lease = leaseOf(scheduler.schedule({ routing: REQUESTS[i & 15]! }));
       sink += lease.endpoint.inFlight;
       lease.release(OK_OUTCOME);
     }
@@ -129,7 +129,7 @@ function setLoad(endpoint: Endpoint, running: number, waiting: number, kvPercent
 export function timeCase(count: number, logic: RoutingLogic, state: State, budgetMs: number): PickerRow {
   const picker = createPicker(logic);
   const registry = registryWith(count);
-  const scheduler = new Scheduler(registry, picker);
+  const scheduler = new Scheduler(registry, pickerOnly(picker));
   const held: Lease[] = [];
   let i = 0;
   for (const endpoint of registry.all()) {

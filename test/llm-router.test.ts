@@ -11,7 +11,7 @@ import { SCAN_SLICE_BYTES } from '../src/request/json-scan.js';
 import { RouteTable } from '../src/routing/routes.js';
 import { createPicker } from '../src/scheduling/pickers.js';
 import { Scheduler } from '../src/scheduling/scheduler.js';
-import { upsertAll } from './support/endpoints.js';
+import { pickerOnly, upsertAll } from './support/endpoints.js';
 
 const MODEL = 'm';
 
@@ -23,7 +23,7 @@ function router(): LlmRouter {
   const routes = new RouteTable();
   return new LlmRouter(
     () => routes,
-    new Scheduler(registry, createPicker('least_outstanding_requests')),
+    new Scheduler(registry, pickerOnly(createPicker('least_outstanding_requests'))),
     registry,
     new Metrics(registry, () => 0),
     createLogger('silent'),

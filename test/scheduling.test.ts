@@ -2,14 +2,13 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Endpoint, type ModelCard } from '../src/discovery/endpoint.js';
 import { EndpointRegistry } from '../src/discovery/registry.js';
-import { RequestError } from '../src/request/errors.js';
 import type { RoutingRequest } from '../src/request/routing-request.js';
 import { MappingTable } from '../src/routing/mappings.js';
 import { Lease } from '../src/scheduling/ledger.js';
 import { LoadAwarePicker } from '../src/scheduling/load-aware-picker.js';
 import { LeastOutstandingPicker, type Picker, RoundRobinPicker } from '../src/scheduling/pickers.js';
-import { Scheduler } from '../src/scheduling/scheduler.js';
-import { OK_OUTCOME, upsertAll } from './support/endpoints.js';
+import { Scheduler, type SchedulerOptions } from '../src/scheduling/scheduler.js';
+import { leaseOf, OK_OUTCOME, pickerOnly, upsertAll } from './support/endpoints.js';
 
 const GROUP = {};
 const card = (id: string, owned_by: string): ModelCard => ({ id, object: 'model', created: 0, owned_by, root: id, parent: null });
@@ -138,7 +137,7 @@ describe('Scheduler', () => {
     routeName: undefined,
     requestId: 'r',
   });
-  function setup(options?: ConstructorParameters<typeof Scheduler>[2]) {
+  function setup(options?: SchedulerOptions) {
     const registry = new EndpointRegistry();
     upsertAll(registry, [
       { address: '10.0.0.1:8000', name: 'v1', namespace: 'ns', labels: {} },
@@ -148,36 +147,36 @@ describe('Scheduler', () => {
     registry.update(registry.get('10.0.0.1:8000')!, { models: [card('qwen', 'vllm'), card('llama', 'vllm')], healthy: true });
     registry.update(registry.get('10.0.0.2:8000')!, { models: [card('qwen', 'vllm')], healthy: true });
     registry.update(registry.get('10.0.0.3:30000')!, { models: [card('qwen', 'sglang')], healthy: true });
-    return { registry, scheduler: new Scheduler(registry, new LeastOutstandingPicker(), options) };
+    return { registry, scheduler: new Scheduler(registry, pickerOnly(new LeastOutstandingPicker()), options) };
   }
-  const fails = (fn: () => unknown, status: number, pattern: RegExp) =>
-    assert.throws(fn, (err: unknown) => err instanceof RequestError && err.status === status && pattern.test(err.message));
+  const pick = (scheduler: Scheduler, model: string, ownedBy?: string) => leaseOf(scheduler.schedule({ routing: request(model, ownedBy) }));
+  const result = (scheduler: Scheduler, model: string, ownedBy?: string) => scheduler.schedule({ routing: request(model, ownedBy) });
 
   it('routes by model and engine', () => {
     const { scheduler } = setup();
-    assert.equal(scheduler.schedule(request('qwen', 'sglang')).address, '10.0.0.3:30000');
-    assert.equal(scheduler.schedule(request('llama')).address, '10.0.0.1:8000');
+    assert.equal(pick(scheduler, 'qwen', 'sglang').address, '10.0.0.3:30000');
+    assert.equal(pick(scheduler, 'llama').address, '10.0.0.1:8000');
   });
   it('model-only routing spans engines', () => {
     const { scheduler } = setup();
-    const seen = new Set(Array.from({ length: 6 }, () => scheduler.schedule(request('qwen')).address));
+    const seen = new Set(Array.from({ length: 6 }, () => pick(scheduler, 'qwen').address));
     assert.equal(seen.size, 3);
   });
   it('unknown model is 404; known model on another engine is 404 naming the engines', () => {
     const { scheduler } = setup();
-    fails(() => scheduler.schedule(request('gpt-4')), 404, /does not exist/);
-    fails(() => scheduler.schedule(request('llama', 'sglang')), 404, /served by: vllm/);
+    assert.deepEqual(result(scheduler, 'gpt-4'), { kind: 'unknown_model' });
+    assert.deepEqual(result(scheduler, 'llama', 'sglang'), { kind: 'unknown_engine', engines: ['vllm'] });
   });
   it('known but unhealthy is 503, and unhealthy endpoints are never picked', () => {
     const { registry, scheduler } = setup();
     registry.update(registry.get('10.0.0.3:30000')!, { healthy: false });
-    fails(() => scheduler.schedule(request('qwen', 'sglang')), 503, /No healthy backend/);
+    assert.deepEqual(result(scheduler, 'qwen', 'sglang'), { kind: 'none_healthy', services: undefined });
     registry.update(registry.get('10.0.0.1:8000')!, { healthy: false });
-    for (let i = 0; i < 10; i++) assert.equal(scheduler.schedule(request('qwen')).address, '10.0.0.2:8000');
+    for (let i = 0; i < 10; i++) assert.equal(pick(scheduler, 'qwen').address, '10.0.0.2:8000');
   });
   it('keeps endpoint objects (and their in-flight counts) across rediscovery', () => {
     const { registry, scheduler } = setup();
-    const lease = scheduler.schedule(request('llama'));
+    const lease = pick(scheduler, 'llama');
     registry.upsert({ address: '10.0.0.1:8000', name: 'v1', namespace: 'ns', labels: { a: 'b' } });
     registry.remove('10.0.0.3:30000');
     assert.equal(registry.get('10.0.0.1:8000')!.inFlight, 1);
@@ -185,27 +184,19 @@ describe('Scheduler', () => {
     assert.equal(registry.get('10.0.0.1:8000')!.inFlight, 0);
     assert.deepEqual(registry.lookup('qwen', 'sglang'), { kind: 'unknown_engine', engines: ['vllm'] });
   });
-  it('503 answers carry retry-after', () => {
-    const { registry, scheduler } = setup({ retryAfterSeconds: 7 });
-    registry.update(registry.get('10.0.0.3:30000')!, { healthy: false });
-    assert.throws(
-      () => scheduler.schedule(request('qwen', 'sglang')),
-      (err: unknown) => err instanceof RequestError && err.headers.some(([name, value]) => name === 'retry-after' && value === '7'),
-    );
-  });
   it('a model mapped to a Service goes only to its ready endpoints; other models are not narrowed', () => {
     const services: Record<string, ReadonlySet<string>> = { 'qwen-decode': new Set(['10.0.0.2:8000', '10.0.0.3:30000']) };
     const mappings = new MappingTable([{ model: 'qwen', owned_by: 'vllm', service_name: 'qwen-decode' }]);
-    const { registry, scheduler } = setup({ retryAfterSeconds: 1, pins: { mappings, addresses: (name) => services[name] } });
-    for (let i = 0; i < 8; i++) assert.equal(scheduler.schedule(request('qwen', 'vllm')).address, '10.0.0.2:8000');
-    const anyEngine = new Set(Array.from({ length: 12 }, () => scheduler.schedule(request('qwen')).address));
+    const { registry, scheduler } = setup({ pins: { mappings, addresses: (name) => services[name] } });
+    for (let i = 0; i < 8; i++) assert.equal(pick(scheduler, 'qwen', 'vllm').address, '10.0.0.2:8000');
+    const anyEngine = new Set(Array.from({ length: 12 }, () => pick(scheduler, 'qwen').address));
     assert.deepEqual([...anyEngine].sort(), ['10.0.0.2:8000', '10.0.0.3:30000'], 'naming no engine: every mapping of the model applies');
-    assert.equal(scheduler.schedule(request('llama')).address, '10.0.0.1:8000', 'an unmapped model is not narrowed');
+    assert.equal(pick(scheduler, 'llama').address, '10.0.0.1:8000', 'an unmapped model is not narrowed');
     registry.update(registry.get('10.0.0.2:8000')!, { healthy: false });
-    fails(() => scheduler.schedule(request('qwen', 'vllm')), 503, /Service `qwen-decode`/);
+    assert.deepEqual(result(scheduler, 'qwen', 'vllm'), { kind: 'none_healthy', services: ['qwen-decode'] });
     services['qwen-decode'] = new Set();
     registry.update(registry.get('10.0.0.2:8000')!, { healthy: true });
-    fails(() => scheduler.schedule(request('qwen', 'vllm')), 503, /Service `qwen-decode`/);
+    assert.deepEqual(result(scheduler, 'qwen', 'vllm'), { kind: 'none_healthy', services: ['qwen-decode'] });
   });
   it('aggregates one model card per (model, owned_by)', () => {
     const { registry } = setup();

@@ -2,12 +2,13 @@ import type { Logger } from 'pino';
 import type { EndpointRegistry } from '../discovery/registry.js';
 import type { HttpRequestHead, HttpRequestView, LocalReply, RequestRouter, RouteDecision } from '../extproc/types.js';
 import type { Metrics } from '../metrics.js';
-import { internalError, RequestError, tooLarge } from '../request/errors.js';
+import { internalError, notFound, RequestError, tooLarge, unavailable } from '../request/errors.js';
 import type { ScanResult } from '../request/json-scan.js';
 import { clip } from '../request/limits.js';
-import { needsSlicedScan, readRoutingRequest, scanRoutingKeys, scanRoutingKeysSliced } from '../request/routing-request.js';
+import { needsSlicedScan, type RoutingRequest, readRoutingRequest, scanRoutingKeys, scanRoutingKeysSliced } from '../request/routing-request.js';
 import type { RouteTable } from '../routing/routes.js';
 import type { Scheduler } from '../scheduling/scheduler.js';
+import type { ScheduleResult } from '../scheduling/types.js';
 import { modelsReply } from './models-reply.js';
 
 /**
@@ -22,6 +23,8 @@ export class LlmRouter implements RequestRouter {
     private readonly endpoints: EndpointRegistry,
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    /** The `retry-after` of a 503 when nothing usable serves the model: about when a probe may bring something back. */
+    private readonly retryAfterSeconds = 1,
   ) {}
 
   decide(request: HttpRequestView): RouteDecision | Promise<RouteDecision> {
@@ -39,33 +42,62 @@ export class LlmRouter implements RequestRouter {
     return this.route(request, scanRoutingKeys(body, request.bodyPartial));
   }
 
-  private route(request: HttpRequestView, scan: ScanResult | undefined): RouteDecision {
-    let model: string | undefined;
-    let ownedBy: string | undefined;
+  private route(request: HttpRequestView, scan: ScanResult | undefined): RouteDecision | Promise<RouteDecision> {
+    let routing: RoutingRequest;
     try {
-      const routing = readRoutingRequest(request.headers, scan, this.routes(), request.requestId);
-      model = routing.model;
-      ownedBy = routing.ownedBy;
-      const lease = this.scheduler.schedule(routing);
-      this.metrics.routed(model, ownedBy ?? '');
-      if (this.log.isLevelEnabled('debug')) {
-        this.log.debug(
-          {
-            requestId: request.requestId,
-            model,
-            ownedBy,
-            ownedBySource: routing.ownedBySource,
-            route: routing.routeName,
-            endpoint: lease.address,
-            partialBody: scan?.ok && !scan.complete ? true : undefined,
-          },
-          'routed',
-        );
-      }
-      return { kind: 'route', destination: lease };
+      routing = readRoutingRequest(request.headers, scan, this.routes(), request.requestId);
     } catch (err) {
       if (!(err instanceof RequestError)) throw err;
-      return { kind: 'reply', reply: this.refuse(err, request, model, ownedBy) };
+      return { kind: 'reply', reply: this.refuse(err, request, undefined, undefined) };
+    }
+    const result = this.scheduler.schedule({ routing, headers: request.headers, body: request.body, signal: request.signal });
+    if (result instanceof Promise) return result.then((settled) => this.answer(request, routing, settled, scan));
+    return this.answer(request, routing, result, scan);
+  }
+
+  private answer(request: HttpRequestView, routing: RoutingRequest, result: ScheduleResult, scan: ScanResult | undefined): RouteDecision {
+    const { model, ownedBy } = routing;
+    if (result.kind !== 'picked') return { kind: 'reply', reply: this.refuse(this.refusal(result, routing), request, model, ownedBy) };
+    const { lease } = result;
+    this.metrics.routed(model, ownedBy ?? '');
+    if (this.log.isLevelEnabled('debug')) {
+      this.log.debug(
+        {
+          requestId: request.requestId,
+          model,
+          ownedBy,
+          ownedBySource: routing.ownedBySource,
+          route: routing.routeName,
+          endpoint: lease.address,
+          partialBody: scan?.ok && !scan.complete ? true : undefined,
+        },
+        'routed',
+      );
+    }
+    return { kind: 'route', destination: lease };
+  }
+
+  /** Why scheduling found no endpoint, as the client is told: 404 for what is never served, 503 for what is not now. */
+  private refusal(result: Exclude<ScheduleResult, { kind: 'picked' }>, routing: RoutingRequest): RequestError {
+    const model = `\`${clip(routing.model)}\``;
+    const retry: [string, string][] = [['retry-after', String(this.retryAfterSeconds)]];
+    switch (result.kind) {
+      case 'unknown_model':
+        return notFound('model_not_found', `The model ${model} does not exist or is not served by any backend.`);
+      case 'unknown_engine':
+        return notFound(
+          'model_not_found',
+          `The model ${model} is not served by engine \`${clip(routing.ownedBy)}\` (served by: ${result.engines.join(', ')}).`,
+        );
+      case 'none_healthy': {
+        const where = result.services ? ` of Service ${result.services.map((service) => `\`${service}\``).join(', ')}` : '';
+        const engine = routing.ownedBy && !result.services ? ` on engine \`${clip(routing.ownedBy)}\`` : '';
+        return unavailable('no_healthy_backend', `No healthy backend${where} is available for model ${model}${engine}; try again later.`, retry);
+      }
+      case 'all_filtered':
+        return unavailable('no_matching_backend', `No backend for model ${model} passed the scheduling filter \`${result.filter}\`; try again later.`, retry);
+      case 'plugin_failed':
+        return unavailable('scheduling_plugin_failed', `The scheduling plugin \`${result.plugin}\` failed: ${result.reason}`, retry);
     }
   }
 

@@ -11,7 +11,7 @@ import { Metrics } from '../metrics.js';
 import { joinHostPort } from '../net-address.js';
 import { MappingTable } from '../routing/mappings.js';
 import { loadRouteConfig, type RouteConfig, RouteTable } from '../routing/routes.js';
-import { createPicker } from '../scheduling/pickers.js';
+import { buildChain, loadChainSpec, PRESET_CHAIN } from '../scheduling/plugins.js';
 import { Scheduler } from '../scheduling/scheduler.js';
 import { type DiscoveryOptions, type RunningDiscovery, startDiscovery } from './discovery.js';
 import { LlmRouter } from './llm-router.js';
@@ -56,13 +56,13 @@ export async function startService(config: Config, log: Logger, options: Discove
     () => metrics.ejections.inc(),
     log,
   );
-  const scheduler = new Scheduler(endpoints, createPicker(config.routingLogic), {
-    // About when a probe may have brought something back.
-    retryAfterSeconds: Math.max(1, Math.ceil(config.probeIntervalMs / 1000)),
+  const chainSpec = config.schedulingConfig ? await loadChainSpec(config.schedulingConfig) : PRESET_CHAIN;
+  const scheduler = new Scheduler(endpoints, buildChain(chainSpec, config.routingLogic), {
     onOutcome: (endpoint, outcome) => passive.record(endpoint, outcome),
     pins: serviceAddresses && { mappings, addresses: serviceAddresses },
   });
-  const router = new LlmRouter(() => routes, scheduler, endpoints, metrics, log);
+  // retry-after: about when a probe may have brought something back.
+  const router = new LlmRouter(() => routes, scheduler, endpoints, metrics, log, Math.max(1, Math.ceil(config.probeIntervalMs / 1000)));
   grpc = new ExtProcServer(
     {
       host: config.host,

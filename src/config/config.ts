@@ -25,6 +25,7 @@ export interface Config {
   staticOwnedBy: string | undefined;
   routingLogic: RoutingLogic;
   routeConfig: string | undefined;
+  schedulingConfig: string | undefined;
   logLevel: LogLevel;
   maxBodyBytes: number;
   grpcMaxReceiveBytes: number;
@@ -110,6 +111,11 @@ const FLAGS = {
   'k8s-port': ['string', undefined, `backend port on each pod (default ${DEFAULT_K8S_PORT} unless --k8s-port-name is given)`],
   'k8s-port-name': ['string', undefined, 'named container port of the backend, looked up in each pod (instead of --k8s-port)'],
   'routing-logic': ['string', 'least_outstanding_requests', `picker: ${ROUTING_LOGICS.join(' | ')}`],
+  'scheduling-config': [
+    'string',
+    undefined,
+    'scheduling chain file (YAML or JSON): {filters, scorers, picker}; its picker replaces --routing-logic (docs/scheduling.md)',
+  ],
   'route-config': ['string', undefined, 'routes file (JSON or YAML): [{name, path_prefix, model?, owned_by?}]'],
   'log-level': ['string', 'info', LOG_LEVELS.join(' | ')],
   'max-body-size': ['string', '32MiB', 'largest request body accepted (413 above)'],
@@ -211,6 +217,7 @@ export function parseConfig(argv: readonly string[]): Config | undefined {
     staticOwnedBy: given('static-owned-by'),
     routingLogic: oneOf('routing-logic', text('routing-logic'), ROUTING_LOGICS),
     routeConfig: given('route-config'),
+    schedulingConfig: given('scheduling-config'),
     logLevel: oneOf('log-level', text('log-level').toLowerCase(), LOG_LEVELS),
     maxBodyBytes,
     grpcMaxReceiveBytes: grpcReceiveLimit(maxBodyBytes, given('grpc-max-receive-size')),

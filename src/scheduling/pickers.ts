@@ -4,8 +4,11 @@ import { LoadAwarePicker } from './load-aware-picker.js';
 /** Chooses one endpoint among usable candidates (never called with an empty list). */
 export interface Picker {
   readonly name: string;
-  /** `group` identifies the candidate set (stable while the set is), for pickers that keep state per set. */
-  pick(candidates: readonly Endpoint[], group: object): Endpoint;
+  /**
+   * `group` identifies the candidate set (stable while the set is), for pickers that keep state per
+   * set; `scores` holds the chain's weighted score per candidate when it has scorers.
+   */
+  pick(candidates: readonly Endpoint[], group: object, scores?: Float64Array): Endpoint;
 }
 
 /**

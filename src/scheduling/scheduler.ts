@@ -1,72 +1,161 @@
 import type { Endpoint } from '../discovery/endpoint.js';
 import type { EndpointRegistry } from '../discovery/registry.js';
-import { notFound, type RequestError, unavailable } from '../request/errors.js';
-import { clip } from '../request/limits.js';
+import { RequestHeaders } from '../extproc/headers.js';
 import type { RoutingRequest } from '../request/routing-request.js';
 import type { MappingTable } from '../routing/mappings.js';
 import { Lease, type OutcomeListener } from './ledger.js';
 import type { Picker } from './pickers.js';
+import { type Filter, PluginError, type ScheduleResult, type SchedulingRequest, type Scorer } from './types.js';
 
 export interface SchedulerOptions {
-  /** The `retry-after` of a 503 when nothing usable serves the model. */
-  retryAfterSeconds: number;
   /** Told how every routed request ended (passive health). */
   onOutcome?: OutcomeListener;
   /** Models pinned to Kubernetes Services (route file `mappings`), and those Services' ready addresses. */
   pins?: { mappings: MappingTable; addresses(service: string): ReadonlySet<string> | undefined };
+  /** Told each plugin's time and outcome (metrics). */
+  observe?: (plugin: Filter | Scorer, seconds: number, outcome: PluginOutcome) => void;
 }
 
+/** What one plugin call came to, as the chain records it. */
+export type PluginOutcome = 'ok' | 'emptied' | 'failed';
+
+/** The plugins of one chain: filters in order, weighted scorers, one picker. */
+export interface Chain {
+  filters: readonly Filter[];
+  scorers: readonly Scorer[];
+  picker: Picker;
+}
+
+/** What the scheduler needs of a request; headers, body and signal default to none. */
+export interface SchedulingInput {
+  routing: RoutingRequest;
+  headers?: RequestHeaders;
+  body?: Buffer;
+  signal?: AbortSignal;
+}
+
+const NO_HEADERS = new RequestHeaders([]);
+const NEVER = new AbortController().signal;
+
 /**
- * Candidates for (model, owned_by) from the registry, the built-in filters (healthy), then the
- * picker. Throws RequestError: 404 when nothing serves the model (or not on that engine), 503
- * when something does but none of it is usable now.
+ * Candidates for (model, owned_by) from the registry index (which already applies the built-in
+ * model, owned_by and healthy filters), narrowed to a mapped Service's endpoints, then the chain:
+ * filters in order (possibly asynchronous), scorers (weighted sum), the picker. It returns a
+ * result, never an HTTP error: app/ words the answers.
  */
 export class Scheduler {
+  /** Scratch arrays for the weighted sum and one scorer's scores, grown to the largest set seen. */
+  private total = new Float64Array(64);
+  private single = new Float64Array(64);
+
   constructor(
     private readonly registry: EndpointRegistry,
-    private readonly picker: Picker,
-    private readonly options: SchedulerOptions = { retryAfterSeconds: 1 },
+    private readonly chain: Chain,
+    private readonly options: SchedulerOptions = {},
   ) {}
 
   get pickerName(): string {
-    return this.picker.name;
+    return this.chain.picker.name;
   }
 
-  schedule(request: RoutingRequest): Lease {
-    const lookup = this.registry.lookup(request.model, request.ownedBy);
-    if (lookup.kind === 'unknown_model') {
-      throw notFound('model_not_found', `The model \`${clip(request.model)}\` does not exist or is not served by any backend.`);
+  schedule(input: SchedulingInput): ScheduleResult | Promise<ScheduleResult> {
+    const { routing } = input;
+    const lookup = this.registry.lookup(routing.model, routing.ownedBy);
+    if (lookup.kind === 'unknown_model') return UNKNOWN_MODEL;
+    if (lookup.kind === 'unknown_engine') return { kind: 'unknown_engine', engines: lookup.engines };
+    let candidates = lookup.healthy;
+    let group: object = lookup;
+    const services = this.options.pins?.mappings.servicesFor(routing.model, routing.ownedBy);
+    if (services) {
+      const books = services.map((service) => this.options.pins!.addresses(service));
+      candidates = candidates.filter((endpoint) => books.some((addresses) => addresses?.has(endpoint.address)));
+      // The services array is the same object for the same mapping: per-set picker state keys on it.
+      group = services;
     }
-    if (lookup.kind === 'unknown_engine') {
-      throw notFound(
-        'model_not_found',
-        `The model \`${clip(request.model)}\` is not served by engine \`${clip(request.ownedBy)}\` (served by: ${lookup.engines.join(', ')}).`,
-      );
-    }
-    const services = this.options.pins?.mappings.servicesFor(request.model, request.ownedBy);
-    if (services) return this.schedulePinned(request, lookup.healthy, services);
-    const usable = lookup.healthy;
-    if (usable.length === 0) {
-      throw this.noneUsable(
-        `No healthy backend is available for model \`${clip(request.model)}\`${request.ownedBy ? ` on engine \`${clip(request.ownedBy)}\`` : ''}`,
-      );
-    }
-    return new Lease(this.picker.pick(usable, lookup), this.options.onOutcome);
+    if (candidates.length === 0) return { kind: 'none_healthy', services };
+    // The presets have no plugins besides the picker: no request object, no scores.
+    if (this.chain.filters.length === 0 && this.chain.scorers.length === 0) return this.pick(undefined, candidates, group);
+    const request: SchedulingRequest = {
+      routing,
+      headers: input.headers ?? NO_HEADERS,
+      body: input.body,
+      signal: input.signal ?? NEVER,
+      initialCandidates: candidates,
+    };
+    return this.filterFrom(0, request, candidates, group);
   }
 
-  /** 503: the model is served, but nothing that may take it is usable now. */
-  private noneUsable(what: string): RequestError {
-    return unavailable('no_healthy_backend', `${what}; try again later.`, [['retry-after', String(this.options.retryAfterSeconds)]]);
+  /** Runs filters from `index` on; synchronous as long as the filters are. */
+  private filterFrom(index: number, request: SchedulingRequest, candidates: readonly Endpoint[], group: object): ScheduleResult | Promise<ScheduleResult> {
+    const { filters } = this.chain;
+    for (let i = index; i < filters.length; i++) {
+      const filter = filters[i]!;
+      const started = this.options.observe ? performance.now() : 0;
+      let kept: readonly Endpoint[] | Promise<readonly Endpoint[]>;
+      try {
+        kept = filter.filter(request, candidates);
+      } catch (err) {
+        return this.failed(filter, started, err);
+      }
+      if (kept instanceof Promise) {
+        return kept.then(
+          (list) => this.emptied(filter, started, list) ?? this.filterFrom(i + 1, request, list, group),
+          (err: unknown) => this.failed(filter, started, err),
+        );
+      }
+      const stop = this.emptied(filter, started, kept);
+      if (stop) return stop;
+      candidates = kept;
+    }
+    return this.pick(request, candidates, group);
   }
 
-  /** A mapped model: only usable endpoints that are ready endpoints of one of its Services. */
-  private schedulePinned(request: RoutingRequest, usable: readonly Endpoint[], services: readonly string[]): Lease {
-    const books = services.map((service) => this.options.pins!.addresses(service));
-    const allowed = usable.filter((endpoint) => books.some((addresses) => addresses?.has(endpoint.address)));
-    if (allowed.length === 0) {
-      throw this.noneUsable(`No healthy backend of Service ${services.map((s) => `\`${s}\``).join(', ')} is available for model \`${clip(request.model)}\``);
+  /** Records a filter's call; the result to answer when it left no candidate, else undefined. */
+  private emptied(filter: Filter, started: number, kept: readonly Endpoint[]): ScheduleResult | undefined {
+    this.options.observe?.(filter, (performance.now() - started) / 1000, kept.length === 0 ? 'emptied' : 'ok');
+    return kept.length === 0 ? { kind: 'all_filtered', filter: filter.name } : undefined;
+  }
+
+  private failed(plugin: Filter, started: number, err: unknown): ScheduleResult {
+    this.options.observe?.(plugin, (performance.now() - started) / 1000, 'failed');
+    if (err instanceof PluginError) return { kind: 'plugin_failed', plugin: err.plugin, reason: err.message };
+    throw err;
+  }
+
+  /** Scores (when there are scorers) then the picker; the lease starts counting at once. */
+  private pick(request: SchedulingRequest | undefined, candidates: readonly Endpoint[], group: object): ScheduleResult {
+    const { scorers, picker } = this.chain;
+    const scores = request && scorers.length > 0 ? this.weightedScores(request, candidates) : undefined;
+    const endpoint = picker.pick(candidates, group, scores);
+    const lease = new Lease(endpoint, this.options.onOutcome);
+    if (request) this.tellPicked(request, endpoint);
+    return { kind: 'picked', lease };
+  }
+
+  /** The weighted sum of every scorer's scores, in a scratch array reused across decisions. */
+  private weightedScores(request: SchedulingRequest, candidates: readonly Endpoint[]): Float64Array {
+    const n = candidates.length;
+    if (this.total.length < n) {
+      this.total = new Float64Array(Math.max(n, this.total.length * 2));
+      this.single = new Float64Array(this.total.length);
     }
-    // The services array is the same object for the same mapping: per-set picker state keys on it.
-    return new Lease(this.picker.pick(allowed, services), this.options.onOutcome);
+    const { total, single } = this;
+    total.fill(0, 0, n);
+    for (const scorer of this.chain.scorers) {
+      const started = this.options.observe ? performance.now() : 0;
+      single.fill(0, 0, n);
+      scorer.score(request, candidates, single);
+      // A score outside [0, 1] (or NaN) is clamped: one plugin's bug cannot outweigh the others.
+      for (let i = 0; i < n; i++) total[i]! += scorer.weight * Math.min(1, Math.max(0, single[i]! || 0));
+      this.options.observe?.(scorer, (performance.now() - started) / 1000, 'ok');
+    }
+    return total;
+  }
+
+  private tellPicked(request: SchedulingRequest, endpoint: Endpoint): void {
+    for (const filter of this.chain.filters) filter.picked?.(request, endpoint);
+    for (const scorer of this.chain.scorers) scorer.picked?.(request, endpoint);
   }
 }
+
+const UNKNOWN_MODEL: ScheduleResult = { kind: 'unknown_model' };

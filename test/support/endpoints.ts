@@ -1,6 +1,10 @@
 import type { EndpointIdentity } from '../../src/discovery/endpoint.js';
 import type { EndpointRegistry } from '../../src/discovery/registry.js';
 import type { RequestOutcome } from '../../src/extproc/types.js';
+import type { Lease } from '../../src/scheduling/ledger.js';
+import type { Picker } from '../../src/scheduling/pickers.js';
+import type { Chain } from '../../src/scheduling/scheduler.js';
+import type { ScheduleResult } from '../../src/scheduling/types.js';
 
 /** Adds each identity, in order, as a discovery source would. */
 export function upsertAll(registry: EndpointRegistry, identities: readonly EndpointIdentity[]): void {
@@ -9,3 +13,15 @@ export function upsertAll(registry: EndpointRegistry, identities: readonly Endpo
 
 /** A routed request the upstream answered well. */
 export const OK_OUTCOME: RequestOutcome = { kind: 'response', status: 200 };
+
+/** A chain of the picker alone, as the --routing-logic presets are. */
+export function pickerOnly(picker: Picker): Chain {
+  return { filters: [], scorers: [], picker };
+}
+
+/** The lease of a synchronous pick; throws (naming the result) for anything else. */
+export function leaseOf(result: ScheduleResult | Promise<ScheduleResult>): Lease {
+  if (result instanceof Promise) throw new Error('expected a synchronous schedule result');
+  if (result.kind !== 'picked') throw new Error(`expected a pick, got ${JSON.stringify(result)}`);
+  return result.lease;
+}
