@@ -36,6 +36,14 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly pluginSeconds = new Histogram({
+    name: 'llm_extproc_scheduling_plugin_duration_seconds',
+    help: 'Time of each scheduling plugin call (filters and scorers of --scheduling-config and external filters), by outcome: ok, emptied (kept nothing), failed.',
+    labelNames: ['plugin', 'type', 'outcome'] as const,
+    buckets: [0.00001, 0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [this.registry],
+  });
+
   readonly ejections = new Counter({
     name: 'llm_extproc_endpoint_ejections_total',
     help: 'Endpoints ejected by passive health (consecutive failed requests).',

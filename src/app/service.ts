@@ -60,6 +60,7 @@ export async function startService(config: Config, log: Logger, options: Discove
   const scheduler = new Scheduler(endpoints, buildChain(chainSpec, config.routingLogic), {
     onOutcome: (endpoint, outcome) => passive.record(endpoint, outcome),
     pins: serviceAddresses && { mappings, addresses: serviceAddresses },
+    observe: (plugin, seconds, outcome) => metrics.pluginSeconds.observe({ plugin: plugin.name, type: plugin.type, outcome }, seconds),
   });
   // retry-after: about when a probe may have brought something back.
   const router = new LlmRouter(() => routes, scheduler, endpoints, metrics, log, Math.max(1, Math.ceil(config.probeIntervalMs / 1000)));
