@@ -320,6 +320,8 @@ describe('sample plugin: body size limit', { concurrency: true }, () => {
     req.write(text.slice(0, LIMIT));
     req.end(text.slice(LIMIT));
     const [res] = (await response) as [import('node:http').IncomingMessage];
+    // The server closes the connection after its 413; a reset after the answer is not what this tests.
+    req.on('error', () => {});
     assert.equal(req.getHeader('content-length'), undefined);
     assert.equal(res.statusCode, 413);
     res.resume();
