@@ -5,7 +5,7 @@
  * A request carries a session key: by default the `x-session-id` header, or the body's top-level
  * `user` field (OpenAI's end-user id) with `source: body_user`. When the key maps to an endpoint
  * that is among the candidates and not overloaded, the filter returns just that endpoint. Otherwise
- * (no key, a new or expired key, the endpoint gone, unusable or filtered out by an earlier plugin,
+ * (no key, a new or expired key, the endpoint gone, unusable (not offered) or filtered out earlier,
  * or overloaded) it returns the candidates unchanged, the rest of the chain picks, and `picked`
  * remembers that choice for the key. So a conversation moves only when it must, and then stays
  * where it moved to: after an overload the pin follows the pick to the new endpoint, which now
@@ -23,9 +23,11 @@
  * from its cached prefix (no prefill of the history) and should keep it through ordinary load, but
  * not at any price. The defaults are judgements, not measurements: a queue of more than 5 waiting
  * requests means the engine has been full for a while and a new request waits behind all of them,
- * which likely costs more than recomputing the history elsewhere; 128 of our own requests in
- * flight is half of vLLM's usual batch limit (max_num_seqs 256), a backstop for when no engine
- * figures are scraped.
+ * which likely costs more than recomputing the history elsewhere. `max_in_flight` is a backstop
+ * for when engine figures are missing or stale (an engine without /metrics, failing scrapes): 128 of
+ * our own requests on one pod is in the range of engines' batch limits (vLLM --max-num-seqs,
+ * whose default depends on version and hardware); set it near your engines' limit divided by the
+ * number of llm-extproc replicas, since each counts only its own.
  *
  * Memory is bounded: at most `max_sessions` keys are remembered (least recently picked first out),
  * each for `ttl` after its last pick (a sliding TTL; see TtlLru). An entry holds the endpoint's
@@ -49,8 +51,8 @@
  *   header         the header that carries the key with `source: header`; default `x-session-id`.
  *                  Lower-cased; must be a valid header name.
  *   max_sessions   keys remembered at most, 1..10,000,000; default 10000.
- *   ttl            how long a key is remembered after its last pick: a duration (`500ms`, `30s`,
- *                  `10m`, `1h`; a bare number is seconds), 1s..24h; default `10m`.
+ *   ttl            how long a key is remembered after its last pick: a duration (`90s`, `10m`,
+ *                  `1h`, `1500ms`; a bare number is seconds), 1s..24h; default `10m`.
  *   max_in_flight  our in-flight requests on the endpoint above which it is overloaded; default 128.
  *   max_waiting    engine waiting-queue length above which it is overloaded (fresh figures only);
  *                  default 5. 0 = any waiting request moves the conversation.
