@@ -44,4 +44,29 @@ describe('--scheduling-config through Envoy', () => {
       assert.equal(seen.size, 2, 'unlabelled pods pass `role: decode`, and equal scores spread');
     });
   });
+
+  it('session affinity keeps a session on its pod, and moves it when the pod goes', async () => {
+    const file = await chainFile('filters:\n  - {type: session-affinity}\n');
+    await withCluster({ pods: PODS, flags: [`--scheduling-config=${file}`] }, async (cluster) => {
+      const send = (session: string) =>
+        cluster.envoy.request({
+          method: 'POST',
+          path: '/v1/chat/completions',
+          headers: { ...JSON_HEADERS, 'x-session-id': session },
+          body: chatBody({ model: QWEN }),
+        });
+      const first = (await send('conversation-1')).upstream!;
+      for (let i = 0; i < 8; i++) assert.equal((await send('conversation-1')).upstream, first, 'the same pod every turn');
+      const others = new Set<string>();
+      for (let i = 0; i < 16; i++) others.add((await send(`other-${i}`)).upstream!);
+      assert.equal(others.size, 2, 'new sessions still spread');
+
+      cluster.podByAddress(first)!.setHealthy(false);
+      await cluster.service.prober.probeAll();
+      await cluster.service.prober.probeAll();
+      const moved = (await send('conversation-1')).upstream!;
+      assert.notEqual(moved, first);
+      for (let i = 0; i < 4; i++) assert.equal((await send('conversation-1')).upstream, moved, 'and stays on the new pod');
+    });
+  });
 });

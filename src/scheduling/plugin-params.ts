@@ -36,6 +36,12 @@ export class PluginParameters {
     return value;
   }
 
+  /** Every parameter as given, for a plugin that validates its own (all count as read). */
+  all(): Record<string, unknown> {
+    for (const key of Object.keys(this.values)) this.read.add(key);
+    return this.values;
+  }
+
   /** Call after reading: refuses keys the plugin does not know. */
   done(): void {
     const unknown = Object.keys(this.values).filter((key) => !this.read.has(key));

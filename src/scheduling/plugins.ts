@@ -5,6 +5,7 @@ import { ConfigError } from '../config/errors.js';
 import { LabelSelectorFilter } from './filters/label-selector.js';
 import { RoleFilter } from './filters/role.js';
 import { ServedFilter } from './filters/served.js';
+import { createSessionAffinity } from './filters/session-affinity.js';
 import { LoadAwarePicker } from './load-aware-picker.js';
 import { MaxScorePicker } from './pickers/max-score.js';
 import { RandomPicker } from './pickers/random.js';
@@ -40,6 +41,7 @@ const FILTERS: Record<string, (name: string, params: PluginParameters) => Filter
   healthy: (name, params) => new ServedFilter('healthy', name, params),
   'label-selector': (name, params) => new LabelSelectorFilter(name, params),
   role: (name, params) => new RoleFilter(name, params),
+  'session-affinity': (name, params) => createSessionAffinity(params.all(), name),
 };
 const SCORERS: Record<string, (name: string, weight: number, params: PluginParameters) => Scorer> = {
   'in-flight': inFlightScorer,

@@ -13,6 +13,9 @@ const SAMPLE_PARAMETERS: Record<string, Record<string, unknown>> = {
   'label-selector': { selector: 'zone=a' },
 };
 
+/** Filters these candidates exercise by differing in what they look at (session-affinity needs a session first). */
+const DROPS_SOME_OF_THESE = new Set(['model', 'owned_by', 'healthy', 'label-selector', 'role']);
+
 const card = (id: string, ownedBy = 'vllm'): ModelCard => ({ id, object: 'model', created: 0, owned_by: ownedBy, root: null, parent: null });
 
 /** Six endpoints that differ in every way a plugin looks at: labels, models, health, in-flight, engine figures. */
@@ -71,7 +74,7 @@ describe('every filter', () => {
         assert.ok(index > at, `${endpoint.name} is an input candidate, in input order`);
         at = index;
       }
-      assert.ok(kept.length < list.length, 'these candidates differ so that every built-in filter drops some (else it is not exercised)');
+      if (DROPS_SOME_OF_THESE.has(type)) assert.ok(kept.length < list.length, 'these candidates differ in what it checks: it must drop some');
       assert.deepEqual(await filter!.filter(request([]), []), []);
     });
   }
