@@ -17,3 +17,6 @@ export const OWNED_BY_HEADER = 'x-owned-by';
 export const OWNED_BY_QUERY = 'owned_by';
 /** Model named in a header, for requests routed without reading the body (GIE's body-based router sets it). */
 export const MODEL_HEADER = 'x-gateway-model-name';
+
+/** An HTTP header name (RFC 9110 token), lower case as Envoy hands them to ext_proc. */
+export const HEADER_NAME = /^[a-z0-9!#$%&'*+.^_`|~-]+$/;

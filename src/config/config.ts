@@ -3,7 +3,7 @@ import { parseStaticHosts, type StaticHost } from '../discovery/static.js';
 import type { BodySendMode } from '../extproc/types.js';
 import { hostProblem } from '../net-address.js';
 import { ROUTING_LOGICS, type RoutingLogic } from '../scheduling/pickers.js';
-import { DESTINATION_HEADER, ROUTED_TO_HEADER } from '../wire-names.js';
+import { DESTINATION_HEADER, HEADER_NAME, ROUTED_TO_HEADER } from '../wire-names.js';
 import { ConfigError } from './errors.js';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
@@ -397,12 +397,17 @@ function formatBytes(bytes: number): string {
 
 /** `500ms`, `5s`, `2m`, `1h`; a bare number is seconds. */
 function parseDuration(flag: FlagName, value: string, range: Range): number {
-  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(value.trim());
-  if (!match)
+  const ms = durationMs(value);
+  if (ms === undefined)
     throw new ConfigError(`--${flag}`, `"${value}" is not a duration`, `write e.g. 500ms, 5s, 2m or 1h, within ${rangeText(range)}; a bare number is seconds`);
-  const ms = Number(match[1]) * DURATION_UNITS[match[2] ?? 's']!;
   if (ms < range.min || ms > range.max) throw new ConfigError(`--${flag}`, `${value} is outside ${rangeText(range)}`, `e.g. the default ${FLAGS[flag][1]}`);
   return ms;
+}
+
+/** `500ms`, `5s`, `2m`, `1h` or a bare number of seconds → milliseconds; undefined when it is none of these. */
+export function durationMs(text: string): number | undefined {
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(text.trim());
+  return match ? Number(match[1]) * DURATION_UNITS[match[2] ?? 's']! : undefined;
 }
 
 function rangeText(range: Range): string {
@@ -421,7 +426,7 @@ function formatDuration(ms: number): string {
 function headerName(flag: FlagName, value: string): string {
   const name = value.trim().toLowerCase();
   const hint = `e.g. the default ${FLAGS[flag][1]}`;
-  if (!/^[a-z0-9!#$%&'*+.^_`|~-]+$/.test(name)) throw new ConfigError(`--${flag}`, `"${value}" is not a valid header name`, hint);
+  if (!HEADER_NAME.test(name)) throw new ConfigError(`--${flag}`, `"${value}" is not a valid header name`, hint);
   if (name.startsWith('x-envoy-')) throw new ConfigError(`--${flag}`, `"${value}": Envoy refuses ext_proc mutations of x-envoy-* headers`, hint);
   return name;
 }

@@ -77,10 +77,12 @@
  * holds which blocks. They combine: affinity first for keyed sessions, prefix scoring for the rest.
  */
 import { createHash } from 'node:crypto';
+import { durationMs } from '../../config/config.js';
 import { ConfigError } from '../../config/errors.js';
 import type { Endpoint } from '../../discovery/endpoint.js';
 import { SCAN_SLICE_BYTES, type ScanResult, scanTopLevel, scanTopLevelSliced, WantedKeys } from '../../request/json-scan.js';
 import { needsSlicedScan } from '../../request/routing-request.js';
+import { HEADER_NAME } from '../../wire-names.js';
 import type { Filter, PickListener, SchedulingRequest } from '../types.js';
 import { TtlLru } from './lru.js';
 
@@ -197,7 +199,6 @@ const TTL_MIN_MS = 1000;
 const TTL_MAX_MS = 24 * 3_600_000;
 /** Far above any engine's batch; also keeps the figures exact integers. */
 const MAX_THRESHOLD = 1_000_000;
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
 /**
  * Builds the filter from its configuration's `parameters`. Throws ConfigError (flag
@@ -221,8 +222,7 @@ export function createSessionAffinity(parameters: Record<string, unknown>, name:
   if (header !== undefined) {
     if (options.source === 'body_user') fail('header applies to source: header only', 'drop header, or use source: header');
     const lower = typeof header === 'string' ? header.trim().toLowerCase() : '';
-    if (!/^[a-z0-9!#$%&'*+.^_`|~-]+$/.test(lower))
-      fail(`header ${show(header)} is not a valid header name`, `e.g. the default ${SESSION_AFFINITY_DEFAULTS.header}`);
+    if (!HEADER_NAME.test(lower)) fail(`header ${show(header)} is not a valid header name`, `e.g. the default ${SESSION_AFFINITY_DEFAULTS.header}`);
     options.header = lower;
   }
   if (max_sessions !== undefined) options.maxSessions = integer('max_sessions', max_sessions, 1, MAX_SESSIONS_LIMIT, fail);
@@ -243,11 +243,9 @@ function integer(parameter: string, value: unknown, min: number, max: number, fa
 
 /** `500ms`, `30s`, `10m`, `1h`, or a bare number of seconds (a YAML number or a string). */
 function duration(value: unknown, fail: Fail): number {
-  const text = typeof value === 'number' ? String(value) : typeof value === 'string' ? value.trim() : '';
-  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(text);
+  const ms = durationMs(typeof value === 'number' ? String(value) : typeof value === 'string' ? value : '');
   const hint = 'write e.g. 30s, 10m or 1h, within 1s..24h; a bare number is seconds';
-  if (!match) return fail(`ttl ${show(value)} is not a duration`, hint);
-  const ms = Number(match[1]) * DURATION_UNITS[match[2] ?? 's']!;
+  if (ms === undefined) return fail(`ttl ${show(value)} is not a duration`, hint);
   if (ms < TTL_MIN_MS || ms > TTL_MAX_MS) fail(`ttl ${show(value)} is outside 1s..24h`, hint);
   return ms;
 }
