@@ -32,6 +32,14 @@ export class RequestHeaders {
     this.seen.set(name, value);
     return value;
   }
+
+  /**
+   * Every header as Envoy sent it, in order (pseudo-headers such as `:path` included; a name that
+   * occurs twice occurs twice). Decodes all values: for the few consumers that forward the headers.
+   */
+  entries(): [name: string, value: string][] {
+    return this.list.map((header) => [header.key ?? '', this.valueField === 'raw_value' ? (header.raw_value?.toString() ?? '') : (header.value ?? '')]);
+  }
 }
 
 function usesValueField(list: readonly HeaderValue__Output[]): boolean {
