@@ -99,6 +99,11 @@ describe('start-up mistakes: one line on stderr, exit 2', { concurrency: true },
     it(name, async () => assertOneLine(await run(args), flag, message));
   }
 
+  it('EXTERNAL_HTTP_FILTERS that is not JSON', async () => {
+    const outcome = await run([backend, ...loopback('127.0.0.71')], { ...process.env, EXTERNAL_HTTP_FILTERS: '[{name: sample}]' });
+    assertOneLine(outcome, 'EXTERNAL_HTTP_FILTERS', /JSON/);
+  });
+
   describe('ports already in use', { concurrency: true }, () => {
     let grpcBlocker: { server: Server; port: number };
     let adminBlocker: { server: Server; port: number };

@@ -11,6 +11,8 @@ import { Metrics } from '../metrics.js';
 import { joinHostPort } from '../net-address.js';
 import { MappingTable } from '../routing/mappings.js';
 import { loadRouteConfig, type RouteConfig, RouteTable } from '../routing/routes.js';
+import { createExternalFilters } from '../scheduling/filters/external-http.js';
+import { parseExternalFilters } from '../scheduling/filters/external-http-config.js';
 import { buildChain, loadChainSpec, PRESET_CHAIN } from '../scheduling/plugins.js';
 import { Scheduler } from '../scheduling/scheduler.js';
 import { type DiscoveryOptions, type RunningDiscovery, startDiscovery } from './discovery.js';
@@ -28,8 +30,14 @@ export interface Service {
   stop(): Promise<void>;
 }
 
-/** Starts every part from a validated Config; see DiscoveryOptions for what may be replaced. */
-export async function startService(config: Config, log: Logger, options: DiscoveryOptions = {}): Promise<Service> {
+export interface ServiceOptions extends DiscoveryOptions {
+  /** Where EXTERNAL_HTTP_FILTERS is read from; default process.env. */
+  env?: Readonly<Record<string, string | undefined>>;
+}
+
+/** Starts every part from a validated Config; see ServiceOptions for what may be replaced. */
+export async function startService(config: Config, log: Logger, options: ServiceOptions = {}): Promise<Service> {
+  const externalConfigs = parseExternalFilters(options.env ?? process.env);
   const { routes, mappings }: RouteConfig = config.routeConfig
     ? await loadRouteConfig(config.routeConfig)
     : { routes: new RouteTable(), mappings: new MappingTable() };
@@ -57,7 +65,9 @@ export async function startService(config: Config, log: Logger, options: Discove
     log,
   );
   const chainSpec = config.schedulingConfig ? await loadChainSpec(config.schedulingConfig) : PRESET_CHAIN;
-  const scheduler = new Scheduler(endpoints, buildChain(chainSpec, config.routingLogic), {
+  const externalFilters = createExternalFilters(externalConfigs, log, metrics.registry, { destinationHeader: config.destinationHeader });
+  const chain = buildChain(chainSpec, config.routingLogic, externalFilters);
+  const scheduler = new Scheduler(endpoints, chain, {
     onOutcome: (endpoint, outcome) => passive.record(endpoint, outcome),
     pins: serviceAddresses && { mappings, addresses: serviceAddresses },
     observe: (plugin, seconds, outcome) => metrics.pluginSeconds.observe({ plugin: plugin.name, type: plugin.type, outcome }, seconds),
@@ -119,6 +129,8 @@ export async function startService(config: Config, log: Logger, options: Discove
       adminPort,
       discovery: source.name,
       routingLogic: scheduler.pickerName,
+      filters: chain.filters.map((filter) => `${filter.name} (${filter.type})`),
+      scorers: chain.scorers.map((scorer) => `${scorer.name} (${scorer.type}) x${scorer.weight}`),
       endpoints: endpoints.all().map((endpoint) => endpoint.address),
       routes: routes.list().length,
     },
@@ -142,6 +154,7 @@ export async function startService(config: Config, log: Logger, options: Discove
     async stop() {
       prober.stop();
       await Promise.all([grpc.stop(), discovery.stop(), scraper.stop()]);
+      for (const filter of externalFilters) filter.close();
       // Last: /health answers until the drain is over.
       await admin.stop();
     },

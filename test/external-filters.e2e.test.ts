@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { startSamplePlugin } from '../plugins/sample/server.js';
+import { type Service, startService } from '../src/app/service.js';
+import { parseConfig } from '../src/config/config.js';
+import { createLogger } from '../src/log.js';
+import { type Simulator, startSimulator } from '../src/simulator/simulator.js';
+import { EnvoyDouble } from './support/envoy/envoy-double.js';
+import { chatBody, JSON_HEADERS, QWEN } from './support/harness.js';
+
+/** A simulator on `host` at a port whose last digit is `digit`: the sample plugin keeps names ending in 2. */
+async function simulatorEndingIn(host: string, digit: number): Promise<Simulator> {
+  for (let port = 20_000 + digit; port < 60_000; port += 10) {
+    try {
+      return await startSimulator({ engine: 'vllm', models: [QWEN], host, port, timeToFirstTokenMs: 1, interTokenMs: 1 });
+    } catch {
+      // in use: the next one
+    }
+  }
+  throw new Error(`no free port ending in ${digit} on ${host}`);
+}
+
+describe("seed 000's external filter, end to end: llm-extproc → the sample plugin server, through Envoy", () => {
+  let sims: Simulator[];
+  let plugin: { url: string; close(): Promise<void> };
+  let pluginClosed = false;
+  let service: Service;
+  let envoy: EnvoyDouble;
+
+  before(async () => {
+    sims = [await simulatorEndingIn('127.0.0.67', 2), await simulatorEndingIn('127.0.0.68', 3)];
+    plugin = await startSamplePlugin({ port: 0, host: '127.0.0.69', log: createLogger('silent') });
+    const config = parseConfig([
+      `--static-hosts=${sims.map((sim) => sim.address).join(',')}`,
+      '--host=127.0.0.1',
+      '--port=0',
+      '--admin-host=127.0.0.1',
+      '--admin-port=0',
+      '--probe-interval=60s',
+    ])!;
+    const env = { EXTERNAL_HTTP_FILTERS: JSON.stringify([{ name: 'sample', url: `${plugin.url}/external/sample`, timeout_ms: 2000 }]) };
+    service = await startService(config, createLogger('silent'), { env });
+    await service.prober.probeAll();
+    envoy = new EnvoyDouble({
+      extProcTarget: `127.0.0.1:${service.grpcPort}`,
+      processingMode: { requestBodyMode: 'BUFFERED', responseHeaderMode: 'SEND' },
+      messageTimeoutMs: 10_000,
+    });
+    await envoy.connect();
+  });
+  after(async () => {
+    await envoy.close();
+    await service.stop();
+    if (!pluginClosed) await plugin.close();
+    await Promise.all(sims.map((sim) => sim.close()));
+  });
+
+  it('every request goes to the pod the plugin keeps (its name ends in 2)', async () => {
+    for (let i = 0; i < 10; i++) {
+      const response = await envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN }) });
+      assert.equal(response.status, 200);
+      assert.equal(response.upstream, sims[0]!.address);
+    }
+    const metrics = await (await fetch(`http://127.0.0.1:${service.adminPort}/metrics`)).text();
+    assert.match(metrics, /^llm_extproc_external_filter_calls_total\{plugin="sample",result="success"\} 10$/m);
+  });
+
+  it('the plugin gone: fail-open (the default) routes as if it were not there', async () => {
+    await plugin.close();
+    pluginClosed = true;
+    const seen = new Set<string>();
+    for (let i = 0; i < 12; i++) {
+      const response = await envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN }) });
+      assert.equal(response.status, 200);
+      seen.add(response.upstream!);
+    }
+    assert.equal(seen.size, 2);
+  });
+});
