@@ -104,6 +104,23 @@ describe('the scheduling chain', () => {
     );
   });
 
+  it('a filter cut short by the end of the stream is recorded as cancelled and the decision rejects', async () => {
+    const reg = registry([{}]);
+    const controller = new AbortController();
+    const waiting = probeFilter(
+      'ext',
+      (_list) => new Promise((_resolve, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason))),
+    );
+    const outcomes: PluginOutcome[] = [];
+    const scheduler = new Scheduler(reg, buildChain({ filters: [], scorers: [] }, 'least_outstanding_requests', [waiting.filter]), {
+      observe: (_plugin, _seconds, outcome) => outcomes.push(outcome),
+    });
+    const pending = scheduler.schedule({ routing, signal: controller.signal });
+    controller.abort(new Error('the ext_proc stream ended'));
+    await assert.rejects(Promise.resolve(pending), /the ext_proc stream ended/);
+    assert.deepEqual(outcomes, ['cancelled']);
+  });
+
   it('scores are weighted and summed; max-score takes the best; out-of-range scores are clamped', () => {
     const reg = registry([{}, {}, {}]);
     const fixed = (name: string, weight: number, values: number[]): Scorer => ({

@@ -16,8 +16,8 @@ export interface SchedulerOptions {
   observe?: (plugin: Filter | Scorer, seconds: number, outcome: PluginOutcome) => void;
 }
 
-/** What one plugin call came to, as the chain records it. */
-export type PluginOutcome = 'ok' | 'emptied' | 'failed';
+/** What one plugin call came to, as the chain records it (`cancelled`: the stream ended first). */
+export type PluginOutcome = 'ok' | 'emptied' | 'failed' | 'cancelled';
 
 /** The plugins of one chain: filters in order, weighted scorers, one picker. */
 export interface Chain {
@@ -95,12 +95,12 @@ export class Scheduler {
       try {
         kept = filter.filter(request, candidates);
       } catch (err) {
-        return this.failed(filter, started, err);
+        return this.failed(filter, started, err, request.signal);
       }
       if (kept instanceof Promise) {
         return kept.then(
           (list) => this.emptied(filter, started, list) ?? this.filterFrom(i + 1, request, list, group),
-          (err: unknown) => this.failed(filter, started, err),
+          (err: unknown) => this.failed(filter, started, err, request.signal),
         );
       }
       const stop = this.emptied(filter, started, kept);
@@ -116,9 +116,10 @@ export class Scheduler {
     return kept.length === 0 ? { kind: 'all_filtered', filter: filter.name } : undefined;
   }
 
-  private failed(plugin: Filter, started: number, err: unknown): ScheduleResult {
-    this.options.observe?.(plugin, (performance.now() - started) / 1000, 'failed');
-    if (err instanceof PluginError) return { kind: 'plugin_failed', plugin: err.plugin, reason: err.message };
+  /** A fail-closed PluginError becomes a result; a call cut short by the stream's end, or a bug, propagates. */
+  private failed(plugin: Filter, started: number, err: unknown, signal: AbortSignal): ScheduleResult {
+    this.options.observe?.(plugin, (performance.now() - started) / 1000, signal.aborted ? 'cancelled' : 'failed');
+    if (err instanceof PluginError && !signal.aborted) return { kind: 'plugin_failed', plugin: err.plugin, reason: err.message };
     throw err;
   }
 
