@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { startSamplePlugin } from '../plugins/sample/server.js';
 import { type Service, startService } from '../src/app/service.js';
@@ -76,4 +78,73 @@ describe("seed 000's external filter, end to end: llm-extproc → the sample plu
     }
     assert.equal(seen.size, 2);
   });
+});
+
+describe('misbehaving external filters through Envoy: fail-open routes around them, fail-closed answers 503 naming them', () => {
+  let sim: Simulator;
+  let pluginServer: Server;
+  let service: Service;
+  let envoy: EnvoyDouble;
+  /** How the fake plugin answers the next calls. */
+  let behaviour: 'garbage' | 'error' | 'hang' | 'reset' = 'garbage';
+
+  before(async () => {
+    sim = await startSimulator({ engine: 'vllm', models: [QWEN], host: '127.0.0.70', port: 0, timeToFirstTokenMs: 1, interTokenMs: 1 });
+    pluginServer = createServer((req, res) => {
+      req.resume();
+      if (behaviour === 'garbage') res.end('<html>not json</html>');
+      else if (behaviour === 'error') res.writeHead(500).end('boom');
+      else if (behaviour === 'reset') req.socket.destroy();
+      // 'hang': never answers; the call's timeout ends it
+    });
+    await new Promise<void>((resolve) => pluginServer.listen(0, '127.0.0.71', resolve));
+    const url = `http://127.0.0.71:${(pluginServer.address() as AddressInfo).port}/ext`;
+    const config = parseConfig([
+      `--static-hosts=${sim.address}`,
+      '--host=127.0.0.1',
+      '--port=0',
+      '--admin-host=127.0.0.1',
+      '--admin-port=0',
+      '--probe-interval=60s',
+    ])!;
+    const env = {
+      EXTERNAL_HTTP_FILTERS: JSON.stringify([
+        { name: 'lenient', url, timeout_ms: 300 },
+        { name: 'strict', url, timeout_ms: 300, fail_open: false },
+      ]),
+    };
+    service = await startService(config, createLogger('silent'), { env });
+    await service.prober.probeAll();
+    envoy = new EnvoyDouble({
+      extProcTarget: `127.0.0.1:${service.grpcPort}`,
+      processingMode: { requestBodyMode: 'BUFFERED', responseHeaderMode: 'SEND' },
+      messageTimeoutMs: 10_000,
+    });
+    await envoy.connect();
+  });
+  after(async () => {
+    await envoy.close();
+    await service.stop();
+    pluginServer.closeAllConnections();
+    await new Promise((resolve) => pluginServer.close(resolve));
+    await sim.close();
+  });
+
+  for (const kind of ['garbage', 'error', 'hang', 'reset'] as const) {
+    it(`a plugin that answers ${kind}: the fail-closed one is a 503 naming it, after the fail-open one let the request through`, async () => {
+      behaviour = kind;
+      const response = await envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN }) });
+      assert.equal(response.status, 503);
+      assert.equal(response.localReply, true);
+      const error = JSON.parse(response.body.toString()).error;
+      assert.equal(error.code, 'scheduling_plugin_failed');
+      assert.match(error.message, /`strict`/);
+      assert.doesNotMatch(error.message, /`lenient`/, 'the fail-open plugin did not stop the request');
+      assert.deepEqual(
+        Object.values(Object.fromEntries(service.endpoints.all().map((endpoint) => [endpoint.address, endpoint.inFlight]))),
+        [0],
+        'nothing stays counted in flight',
+      );
+    });
+  }
 });
