@@ -6,11 +6,15 @@ import { describe, it } from 'node:test';
 import { ConfigError } from '../src/config/errors.js';
 import type { Endpoint, ModelCard } from '../src/discovery/endpoint.js';
 import { EndpointRegistry } from '../src/discovery/registry.js';
+import { LeastOutstandingPicker } from '../src/scheduling/pickers.js';
 import { buildChain, loadChainSpec } from '../src/scheduling/plugins.js';
 import { type PluginOutcome, Scheduler } from '../src/scheduling/scheduler.js';
 import { type Filter, PluginError, type SchedulingRequest, type Scorer } from '../src/scheduling/types.js';
 import { leaseOf, upsertAll } from './support/endpoints.js';
 import { defer } from './support/wait.js';
+
+/** The least-outstanding preset with these filters in front. */
+const withFilters = (filters: Filter[]) => ({ filters, scorers: [], picker: new LeastOutstandingPicker() });
 
 const card = (id: string): ModelCard => ({ id, object: 'model', created: 0, owned_by: 'vllm', root: null, parent: null });
 const routing = { method: 'POST', path: '/v1/completions', model: 'm', ownedBy: undefined, ownedBySource: undefined, routeName: undefined, requestId: 'r' };
@@ -46,7 +50,7 @@ describe('the scheduling chain', () => {
     const reg = registry([{ a: '1' }, { a: '1', b: '1' }, {}]);
     const first = probeFilter('first', (list) => list.filter((e) => e.labels.a));
     const second = probeFilter('second', (list) => list.filter((e) => e.labels.b));
-    const chain = buildChain({ filters: [], scorers: [] }, 'least_outstanding_requests', [first.filter, second.filter]);
+    const chain = withFilters([first.filter, second.filter]);
     const lease = leaseOf(new Scheduler(reg, chain).schedule({ routing }));
     assert.equal(lease.endpoint.name, 'pod-1');
     assert.deepEqual(first.seen, [['pod-0', 'pod-1', 'pod-2']]);
@@ -58,7 +62,7 @@ describe('the scheduling chain', () => {
     const reg = registry([{}, {}]);
     const none = probeFilter('none-fit', () => []);
     const after = probeFilter('after', (list) => list);
-    const chain = buildChain({ filters: [], scorers: [] }, 'least_outstanding_requests', [none.filter, after.filter]);
+    const chain = withFilters([none.filter, after.filter]);
     assert.deepEqual(new Scheduler(reg, chain).schedule({ routing }), { kind: 'all_filtered', filter: 'none-fit' });
     assert.deepEqual(after.seen, []);
   });
@@ -72,7 +76,7 @@ describe('the scheduling chain', () => {
     });
     const next = probeFilter('next', (list) => list);
     const outcomes: [string, PluginOutcome][] = [];
-    const scheduler = new Scheduler(reg, buildChain({ filters: [], scorers: [] }, 'least_outstanding_requests', [slow.filter, next.filter]), {
+    const scheduler = new Scheduler(reg, withFilters([slow.filter, next.filter]), {
       observe: (plugin, _seconds, outcome) => outcomes.push([plugin.name, outcome]),
     });
     const pending = scheduler.schedule({ routing });
@@ -93,15 +97,12 @@ describe('the scheduling chain', () => {
     const closed = probeFilter('ext', async () => {
       throw new PluginError('ext', 'timed out after 50 ms');
     });
-    const scheduler = new Scheduler(reg, buildChain({ filters: [], scorers: [] }, 'least_outstanding_requests', [closed.filter]));
+    const scheduler = new Scheduler(reg, withFilters([closed.filter]));
     assert.deepEqual(await scheduler.schedule({ routing }), { kind: 'plugin_failed', plugin: 'ext', reason: 'timed out after 50 ms' });
     const buggy = probeFilter('bug', () => {
       throw new TypeError('oops');
     });
-    assert.throws(
-      () => new Scheduler(reg, buildChain({ filters: [], scorers: [] }, 'least_outstanding_requests', [buggy.filter])).schedule({ routing }),
-      TypeError,
-    );
+    assert.throws(() => new Scheduler(reg, withFilters([buggy.filter])).schedule({ routing }), TypeError);
   });
 
   it('a filter cut short by the end of the stream is recorded as cancelled and the decision rejects', async () => {
@@ -112,7 +113,7 @@ describe('the scheduling chain', () => {
       (_list) => new Promise((_resolve, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason))),
     );
     const outcomes: PluginOutcome[] = [];
-    const scheduler = new Scheduler(reg, buildChain({ filters: [], scorers: [] }, 'least_outstanding_requests', [waiting.filter]), {
+    const scheduler = new Scheduler(reg, withFilters([waiting.filter]), {
       observe: (_plugin, _seconds, outcome) => outcomes.push(outcome),
     });
     const pending = scheduler.schedule({ routing, signal: controller.signal });
@@ -166,6 +167,40 @@ describe('scheduling config files', () => {
       ['queue×2', 'kv-cache×1'],
     );
     assert.equal(chain.picker.name, 'max-score');
+  });
+
+  it('external-http entries take their place in the chain; EXTERNAL_HTTP_FILTERS ones follow; one factory call makes them all', async () => {
+    const calls: string[][] = [];
+    const fake = (name: string): Filter => ({ name, type: 'external-http', filter: (_r, list) => list });
+    const spec = await load(
+      'filters:\n  - {type: role}\n  - {type: external-http, name: gpu-check, parameters: {url: "http://127.0.0.1:9/ext", timeout_ms: 80, fail_open: false}}\n  - {type: healthy}\n',
+    );
+    const chain = buildChain(spec, 'least_outstanding_requests', {
+      fromEnv: [
+        {
+          name: 'env-one',
+          url: 'http://127.0.0.1:9/e',
+          filterUrl: new URL('http://127.0.0.1:9/e/filter'),
+          weight: undefined,
+          timeoutMs: 50,
+          failOpen: true,
+          sendPrompt: true,
+        },
+      ],
+      create: (configs) => {
+        calls.push(configs.map((c) => `${c.name}:${c.timeoutMs}:${c.failOpen}:${c.filterUrl.pathname}`));
+        return configs.map((c) => fake(c.name));
+      },
+    });
+    assert.deepEqual(calls, [['gpu-check:80:false:/ext/filter', 'env-one:50:true:/e/filter']]);
+    assert.deepEqual(
+      chain.filters.map((f) => f.name),
+      ['role', 'gpu-check', 'healthy', 'env-one'],
+    );
+    await refuses(
+      'filters: [{type: external-http, name: x, parameters: {url: "ftp://host/x"}}]',
+      /filters\[0\] \("x"\): "url" "ftp:\/\/host\/x" is not http or https/,
+    );
   });
 
   it('without a picker, --routing-logic picks', async () => {

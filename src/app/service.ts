@@ -11,7 +11,7 @@ import { Metrics } from '../metrics.js';
 import { joinHostPort } from '../net-address.js';
 import { MappingTable } from '../routing/mappings.js';
 import { loadRouteConfig, type RouteConfig, RouteTable } from '../routing/routes.js';
-import { createExternalFilters } from '../scheduling/filters/external-http.js';
+import { createExternalFilters, type ExternalHttpFilter } from '../scheduling/filters/external-http.js';
 import { parseExternalFilters } from '../scheduling/filters/external-http-config.js';
 import { buildChain, loadChainSpec, PRESET_CHAIN } from '../scheduling/plugins.js';
 import { Scheduler } from '../scheduling/scheduler.js';
@@ -65,8 +65,14 @@ export async function startService(config: Config, log: Logger, options: Service
     log,
   );
   const chainSpec = config.schedulingConfig ? await loadChainSpec(config.schedulingConfig) : PRESET_CHAIN;
-  const externalFilters = createExternalFilters(externalConfigs, log, metrics.registry, { destinationHeader: config.destinationHeader });
-  const chain = buildChain(chainSpec, config.routingLogic, externalFilters);
+  const externalFilters: ExternalHttpFilter[] = [];
+  const chain = buildChain(chainSpec, config.routingLogic, {
+    fromEnv: externalConfigs,
+    create: (configs) => {
+      externalFilters.push(...createExternalFilters(configs, log, metrics.registry, { destinationHeader: config.destinationHeader }));
+      return externalFilters;
+    },
+  });
   const scheduler = new Scheduler(endpoints, chain, {
     onOutcome: (endpoint, outcome) => passive.record(endpoint, outcome),
     pins: serviceAddresses && { mappings, addresses: serviceAddresses },

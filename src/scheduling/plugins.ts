@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../config/errors.js';
+import { type ExternalFilterConfig, parseExternalFilterEntry } from './filters/external-http-config.js';
 import { LabelSelectorFilter } from './filters/label-selector.js';
 import { RoleFilter } from './filters/role.js';
 import { ServedFilter } from './filters/served.js';
@@ -59,11 +60,24 @@ const PICKERS: Record<string, () => Picker> = {
 /** The plugin type names, by kind (for docs, errors and the shared plugin tests). */
 export const PLUGIN_TYPES = { filters: Object.keys(FILTERS), scorers: Object.keys(SCORERS), pickers: Object.keys(PICKERS) };
 
+/** Filters calling out over HTTP (docs/external-filters.md); made by ExternalFilters, not a factory here. */
+const EXTERNAL_HTTP_TYPE = 'external-http';
+
 /** `--routing-logic` values are presets: no filters or scorers beyond the registry's, their picker. */
 export const PRESET_CHAIN: ChainSpec = { filters: [], scorers: [] };
 
+/**
+ * External HTTP filters, from EXTERNAL_HTTP_FILTERS and from `type: external-http` entries of the
+ * scheduling config, made in one go (they share their metric series).
+ */
+export interface ExternalFilters {
+  /** From the environment: they run after the configured filters. */
+  fromEnv: readonly ExternalFilterConfig[];
+  create(configs: readonly ExternalFilterConfig[]): Filter[];
+}
+
 /** Builds the plugins of a chain; every unknown type or bad parameter is a ConfigError naming it. */
-export function buildChain(spec: ChainSpec, routingLogic: RoutingLogic, extraFilters: readonly Filter[] = []): Chain {
+export function buildChain(spec: ChainSpec, routingLogic: RoutingLogic, external?: ExternalFilters): Chain {
   const names = new Set<string>();
   const instance = (kind: string, index: number, plugin: PluginSpec) => {
     const name = plugin.name ?? plugin.type;
@@ -72,11 +86,33 @@ export function buildChain(spec: ChainSpec, routingLogic: RoutingLogic, extraFil
     names.add(name);
     return { name, params: new PluginParameters(plugin.parameters ?? {}, `${kind}[${index}] (${name})`) };
   };
-  const filters = spec.filters.map((plugin, index) => {
-    const factory = FILTERS[plugin.type] ?? unknownType('filters', index, plugin.type, FILTERS);
+  // An external filter's place in the chain is kept as its index among the external configs.
+  const externalConfigs: ExternalFilterConfig[] = [];
+  const slots = spec.filters.map((plugin, index): Filter | number => {
+    if (plugin.type === EXTERNAL_HTTP_TYPE) {
+      const { name, params } = instance('filters', index, plugin);
+      externalConfigs.push(parseExternalFilterEntry(SCHEDULING_CONFIG_FLAG, { name, ...params.all() }, `filters[${index}]`));
+      return externalConfigs.length - 1;
+    }
+    const factory = FILTERS[plugin.type] ?? unknownType('filters', index, plugin.type, { ...FILTERS, [EXTERNAL_HTTP_TYPE]: true });
     const { name, params } = instance('filters', index, plugin);
     return factory(name, params);
   });
+  const fromFile = externalConfigs.length;
+  for (const config of external?.fromEnv ?? []) {
+    if (names.has(config.name)) {
+      throw new ConfigError(
+        'EXTERNAL_HTTP_FILTERS',
+        `the name "${config.name}" is also a plugin of ${SCHEDULING_CONFIG_FLAG}`,
+        'give each filter a name of its own',
+      );
+    }
+    names.add(config.name);
+    externalConfigs.push(config);
+  }
+  if (externalConfigs.length > 0 && !external) throw new Error('buildChain: external filters are configured but no factory was given');
+  const made = externalConfigs.length > 0 ? external!.create(externalConfigs) : [];
+  const filters = [...slots.map((slot) => (typeof slot === 'number' ? made[slot]! : slot)), ...made.slice(fromFile)];
   const scorers = spec.scorers.map((plugin, index) => {
     const factory = SCORERS[plugin.type] ?? unknownType('scorers', index, plugin.type, SCORERS);
     const { name, params } = instance('scorers', index, plugin);
@@ -94,7 +130,7 @@ export function buildChain(spec: ChainSpec, routingLogic: RoutingLogic, extraFil
   } else {
     picker = createPicker(routingLogic);
   }
-  return { filters: [...filters, ...extraFilters], scorers, picker };
+  return { filters, scorers, picker };
 }
 
 function unknownType(kind: string, index: number, type: string, known: Record<string, unknown>): never {

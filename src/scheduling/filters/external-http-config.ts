@@ -61,7 +61,7 @@ function parseList(variable: string, value: string | undefined): ExternalFilterC
     throw new ConfigError(variable, `is not valid JSON: ${(err as Error).message}`, `write a JSON list, e.g. ${EXAMPLE}`);
   }
   if (!Array.isArray(parsed)) throw new ConfigError(variable, 'is not a JSON list', `write a JSON list, e.g. ${EXAMPLE}`);
-  const configs = parsed.map((entry, index) => parseEntry(variable, entry, index));
+  const configs = parsed.map((entry, index) => parseExternalFilterEntry(variable, entry, `entry ${index + 1}`));
   const seen = new Set<string>();
   for (const config of configs) {
     if (seen.has(config.name)) throw new ConfigError(variable, `the name "${config.name}" is used twice`, 'give each filter its own name');
@@ -70,8 +70,9 @@ function parseList(variable: string, value: string | undefined): ExternalFilterC
   return configs;
 }
 
-function parseEntry(variable: string, entry: unknown, index: number): ExternalFilterConfig {
-  let where = `entry ${index + 1}`;
+/** One filter's settings, from the env list or a `--scheduling-config` plugin; `where` names it in errors. */
+export function parseExternalFilterEntry(variable: string, entry: unknown, label: string): ExternalFilterConfig {
+  let where = label;
   const fail = (message: string, hint: string): never => {
     throw new ConfigError(variable, `${where}: ${message}`, hint);
   };
