@@ -11,7 +11,7 @@
  *   node dist/bench/run.js [--quick] [--no-pin] [--profile] [--sections=closed,open,large,scraped,chain,picker,json-scan,detection]
  *   env: BENCH_SECONDS BENCH_WARMUP_SECONDS BENCH_ROUNDS BENCH_CONCURRENCY BENCH_FULL_DUPLEX_CONCURRENCY BENCH_CONNECTIONS BENCH_RATE
  *        BENCH_OPEN_SECONDS BENCH_LARGE_SECONDS BENCH_LARGE_CONCURRENCY BENCH_LARGE_SIZES BENCH_SCRAPED_ENDPOINTS BENCH_SCRAPED_CONCURRENCY
- *        BENCH_CHAIN_CONCURRENCY
+ *        BENCH_CHAIN_CONCURRENCY BENCH_CHAIN_SECONDS
  *        BENCH_PIN BENCH_PICKER_MS
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -65,6 +65,7 @@ interface Options {
   scrapedEndpoints: number;
   scrapedConcurrency: number[];
   chainConcurrency: number;
+  chainSeconds: number;
   pickerMs: number;
   out: string;
 }
@@ -94,6 +95,7 @@ function parseOptions(): Options {
       'scraped-endpoints': { type: 'string' },
       'scraped-concurrency': { type: 'string' },
       'chain-concurrency': { type: 'string' },
+      'chain-seconds': { type: 'string' },
       'picker-ms': { type: 'string' },
       out: { type: 'string', default: '.bench/last.json' },
     },
@@ -134,6 +136,7 @@ function parseOptions(): Options {
     scrapedEndpoints: Math.round(num(pick(values['scraped-endpoints'], 'BENCH_SCRAPED_ENDPOINTS', '100', '100'), '--scraped-endpoints')),
     scrapedConcurrency: list(pick(values['scraped-concurrency'], 'BENCH_SCRAPED_CONCURRENCY', '64', '64'), '--scraped-concurrency').map(Math.round),
     chainConcurrency: Math.round(num(pick(values['chain-concurrency'], 'BENCH_CHAIN_CONCURRENCY', '64', '64'), '--chain-concurrency')),
+    chainSeconds: num(pick(values['chain-seconds'], 'BENCH_CHAIN_SECONDS', '8', '2'), '--chain-seconds'),
     pickerMs: num(pick(values['picker-ms'], 'BENCH_PICKER_MS', '400', '150'), '--picker-ms'),
     out: resolve(ROOT, values.out),
   };
@@ -1269,8 +1272,10 @@ picker:
   type: max-score
 `;
 
-/** Requests each server of section 8 has answered (warm-ups included) before it is measured (the new ones start cold). */
+/** Requests each server of section 8 has answered (warm-ups included) before it is measured (the new
+ *  ones start cold), within CHAIN_WARM_RUNS warm-ups (the external ones answer 3,000-4,000/s). */
 const CHAIN_WARM_REQUESTS = 30_000;
+const CHAIN_WARM_RUNS = 3;
 
 interface PluginStats {
   keepAlive: { calls: number; failed: number; connections: number };
@@ -1341,9 +1346,11 @@ async function chainSection(lg: LoadGenerator, servers: { bare: ServerProcess; e
     `== 8. Scheduling chain: closed loop BUFFERED at N = ${n}, 1 KiB chat body, ${opts.connections} HTTP/2 connections, 4 static endpoints, against the bare server;`,
   );
   say(
-    `   ${opts.closedSeconds} s measured per server, in ${opts.rounds} slices (bare, default, chain, ext keep-alive, ext close | the reverse | …), each after ${opts.warmupSeconds} s warm-up;`,
+    `   ${opts.chainSeconds} s measured per server, in ${opts.rounds} slices (bare, default, chain, ext keep-alive, ext close | the reverse | …), each after ${opts.warmupSeconds} s warm-up;`,
   );
-  say(`   before the rows, each server is warmed up until it has answered ${fmtInt(CHAIN_WARM_REQUESTS)} requests in all (the new llm-extproc start cold)`);
+  say(
+    `   before the rows, each server is warmed up until it has answered ${fmtInt(CHAIN_WARM_REQUESTS)} requests in all, in at most ${opts.quick ? 1 : CHAIN_WARM_RUNS} warm-up runs (the new llm-extproc start cold)`,
+  );
   say('   default  = llm-extproc of section 1 (least_outstanding_requests, a chain of its picker alone)');
   say(
     '   chain    = --scheduling-config: filters role (decode) + label-selector "!bench-excluded" (both keep all 4), scorers in-flight + queue + kv-cache, picker max-score',
@@ -1382,7 +1389,7 @@ async function chainSection(lg: LoadGenerator, servers: { bare: ServerProcess; e
       { variant: 'external keep-alive', what: '1 external filter, keep-alive' },
       { variant: 'external close', what: '1 external filter, new connection per call' },
     ];
-    const warmRuns = opts.quick ? 2 : 10;
+    const warmRuns = opts.quick ? 1 : CHAIN_WARM_RUNS;
     for (const server of [servers.bare, ...exts]) {
       for (let runs = 0; runs < warmRuns && (runs === 0 || (servedTotals[server.label] ?? 0) < CHAIN_WARM_REQUESTS); runs++) {
         await warmUp(lg, server, opts, ticks, 'buffered');
@@ -1407,7 +1414,7 @@ async function chainSection(lg: LoadGenerator, servers: { bare: ServerProcess; e
         timeoutMs: 10_000,
         clockTicks: ticks,
       },
-      opts.closedSeconds,
+      opts.chainSeconds,
       `chain N=${n}`,
       [plugin.pid],
     );
