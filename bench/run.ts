@@ -8,9 +8,10 @@
  * (child process, bench/loadgen.ts). With taskset and ≥ 2 cores, the servers run on CPU 1 and
  * everything else on CPU 0.
  *
- *   node dist/bench/run.js [--quick] [--no-pin] [--profile] [--sections=closed,open,large,scraped,picker,json-scan,detection]
+ *   node dist/bench/run.js [--quick] [--no-pin] [--profile] [--sections=closed,open,large,scraped,chain,picker,json-scan,detection]
  *   env: BENCH_SECONDS BENCH_WARMUP_SECONDS BENCH_ROUNDS BENCH_CONCURRENCY BENCH_FULL_DUPLEX_CONCURRENCY BENCH_CONNECTIONS BENCH_RATE
  *        BENCH_OPEN_SECONDS BENCH_LARGE_SECONDS BENCH_LARGE_CONCURRENCY BENCH_LARGE_SIZES BENCH_SCRAPED_ENDPOINTS BENCH_SCRAPED_CONCURRENCY
+ *        BENCH_CHAIN_CONCURRENCY BENCH_CHAIN_SECONDS
  *        BENCH_PIN BENCH_PICKER_MS
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -38,7 +39,7 @@ const HEAP_SURVIVORS_DIR = join(ROOT, '.bench', 'heap-survivors');
 
 // ---------------------------------------------------------------- options
 
-const SECTIONS = ['closed', 'open', 'large', 'scraped', 'picker', 'json-scan', 'detection'] as const;
+const SECTIONS = ['closed', 'open', 'large', 'scraped', 'chain', 'picker', 'json-scan', 'detection'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Options {
@@ -63,6 +64,8 @@ interface Options {
   largeSizes: number[];
   scrapedEndpoints: number;
   scrapedConcurrency: number[];
+  chainConcurrency: number;
+  chainSeconds: number;
   pickerMs: number;
   out: string;
 }
@@ -91,6 +94,8 @@ function parseOptions(): Options {
       'large-sizes': { type: 'string' },
       'scraped-endpoints': { type: 'string' },
       'scraped-concurrency': { type: 'string' },
+      'chain-concurrency': { type: 'string' },
+      'chain-seconds': { type: 'string' },
       'picker-ms': { type: 'string' },
       out: { type: 'string', default: '.bench/last.json' },
     },
@@ -130,6 +135,8 @@ function parseOptions(): Options {
     largeSizes: list(pick(values['large-sizes'], 'BENCH_LARGE_SIZES', '1,8', '1,8'), '--large-sizes', MiB),
     scrapedEndpoints: Math.round(num(pick(values['scraped-endpoints'], 'BENCH_SCRAPED_ENDPOINTS', '100', '100'), '--scraped-endpoints')),
     scrapedConcurrency: list(pick(values['scraped-concurrency'], 'BENCH_SCRAPED_CONCURRENCY', '64', '64'), '--scraped-concurrency').map(Math.round),
+    chainConcurrency: Math.round(num(pick(values['chain-concurrency'], 'BENCH_CHAIN_CONCURRENCY', '64', '64'), '--chain-concurrency')),
+    chainSeconds: num(pick(values['chain-seconds'], 'BENCH_CHAIN_SECONDS', '8', '2'), '--chain-seconds'),
     pickerMs: num(pick(values['picker-ms'], 'BENCH_PICKER_MS', '400', '150'), '--picker-ms'),
     out: resolve(ROOT, values.out),
   };
@@ -243,13 +250,15 @@ interface LlmExtprocStart {
   /** Ready only once every backend also has fresh engine figures (one series per endpoint in
    *  llm_extproc_endpoint_engine_running_requests): the first scrape round is done. */
   freshLoad?: boolean;
+  /** More environment variables for the child (over this process's, which it inherits). */
+  env?: Record<string, string>;
 }
 
 async function startLlmExtproc(
   opts: Options,
   backends: Simulator[],
   profileDir: string | undefined,
-  { label = 'llm-extproc', args: extra = [], freshLoad = false }: LlmExtprocStart = {},
+  { label = 'llm-extproc', args: extra = [], freshLoad = false, env }: LlmExtprocStart = {},
 ): Promise<ServerProcess> {
   const port = await freePort();
   const adminPort = await freePort();
@@ -267,7 +276,7 @@ async function startLlmExtproc(
     ...extra,
   ];
   const [cmd, argv] = nodeCommand(opts.pin, SERVER_CPU, args);
-  const child = track(spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const child = track(spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], ...(env ? { env: { ...process.env, ...env } } : {}) }));
   const output: string[] = [];
   collectLines(child, output);
   const server: ServerProcess = { name: 'llm-extproc', label, child, pid: child.pid!, target: `127.0.0.1:${port}`, adminPort, output };
@@ -508,7 +517,8 @@ type ScenarioBase = Omit<Scenario, 'name' | 'target' | 'serverPid' | 'idlePids' 
 /**
  * Runs the same scenario against the bare server and each llm-extproc in `exts`, `rounds` times,
  * the order reversed every other round (bare, ext… | …ext, bare | …) so slow drift of a noisy
- * machine hits all alike. The servers not under test are the slice's idle ones.
+ * machine hits all alike. The servers not under test are the slice's idle ones, with `alsoIdle`
+ * (other processes of the section, e.g. a plugin server: their CPU is then not counted as noise).
  */
 async function measureAgainstBare(
   lg: LoadGenerator,
@@ -518,6 +528,7 @@ async function measureAgainstBare(
   base: ScenarioBase,
   totalSeconds: number,
   label: string,
+  alsoIdle: number[] = [],
 ): Promise<{ bare: Measured; versus: Versus[] }> {
   const servers = [bare, ...exts];
   const results: ScenarioResult[][] = servers.map(() => []);
@@ -535,7 +546,7 @@ async function measureAgainstBare(
           name: `${label} ${server.label}`,
           target: server.target,
           serverPid: server.pid,
-          idlePids: servers.filter((other) => other !== server).map((other) => other.pid),
+          idlePids: [...servers.filter((other) => other !== server).map((other) => other.pid), ...alsoIdle],
           durationMs: sliceMs,
           seed: (round + 1) * 7919,
         }),
@@ -1246,6 +1257,300 @@ async function scrapedSection(lg: LoadGenerator, servers: { bare: ServerProcess;
 }
 type IdleCost = Awaited<ReturnType<typeof idleCost>>[number];
 
+// ---------------------------------------------------------------- section 8: the scheduling chain
+
+/** The built-in chain of section 8: every plugin type that keeps all of the static endpoints (no labels). */
+const CHAIN_CONFIG = `# bench/run.ts section 8: filters that keep every static endpoint, three scorers, max-score
+filters:
+  - {type: role, parameters: {role: decode}}
+  - {type: label-selector, name: keep-all, parameters: {selector: "!bench-excluded"}}
+scorers:
+  - {type: in-flight, weight: 1}
+  - {type: queue, weight: 1}
+  - {type: kv-cache, weight: 1}
+picker:
+  type: max-score
+`;
+
+/** Requests each server of section 8 has answered (warm-ups included) before it is measured (the new
+ *  ones start cold), within CHAIN_WARM_RUNS warm-ups (the external ones answer 3,000-4,000/s). */
+const CHAIN_WARM_REQUESTS = 30_000;
+const CHAIN_WARM_RUNS = 3;
+
+interface PluginStats {
+  keepAlive: { calls: number; failed: number; connections: number };
+  close: { calls: number; failed: number; connections: number };
+}
+
+/** bench/keep-all-plugin.ts as a child process, on the load generator's CPU (the servers' CPU is for the server under test). */
+async function startKeepAllPlugin(opts: Options) {
+  const [cmd, argv] = nodeCommand(opts.pin, LOADGEN_CPU, [join(DIST, 'bench', 'keep-all-plugin.js')]);
+  const child = track(spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const output: string[] = [];
+  const port = await new Promise<number>((resolvePort, reject) => {
+    let started = false;
+    collectLines(child, output, (line) => {
+      if (!started && line.startsWith('{')) {
+        started = true;
+        resolvePort((JSON.parse(line) as { listening: number }).listening);
+      } else if (line.trim()) output.push(line);
+    });
+    child.once('exit', (code) => {
+      if (!started) reject(new Error(`keep-all plugin exited with ${code}:\n${output.join('\n')}`));
+    });
+  });
+  const stats = async () => (await (await fetch(`http://127.0.0.1:${port}/stats`)).json()) as PluginStats;
+  return { child, pid: child.pid!, port, output, stats };
+}
+
+/** What one llm-extproc's /metrics says about its decisions and its scheduling plugins, at one moment. */
+async function chainReading(ext: ServerProcess) {
+  const m = await readMetrics(ext);
+  const calls = 'llm_extproc_external_filter_calls_total';
+  const plugin = 'llm_extproc_scheduling_plugin_duration_seconds_count';
+  return {
+    routed: m.sum('llm_extproc_requests_total', (l) => l.includes('outcome="routed"')),
+    refused: m.sum('llm_extproc_requests_total', (l) => !l.includes('outcome="routed"')),
+    externalCalls: m.sum(calls),
+    externalFailed: m.sum(calls, (l) => !l.includes('result="success"')),
+    pluginCalls: m.sum(plugin),
+    pluginNotOk: m.sum(plugin, (l) => !l.includes('outcome="ok"')),
+  };
+}
+type ChainReading = Awaited<ReturnType<typeof chainReading>>;
+
+type ChainVariant = 'default' | 'chain' | 'external keep-alive' | 'external close';
+
+interface ChainRow {
+  variant: ChainVariant;
+  what: string;
+  measured: Measured;
+  cpuRatio: number;
+  cpuRatioPerRound: number[];
+  requestsPerSecondRatio: number;
+  /** Over the measured rounds, from the llm-extproc's /metrics (differences). */
+  counters: ChainReading;
+  /** External variants: the plugin server's own count of calls and new connections over the measured rounds. */
+  plugin?: { calls: number; failed: number; connections: number; cpuUsPerCall: number };
+}
+
+/**
+ * Section 8: the scheduling chain's cost. Closed loop BUFFERED at one N against the bare server, in
+ * the same rounds: llm-extproc as in section 1 (the preset: its picker alone), with a built-in chain
+ * (--scheduling-config), and with one external HTTP filter on loopback, over kept-alive connections
+ * and with a new connection per call.
+ */
+async function chainSection(lg: LoadGenerator, servers: { bare: ServerProcess; ext: ServerProcess }, backends: Simulator[], opts: Options, ticks: number) {
+  const n = opts.chainConcurrency;
+  say(
+    `== 8. Scheduling chain: closed loop BUFFERED at N = ${n}, 1 KiB chat body, ${opts.connections} HTTP/2 connections, 4 static endpoints, against the bare server;`,
+  );
+  say(
+    `   ${opts.chainSeconds} s measured per server, in ${opts.rounds} slices (bare, default, chain, ext keep-alive, ext close | the reverse | …), each after ${opts.warmupSeconds} s warm-up;`,
+  );
+  say(
+    `   before the rows, each server is warmed up until it has answered ${fmtInt(CHAIN_WARM_REQUESTS)} requests in all, in at most ${opts.quick ? 1 : CHAIN_WARM_RUNS} warm-up runs (the new llm-extproc start cold)`,
+  );
+  say('   default  = llm-extproc of section 1 (least_outstanding_requests, a chain of its picker alone)');
+  say(
+    '   chain    = --scheduling-config: filters role (decode) + label-selector "!bench-excluded" (both keep all 4), scorers in-flight + queue + kv-cache, picker max-score',
+  );
+  say(
+    '   external = default + EXTERNAL_HTTP_FILTERS with one filter (timeout_ms 1000, fail-open) on a keep-all plugin server on loopback (bench/keep-all-plugin.ts,',
+  );
+  say(
+    `              a child process${opts.pin ? ` on CPU ${LOADGEN_CPU}, with the load generator` : ''}): keep-alive = llm-extproc's default keep-alive agent;`,
+  );
+  say(
+    '              close = the plugin answers `connection: close`, so every call opens a new TCP connection (llm-extproc has no option to turn keep-alive off)',
+  );
+  const dir = join(ROOT, '.bench');
+  mkdirSync(dir, { recursive: true });
+  const configFile = join(dir, 'chain-scheduling.yaml');
+  writeFileSync(configFile, CHAIN_CONFIG);
+  const started: ServerProcess[] = [];
+  let plugin: Awaited<ReturnType<typeof startKeepAllPlugin>> | undefined;
+  try {
+    plugin = await startKeepAllPlugin(opts);
+    const filterEnv = (name: string, path: string) => ({
+      EXTERNAL_HTTP_FILTERS: JSON.stringify([{ name, url: `http://127.0.0.1:${plugin!.port}/${path}`, timeout_ms: 1000 }]),
+    });
+    progress('starting llm-extproc with a chain, and two with an external filter');
+    const chain = await startLlmExtproc(opts, backends, undefined, { label: 'llm-extproc (chain)', args: [`--scheduling-config=${configFile}`] });
+    started.push(chain);
+    const keepAlive = await startLlmExtproc(opts, backends, undefined, { label: 'llm-extproc (ext keep-alive)', env: filterEnv('keep-all', 'keep-alive') });
+    started.push(keepAlive);
+    const close = await startLlmExtproc(opts, backends, undefined, { label: 'llm-extproc (ext close)', env: filterEnv('keep-all-close', 'close') });
+    started.push(close);
+    const exts = [servers.ext, chain, keepAlive, close];
+    const variants: { variant: ChainVariant; what: string }[] = [
+      { variant: 'default', what: 'preset least_outstanding_requests' },
+      { variant: 'chain', what: 'role + label-selector, 3 scorers, max-score' },
+      { variant: 'external keep-alive', what: '1 external filter, keep-alive' },
+      { variant: 'external close', what: '1 external filter, new connection per call' },
+    ];
+    const warmRuns = opts.quick ? 1 : CHAIN_WARM_RUNS;
+    for (const server of [servers.bare, ...exts]) {
+      for (let runs = 0; runs < warmRuns && (runs === 0 || (servedTotals[server.label] ?? 0) < CHAIN_WARM_REQUESTS); runs++) {
+        await warmUp(lg, server, opts, ticks, 'buffered');
+      }
+    }
+    const before = await Promise.all(exts.map(chainReading));
+    const pluginBefore = await plugin.stats();
+    const pluginCpu0 = processCpuMs(plugin.pid, ticks);
+    const { bare, versus } = await measureAgainstBare(
+      lg,
+      servers.bare,
+      exts,
+      opts,
+      {
+        connections: opts.connections,
+        mode: 'closed',
+        requestMode: 'buffered',
+        concurrency: n,
+        rate: 0,
+        warmupMs: opts.warmupSeconds * 1000,
+        bodyBytes: 1024,
+        timeoutMs: 10_000,
+        clockTicks: ticks,
+      },
+      opts.chainSeconds,
+      `chain N=${n}`,
+      [plugin.pid],
+    );
+    const pluginCpuMs = processCpuMs(plugin.pid, ticks) - pluginCpu0;
+    const pluginAfter = await plugin.stats();
+    const after = await Promise.all(exts.map(chainReading));
+    const totalPluginCalls = pluginAfter.keepAlive.calls + pluginAfter.close.calls - pluginBefore.keepAlive.calls - pluginBefore.close.calls;
+    const rows: ChainRow[] = variants.map(({ variant, what }, i) => {
+      const v = versus[i]!;
+      const counters = Object.fromEntries(
+        Object.keys(after[i]!).map((k) => [k, after[i]![k as keyof ChainReading] - before[i]![k as keyof ChainReading]]),
+      ) as ChainReading;
+      const side = variant === 'external keep-alive' ? 'keepAlive' : variant === 'external close' ? 'close' : undefined;
+      return {
+        variant,
+        what,
+        measured: v.ext,
+        cpuRatio: v.ext.cpuUsPerRequest / bare.cpuUsPerRequest,
+        cpuRatioPerRound: v.cpuRatioPerRound,
+        requestsPerSecondRatio: v.ext.requestsPerSecond / bare.requestsPerSecond,
+        counters,
+        ...(side
+          ? {
+              plugin: {
+                calls: pluginAfter[side].calls - pluginBefore[side].calls,
+                failed: pluginAfter[side].failed - pluginBefore[side].failed,
+                connections: pluginAfter[side].connections - pluginBefore[side].connections,
+                // The plugin's CPU over the measured rounds (both paths, idle time included) per call of both.
+                cpuUsPerCall: (pluginCpuMs * 1000) / totalPluginCalls,
+              },
+            }
+          : {}),
+      };
+    });
+
+    const header = [
+      'variant',
+      'decisions/s',
+      'vs bare',
+      'CPU µs/req',
+      'vs bare',
+      'per round',
+      'p50 µs',
+      'p99 µs',
+      'err/lost/GOAWAY',
+      'ext calls',
+      'ext failed',
+      'plugin conns',
+    ];
+    const body: string[][] = [
+      [
+        'bare',
+        fmtInt(bare.requestsPerSecond),
+        '',
+        fmt(bare.cpuUsPerRequest),
+        '',
+        '',
+        fmt(bare.latencyUs.p50, 0),
+        fmt(bare.latencyUs.p99, 0),
+        errorsCell(bare),
+        '',
+        '',
+        '',
+      ],
+      ...rows.map((r) => [
+        r.variant,
+        fmtInt(r.measured.requestsPerSecond),
+        ratio(r.measured.requestsPerSecond, bare.requestsPerSecond),
+        fmt(r.measured.cpuUsPerRequest),
+        ratio(r.measured.cpuUsPerRequest, bare.cpuUsPerRequest),
+        spread(r.cpuRatioPerRound),
+        fmt(r.measured.latencyUs.p50, 0),
+        fmt(r.measured.latencyUs.p99, 0),
+        errorsCell(r.measured),
+        r.plugin ? fmtInt(r.counters.externalCalls) : '',
+        r.plugin ? fmtInt(r.counters.externalFailed) : '',
+        r.plugin ? fmtInt(r.plugin.connections) : '',
+      ]),
+    ];
+    say(table([header, ...body]));
+    const measured = [bare, ...rows.map((r) => r.measured)];
+    listErrors(measured);
+    noiseLine([measured]);
+    say("   (the idle servers of each slice include the plugin server, busy during the external slices: its CPU is not llm-extproc's)");
+    const requestFailures = measured.reduce((sum, m) => sum + m.errorCount + m.streamsLost, 0);
+    const refused = rows.reduce((sum, r) => sum + r.counters.refused, 0);
+    const notOk = rows.reduce((sum, r) => sum + r.counters.pluginNotOk, 0);
+    for (const r of rows.filter((row) => row.plugin)) {
+      const p = r.plugin!;
+      say(
+        `   ${r.variant}: llm_extproc_external_filter_calls_total +${fmtInt(r.counters.externalCalls)} (${fmtInt(r.counters.externalFailed)} not success) for ${fmtInt(r.counters.routed)} routed;` +
+          ` the plugin counted ${fmtInt(p.calls)} calls (${p.failed} bad) on ${fmtInt(p.connections)} new connections`,
+      );
+    }
+    const ka = rows.find((r) => r.variant === 'external keep-alive')!;
+    const cl = rows.find((r) => r.variant === 'external close')!;
+    const def = rows.find((r) => r.variant === 'default')!;
+    const ch = rows.find((r) => r.variant === 'chain')!;
+    say(
+      `   extra CPU per request over default: chain ${fmt(ch.measured.cpuUsPerRequest - def.measured.cpuUsPerRequest)} µs, external keep-alive ${fmt(ka.measured.cpuUsPerRequest - def.measured.cpuUsPerRequest)} µs,` +
+        ` external close ${fmt(cl.measured.cpuUsPerRequest - def.measured.cpuUsPerRequest)} µs (llm-extproc's own CPU only)`,
+    );
+    say(
+      `   the plugin server used ${fmt(ka.plugin!.cpuUsPerCall)} µs CPU per call over the measured rounds (both paths, its idle time included), not counted above`,
+    );
+    say(
+      `   failures: ${requestFailures === 0 && refused === 0 && notOk === 0 ? 'none' : 'SOME'} — ${requestFailures} requests failed or lost at the load generator, ${refused} refused by llm-extproc,` +
+        ` ${notOk} plugin calls not ok (llm_extproc_scheduling_plugin_duration_seconds outcome ≠ ok)`,
+    );
+    say(
+      `   headline — CPU per request llm-extproc/bare at N=${n}: default ${def.cpuRatio.toFixed(2)}x, chain ${ch.cpuRatio.toFixed(2)}x (target ≤ 1.30x: ${ch.cpuRatio <= 1.3 ? 'met' : 'MISSED'}),` +
+        ` external keep-alive ${ka.cpuRatio.toFixed(2)}x, external close ${cl.cpuRatio.toFixed(2)}x`,
+    );
+    for (const server of [...started, plugin]) {
+      if (server.output.length) {
+        say(`   ${'label' in server ? server.label : 'keep-all plugin'} wrote ${server.output.length} log lines (warn and above); first ones:`);
+        for (const line of server.output.slice(0, 5)) say(`     ${line.slice(0, 300)}`);
+      }
+    }
+    say();
+    return {
+      concurrency: n,
+      schedulingConfig: CHAIN_CONFIG,
+      bare,
+      rows,
+      pluginCpuUsPerCall: ka.plugin!.cpuUsPerCall,
+      totalPluginCalls,
+      failures: { requests: requestFailures, refused, pluginNotOk: notOk },
+      chainCpuRatio: ch.cpuRatio,
+    };
+  } finally {
+    for (const server of started) await stopChild(server.child);
+    if (plugin) await stopChild(plugin.child);
+  }
+}
+
 function pickerSection(opts: Options): PickerRow[] {
   say(`== 4. Picker cost per decision: Scheduler.schedule() + Lease.release(), in-process, ${opts.pickerMs} ms per case, fresh process per case`);
   say('   registry: N healthy endpoints all serving one model on one engine; baseline: the 1-endpoint case of each picker');
@@ -1388,7 +1693,7 @@ async function main(): Promise<void> {
     options: { ...opts, sections: [...opts.sections] },
   };
   try {
-    const needServers = (['closed', 'open', 'large', 'scraped'] as const).some((section) => opts.sections.has(section));
+    const needServers = (['closed', 'open', 'large', 'scraped', 'chain'] as const).some((section) => opts.sections.has(section));
     if (needServers) {
       for (const engine of ['vllm', 'vllm', 'sglang', 'sglang'] as const) backends.push(await startSimulator({ engine, models: [MODEL], host: '127.0.0.1' }));
       const ext = await startLlmExtproc(opts, backends, profileDir);
@@ -1435,6 +1740,11 @@ async function main(): Promise<void> {
         for (const r of result.rows) countDecisions(r.fewEndpoints.ext);
         sections.scraped = result;
       }
+      if (opts.sections.has('chain')) {
+        const result = await chainSection(lg, servers, backends, opts, ticks);
+        countDecisions(result.rows.find((r) => r.variant === 'default')!.measured);
+        sections.chain = result;
+      }
       sections.serverCheck = await serverCheck(ext, extDecisions);
       if (opts.traceGc) sections.gc = gcSection(servers, extDecisions);
       if (opts.heapSurvivors) sections.heapSurvivors = await heapSurvivorsSection(servers);
@@ -1463,6 +1773,7 @@ async function main(): Promise<void> {
     const large = sections.largeBodies as { bodyBytes: number; cpuRatio: number }[] | undefined;
     const scraped = sections.scraped as Awaited<ReturnType<typeof scrapedSection>> | undefined;
     const detection = sections.detection as DetectionRow[] | undefined;
+    const chain = sections.chain as Awaited<ReturnType<typeof chainSection>> | undefined;
     say('== Summary (figures are reported, not asserted)');
     if (closed) {
       const byMode = (mode: RequestMode) =>
@@ -1491,6 +1802,21 @@ async function main(): Promise<void> {
       );
       say(
         `   target ≤ 1.30x: ${scraped.maxCpuRatio <= 1.3 ? 'met' : 'MISSED'}; ${fmt(scraped.scrapes.perSecond, 1)} scrapes/s, ${scraped.scrapes.failed} failed, fresh figures on ${scraped.scrapes.freshAfter}/${scraped.endpoints} after the load`,
+      );
+    }
+    if (chain) {
+      const cell = (variant: ChainVariant) => {
+        const r = chain.rows.find((row) => row.variant === variant)!;
+        return `${variant} ${r.cpuRatio.toFixed(2)}x (${fmtInt(r.measured.requestsPerSecond)}/s)`;
+      };
+      const external = chain.rows.filter((r) => r.plugin);
+      const failures = chain.failures.requests + chain.failures.refused + chain.failures.pluginNotOk;
+      say(
+        `   scheduling chain at N=${chain.concurrency}, CPU per request llm-extproc/bare (decisions/s): bare ${fmtInt(chain.bare.requestsPerSecond)}/s, ${(['default', 'chain', 'external keep-alive', 'external close'] as const).map(cell).join(', ')};`,
+      );
+      say(
+        `   target ≤ 1.30x for the built-in chain: ${chain.chainCpuRatio <= 1.3 ? 'met' : 'MISSED'}; external filter calls ${external.map((r) => `${fmtInt(r.counters.externalCalls)} (${r.counters.externalFailed} failed)`).join(' / ')};` +
+          ` failed requests: ${failures === 0 ? 'none' : failures}`,
       );
     }
     if (detection) {
