@@ -33,7 +33,7 @@ export interface PodMetrics {
   max_active_models?: number | null;
   running_queue_size?: number | null;
   waiting_queue_size?: number | null;
-  /** A 0-1 fraction from llm-extproc and llm-d's Go code; seed 000's README shows a percentage (65.5). See kvCacheFraction. */
+  /** 0-100 from llm-extproc (as seed 000's README shows, 65.5); a 0-1 fraction from llm-d's Go code. See kvCacheFraction. */
   kv_cache_usage_percent?: number | null;
   kv_cache_max_token_capacity?: number | null;
   /** `2006-01-02 15:04:05` (Go layout, no zone) or RFC 3339. See parseUpdateTime. */
@@ -101,9 +101,9 @@ export function parseUpdateTime(text: string): Date | undefined {
 }
 
 /**
- * `kv_cache_usage_percent` as a 0-1 fraction. llm-extproc and llm-d send a fraction despite the
- * name; seed 000's README shows a percentage (65.5). A value above 1 is read as a percentage, so
- * a percentage of 1% or less is indistinguishable from a fraction (and read as one).
+ * `kv_cache_usage_percent` as a 0-1 fraction. llm-extproc sends a percentage, as seed 000's README
+ * shows (65.5); llm-d's Go code sent a fraction despite the name. A value above 1 is read as a
+ * percentage, so a percentage of 1% or less is indistinguishable from a fraction (and read as one).
  */
 export function kvCacheFraction(value: number): number {
   return value > 1 ? value / 100 : value;
