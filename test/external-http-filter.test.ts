@@ -11,6 +11,7 @@ import type { RoutingRequest } from '../src/request/routing-request.js';
 import { CircuitBreaker } from '../src/scheduling/filters/circuit-breaker.js';
 import { createExternalFilters, type ExternalFilterOptions, type ExternalHttpFilter } from '../src/scheduling/filters/external-http.js';
 import { type ExternalFilterConfig, parseExternalFilters } from '../src/scheduling/filters/external-http-config.js';
+import { requestBody } from '../src/scheduling/filters/external-http-wire.js';
 import { promptOf } from '../src/scheduling/filters/prompt.js';
 import { PluginError, type SchedulingRequest } from '../src/scheduling/types.js';
 import { captureLogs } from './support/harness.js';
@@ -233,6 +234,34 @@ describe('external HTTP filter: the request', () => {
       address: '127.0.0.1',
       labels: {},
     });
+  });
+
+  it('a pod is serialised once per scrape: a new scrape or new labels show at once', () => {
+    const pod = endpoint('10.0.1.200:8000', 'cached-pod');
+    const figures = (waiting: number) => ({
+      metrics: {
+        active_models: {},
+        waiting_models: {},
+        max_active_models: 0,
+        running_queue_size: 1,
+        waiting_queue_size: waiting,
+        kv_cache_usage_percent: 10,
+        kv_cache_max_token_capacity: 0,
+      },
+      updateTime: new Date('2026-01-01T00:00:00Z'),
+      freshUntil: 0,
+      inFlightAtScrape: 0,
+    });
+    const sent = () => JSON.parse(requestBody(schedulingRequest({ initialCandidates: [pod] }), [pod], '', 'x-gateway-destination-endpoint')).pods[0];
+    pod.load = figures(1);
+    assert.equal(sent().metrics.waiting_queue_size, 1);
+    assert.equal(sent().metrics.waiting_queue_size, 1, 'the same scrape: the same JSON');
+    pod.load = figures(7);
+    assert.equal(sent().metrics.waiting_queue_size, 7, 'a new scrape is sent at once');
+    pod.labels = { tier: 'gold' };
+    assert.deepEqual(sent().pod.labels, { tier: 'gold' }, 'new labels are sent at once');
+    pod.load = undefined;
+    assert.equal(sent().metrics, undefined, 'a failed scrape drops the figures');
   });
 
   it('joins /filter as a URL: with or without a trailing slash, and with no path', async () => {

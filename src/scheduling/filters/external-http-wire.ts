@@ -68,6 +68,19 @@ function headerRecord(request: SchedulingRequest, omitHeader: string): Record<st
  * none, as the proposal's Go struct leaves out nil metrics.
  */
 function podJson(endpoint: Endpoint): string {
+  // A pod's JSON changes only with a new scrape or new labels (both replace their objects), so it
+  // is built once per scrape, not per request and plugin: the dates alone cost more than the rest.
+  const cached = podJsonCache.get(endpoint);
+  if (cached && cached.load === endpoint.load && cached.labels === endpoint.labels) return cached.json;
+  const json = buildPodJson(endpoint);
+  podJsonCache.set(endpoint, { load: endpoint.load, labels: endpoint.labels, json });
+  return json;
+}
+
+/** Keyed by the Endpoint object: an entry goes with its endpoint. */
+const podJsonCache = new WeakMap<Endpoint, { load: Endpoint['load']; labels: Endpoint['labels']; json: string }>();
+
+function buildPodJson(endpoint: Endpoint): string {
   const pod = { namespaced_name: { name: endpoint.name, namespace: endpoint.namespace }, address: hostOf(endpoint.address), labels: endpoint.labels };
   const load = endpoint.load;
   if (load === undefined) return JSON.stringify({ pod });
