@@ -666,18 +666,24 @@ describe('Kubernetes pod discovery: start-up errors are one actionable line', ()
     assert.ok(api.requests.length >= 2, 'retried first');
   });
 
-  it('after a start-up failure the source has stopped (nothing keeps the process alive)', async (t) => {
-    const api = await FakeKubeApiServer.start();
-    t.after(() => api.stop());
-    api.respond({ resource: 'pods' }, { status: 403, body: statusObject(403, 'Forbidden', 'no') });
-    const source = quietSource(api.kubeConfig());
-    await rejection(source);
-    const seen = api.requests.length;
-    api.clearResponses();
-    api.put('pods', pod('a', { ip: '10.8.0.1' }));
-    // Were it still retrying (every 10-100 ms), it would have listed again well within this.
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    assert.equal(api.requests.length, seen);
+  it('after a start-up failure the source has stopped (nothing keeps the process alive)', async () => {
+    // In a child process: the first list is refused (403), synced rejects, and nothing is stopped by
+    // hand. The process must then exit on its own; a source still retrying would hold it forever
+    // (the child's timeout fails the test).
+    const script = `
+      import { Registry } from 'prom-client';
+      import { KubernetesPodSource } from ${JSON.stringify(new URL('../src/discovery/sources/kubernetes-pods.js', import.meta.url).href)};
+      import { FakeKubeApiServer, statusObject } from ${JSON.stringify(new URL('./support/kube-api-server.js', import.meta.url).href)};
+      import { createLogger } from ${JSON.stringify(new URL('../src/log.js', import.meta.url).href)};
+      const api = await FakeKubeApiServer.start();
+      api.respond({ resource: 'pods' }, { status: 403, body: statusObject(403, 'Forbidden', 'no') });
+      const source = new KubernetesPodSource({ namespace: 'default', labelSelector: '', port: { number: 8000 } }, createLogger('silent'), new Registry(), { kubeConfig: api.kubeConfig(), backoff: { initialMs: 10, maxMs: 100 } });
+      source.start({ upsert() {}, remove() {} });
+      await source.synced.catch(() => console.log('rejected'));
+      await api.stop();
+    `;
+    const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], { cwd: REPO_ROOT, timeout: 20_000 });
+    assert.equal(stdout.trim(), 'rejected');
   });
 });
 
