@@ -16,11 +16,9 @@
 
 import { createServer, type Server, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { startService } from '../src/app/service.js';
-import { parseConfig } from '../src/config/config.js';
 import { createLogger } from '../src/log.js';
 import { type Simulator, startSimulator } from '../src/simulator/simulator.js';
-import { EnvoyDouble } from '../test/support/envoy/envoy-double.js';
+import { startBehindEnvoy } from '../test/support/harness.js';
 import { MODEL } from './messages.js';
 
 export interface DetectionRow {
@@ -58,25 +56,16 @@ async function blackHole(host: string, port: number): Promise<{ close(): Promise
 async function scenario(failure: DetectionRow['failure'], passive: boolean): Promise<DetectionRow> {
   const pods: Simulator[] = [];
   for (const host of HOSTS) pods.push(await startSimulator({ engine: 'vllm', models: [MODEL], host, port: 0, timeToFirstTokenMs: 1, interTokenMs: 1 }));
-  const config = parseConfig([
-    `--static-hosts=${pods.map((pod) => pod.address).join(',')}`,
-    '--host=127.0.0.1',
-    '--port=0',
-    '--admin-host=127.0.0.1',
-    '--admin-port=0',
-    ...(passive ? [] : ['--passive-ejection=0']),
-  ])!;
-  const service = await startService(config, createLogger('silent'));
-  await service.prober.probeAll();
-  const envoy = new EnvoyDouble({
-    extProcTarget: `127.0.0.1:${service.grpcPort}`,
-    processingMode: { requestBodyMode: 'BUFFERED', responseHeaderMode: 'SEND' },
-    messageTimeoutMs: 10_000,
-    // A frozen upstream holds a request until Envoy's route timeout; the figure counts it as failed.
-    routeTimeoutMs: 5000,
-    exchangeTimeoutMs: 30_000,
-  });
-  await envoy.connect();
+  // The health flags stay llm-extproc's defaults: --probe-interval=5s is written out because the
+  // test harness otherwise probes only when asked.
+  const { service, envoy } = await startBehindEnvoy(
+    [`--static-hosts=${pods.map((pod) => pod.address).join(',')}`, '--probe-interval=5s', ...(passive ? [] : ['--passive-ejection=0'])],
+    {
+      log: createLogger('silent'),
+      // A frozen upstream holds a request until Envoy's route timeout; the figure counts it as failed.
+      envoy: { routeTimeoutMs: 5000, exchangeTimeoutMs: 30_000, bufferLimitBytes: 1024 * 1024 },
+    },
+  );
 
   const victim = pods[1]!;
   const endpoint = service.endpoints.get(victim.address)!;

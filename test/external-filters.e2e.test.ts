@@ -3,12 +3,11 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { startSamplePlugin } from '../plugins/sample/server.js';
-import { type Service, startService } from '../src/app/service.js';
-import { parseConfig } from '../src/config/config.js';
+import type { Service } from '../src/app/service.js';
 import { createLogger } from '../src/log.js';
 import { type Simulator, startSimulator } from '../src/simulator/simulator.js';
-import { EnvoyDouble } from './support/envoy/envoy-double.js';
-import { chatBody, JSON_HEADERS, QWEN } from './support/harness.js';
+import type { EnvoyDouble } from './support/envoy/envoy-double.js';
+import { chatBody, JSON_HEADERS, QWEN, startBehindEnvoy } from './support/harness.js';
 
 /** A simulator on `host` at a port whose last digit is `digit`: the sample plugin keeps names ending in 2. */
 async function simulatorEndingIn(host: string, digit: number): Promise<Simulator> {
@@ -32,23 +31,8 @@ describe("seed 000's external filter, end to end: llm-extproc → the sample plu
   before(async () => {
     sims = [await simulatorEndingIn('127.0.0.67', 2), await simulatorEndingIn('127.0.0.68', 3)];
     plugin = await startSamplePlugin({ port: 0, host: '127.0.0.69', log: createLogger('silent') });
-    const config = parseConfig([
-      `--static-hosts=${sims.map((sim) => sim.address).join(',')}`,
-      '--host=127.0.0.1',
-      '--port=0',
-      '--admin-host=127.0.0.1',
-      '--admin-port=0',
-      '--probe-interval=60s',
-    ])!;
     const env = { EXTERNAL_HTTP_FILTERS: JSON.stringify([{ name: 'sample', url: `${plugin.url}/external/sample`, timeout_ms: 2000 }]) };
-    service = await startService(config, createLogger('silent'), { env });
-    await service.prober.probeAll();
-    envoy = new EnvoyDouble({
-      extProcTarget: `127.0.0.1:${service.grpcPort}`,
-      processingMode: { requestBodyMode: 'BUFFERED', responseHeaderMode: 'SEND' },
-      messageTimeoutMs: 10_000,
-    });
-    await envoy.connect();
+    ({ service, envoy } = await startBehindEnvoy([`--static-hosts=${sims.map((sim) => sim.address).join(',')}`], { env }));
   });
   after(async () => {
     await envoy.close();
@@ -99,28 +83,13 @@ describe('misbehaving external filters through Envoy: fail-open routes around th
     });
     await new Promise<void>((resolve) => pluginServer.listen(0, '127.0.0.71', resolve));
     const url = `http://127.0.0.71:${(pluginServer.address() as AddressInfo).port}/ext`;
-    const config = parseConfig([
-      `--static-hosts=${sim.address}`,
-      '--host=127.0.0.1',
-      '--port=0',
-      '--admin-host=127.0.0.1',
-      '--admin-port=0',
-      '--probe-interval=60s',
-    ])!;
     const env = {
       EXTERNAL_HTTP_FILTERS: JSON.stringify([
         { name: 'lenient', url, timeout_ms: 300 },
         { name: 'strict', url, timeout_ms: 300, fail_open: false },
       ]),
     };
-    service = await startService(config, createLogger('silent'), { env });
-    await service.prober.probeAll();
-    envoy = new EnvoyDouble({
-      extProcTarget: `127.0.0.1:${service.grpcPort}`,
-      processingMode: { requestBodyMode: 'BUFFERED', responseHeaderMode: 'SEND' },
-      messageTimeoutMs: 10_000,
-    });
-    await envoy.connect();
+    ({ service, envoy } = await startBehindEnvoy([`--static-hosts=${sim.address}`], { env }));
   });
   after(async () => {
     await envoy.close();

@@ -3,12 +3,10 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type Service, startService } from '../src/app/service.js';
-import { parseConfig } from '../src/config/config.js';
-import { createLogger } from '../src/log.js';
+import type { Service } from '../src/app/service.js';
 import { type Simulator, startSimulator } from '../src/simulator/simulator.js';
-import { EnvoyDouble } from './support/envoy/envoy-double.js';
-import { chatBody, JSON_HEADERS, LLAMA, QWEN } from './support/harness.js';
+import type { EnvoyDouble } from './support/envoy/envoy-double.js';
+import { chatBody, JSON_HEADERS, LLAMA, QWEN, startBehindEnvoy } from './support/harness.js';
 import { FakeKubeApiServer } from './support/kube-api-server.js';
 import { DECODE, pod, slice } from './support/kube-fixtures.js';
 import { until } from './support/wait.js';
@@ -53,28 +51,10 @@ describe('Kubernetes discovery under live traffic, through Envoy', () => {
     api.put('endpointslices', llamaSlice(1), NAMESPACE);
     const dir = await mkdtemp(join(tmpdir(), 'k8s-e2e-'));
     await writeFile(join(dir, 'routes.json'), JSON.stringify({ mappings: [{ model: LLAMA, owned_by: 'vllm', service_name: 'llama-decode' }] }));
-    const config = parseConfig([
-      '--service-discovery=k8s',
-      `--k8s-namespace=${NAMESPACE}`,
-      '--k8s-port-name=http',
-      `--route-config=${join(dir, 'routes.json')}`,
-      '--host=127.0.0.1',
-      '--port=0',
-      '--admin-host=127.0.0.1',
-      '--admin-port=0',
-      '--probe-interval=60s',
-    ])!;
-    service = await startService(config, createLogger((process.env.TEST_LOG_LEVEL as 'debug' | undefined) ?? 'silent'), {
-      kubernetes: { kubeConfig: api.kubeConfig(), backoff: { initialMs: 20, maxMs: 100 } },
-    });
-    await service.prober.probeAll();
-    envoy = new EnvoyDouble({
-      extProcTarget: `127.0.0.1:${service.grpcPort}`,
-      processingMode: { requestBodyMode: 'BUFFERED', responseHeaderMode: 'SEND' },
-      messageTimeoutMs: 10_000,
-      routeTimeoutMs: 0,
-    });
-    await envoy.connect();
+    ({ service, envoy } = await startBehindEnvoy(
+      ['--service-discovery=k8s', `--k8s-namespace=${NAMESPACE}`, '--k8s-port-name=http', `--route-config=${join(dir, 'routes.json')}`],
+      { kubernetes: { kubeConfig: api.kubeConfig(), backoff: { initialMs: 20, maxMs: 100 } } },
+    ));
   });
   after(async () => {
     await envoy.close();

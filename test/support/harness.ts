@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
-import type { Service } from '../../src/app/service.js';
-import { startService } from '../../src/app/service.js';
+import type { Logger } from 'pino';
+import { type Service, type ServiceOptions, startService } from '../../src/app/service.js';
 import { type Config, parseConfig } from '../../src/config/config.js';
 import { createLogger } from '../../src/log.js';
 import { type Engine, type Simulator, startSimulator } from '../../src/simulator/simulator.js';
@@ -60,29 +60,12 @@ export async function startCluster(
       }),
     );
   }
-  const config = parseConfig([
-    `--static-hosts=${pods.map((pod) => pod.address).join(',')}`,
-    '--host=127.0.0.1',
-    '--port=0',
-    '--admin-host=127.0.0.1',
-    '--admin-port=0',
-    '--probe-interval=60s',
-    ...(options.flags ?? []),
-  ])!;
   // TEST_LOG_LEVEL=debug shows the service's logs while debugging a test.
-  const log = options.logs ? createLogger('info', options.logs) : createLogger((process.env.TEST_LOG_LEVEL as 'debug' | undefined) ?? 'silent');
-  const service = await startService(config, log);
-  await service.prober.probeAll();
-  const envoy = new EnvoyDouble({
-    extProcTarget: `127.0.0.1:${service.grpcPort}`,
-    processingMode: { requestBodyMode: 'BUFFERED', responseHeaderMode: 'SEND' },
-    messageTimeoutMs: 10_000,
-    bufferLimitBytes: 64 * 1024 * 1024,
-    routeTimeoutMs: 0,
-    exchangeTimeoutMs: 20_000,
-    ...options.envoy,
+  const logs = options.logs ? createLogger('info', options.logs) : undefined;
+  const { config, service, envoy } = await startBehindEnvoy([`--static-hosts=${pods.map((pod) => pod.address).join(',')}`, ...(options.flags ?? [])], {
+    log: logs,
+    envoy: options.envoy,
   });
-  await envoy.connect();
   const inFlight = () => Object.fromEntries(service.endpoints.all().map((e) => [e.address, e.inFlight]));
   return {
     pods,
@@ -100,6 +83,34 @@ export async function startCluster(
       await Promise.all(pods.map((pod) => pod.close()));
     },
   };
+}
+
+/** Where a test's llm-extproc listens (loopback, ports of its own) and probes only when the test asks. */
+const TEST_FLAGS = ['--host=127.0.0.1', '--port=0', '--admin-host=127.0.0.1', '--admin-port=0', '--probe-interval=60s'];
+
+/**
+ * The real llm-extproc (in-process) from `flags` (after TEST_FLAGS, so they may override them),
+ * its first probe round done, and an Envoy double (BUFFERED, response headers sent) connected to it.
+ */
+export async function startBehindEnvoy(
+  flags: readonly string[],
+  options: ServiceOptions & { log?: Logger; envoy?: Partial<EnvoyDoubleOptions> } = {},
+): Promise<{ config: Config; service: Service; envoy: EnvoyDouble }> {
+  const config = parseConfig([...TEST_FLAGS, ...flags])!;
+  const log = options.log ?? createLogger((process.env.TEST_LOG_LEVEL as 'debug' | undefined) ?? 'silent');
+  const service = await startService(config, log, options);
+  await service.prober.probeAll();
+  const envoy = new EnvoyDouble({
+    extProcTarget: `127.0.0.1:${service.grpcPort}`,
+    processingMode: { requestBodyMode: 'BUFFERED', responseHeaderMode: 'SEND' },
+    messageTimeoutMs: 10_000,
+    bufferLimitBytes: 64 * 1024 * 1024,
+    routeTimeoutMs: 0,
+    exchangeTimeoutMs: 20_000,
+    ...options.envoy,
+  });
+  await envoy.connect();
+  return { config, service, envoy };
 }
 
 /** Runs `fn` against a cluster of its own, closed afterwards whatever happens. */
