@@ -514,6 +514,21 @@ interface Pair extends Versus {
 
 type ScenarioBase = Omit<Scenario, 'name' | 'target' | 'serverPid' | 'idlePids' | 'durationMs' | 'seed'>;
 
+/** A closed-loop load: `concurrency` requests always in flight, after the usual warm-up. */
+function closedLoad(opts: Options, ticks: number, requestMode: RequestMode, concurrency: number, bodyBytes = 1024, timeoutMs = 10_000): ScenarioBase {
+  return {
+    connections: opts.connections,
+    mode: 'closed',
+    requestMode,
+    concurrency,
+    rate: 0,
+    warmupMs: opts.warmupSeconds * 1000,
+    bodyBytes,
+    timeoutMs,
+    clockTicks: ticks,
+  };
+}
+
 /**
  * Runs the same scenario against the bare server and each llm-extproc in `exts`, `rounds` times,
  * the order reversed every other round (bare, ext… | …ext, bare | …) so slow drift of a noisy
@@ -740,17 +755,7 @@ async function closedLoop(lg: LoadGenerator, servers: { bare: ServerProcess; ext
       lg,
       servers,
       opts,
-      {
-        connections: opts.connections,
-        mode: 'closed',
-        requestMode: mode,
-        concurrency,
-        rate: 0,
-        warmupMs: opts.warmupSeconds * 1000,
-        bodyBytes: 1024,
-        timeoutMs: 10_000,
-        clockTicks: ticks,
-      },
+      closedLoad(opts, ticks, mode, concurrency),
       opts.closedSeconds,
       `closed ${MODE_NAME[mode]} N=${concurrency}`,
     );
@@ -971,17 +976,7 @@ async function largeBodies(lg: LoadGenerator, servers: { bare: ServerProcess; ex
       lg,
       servers,
       opts,
-      {
-        connections: opts.connections,
-        mode: 'closed',
-        requestMode: 'buffered',
-        concurrency: opts.largeConcurrency,
-        rate: 0,
-        warmupMs: opts.warmupSeconds * 1000,
-        bodyBytes: size,
-        timeoutMs: 30_000,
-        clockTicks: ticks,
-      },
+      closedLoad(opts, ticks, 'buffered', opts.largeConcurrency, size, 30_000),
       opts.largeSeconds,
       `large ${size / MiB} MiB`,
     );
@@ -1139,17 +1134,7 @@ async function scrapedSection(lg: LoadGenerator, servers: { bare: ServerProcess;
         servers.bare,
         [servers.ext, scraped],
         opts,
-        {
-          connections: opts.connections,
-          mode: 'closed',
-          requestMode: 'buffered',
-          concurrency,
-          rate: 0,
-          warmupMs: opts.warmupSeconds * 1000,
-          bodyBytes: 1024,
-          timeoutMs: 10_000,
-          clockTicks: ticks,
-        },
+        closedLoad(opts, ticks, 'buffered', concurrency),
         opts.closedSeconds,
         `scraped N=${concurrency}`,
       );
@@ -1398,26 +1383,9 @@ async function chainSection(lg: LoadGenerator, servers: { bare: ServerProcess; e
     const before = await Promise.all(exts.map(chainReading));
     const pluginBefore = await plugin.stats();
     const pluginCpu0 = processCpuMs(plugin.pid, ticks);
-    const { bare, versus } = await measureAgainstBare(
-      lg,
-      servers.bare,
-      exts,
-      opts,
-      {
-        connections: opts.connections,
-        mode: 'closed',
-        requestMode: 'buffered',
-        concurrency: n,
-        rate: 0,
-        warmupMs: opts.warmupSeconds * 1000,
-        bodyBytes: 1024,
-        timeoutMs: 10_000,
-        clockTicks: ticks,
-      },
-      opts.chainSeconds,
-      `chain N=${n}`,
-      [plugin.pid],
-    );
+    const { bare, versus } = await measureAgainstBare(lg, servers.bare, exts, opts, closedLoad(opts, ticks, 'buffered', n), opts.chainSeconds, `chain N=${n}`, [
+      plugin.pid,
+    ]);
     const pluginCpuMs = processCpuMs(plugin.pid, ticks) - pluginCpu0;
     const pluginAfter = await plugin.stats();
     const after = await Promise.all(exts.map(chainReading));
