@@ -4,18 +4,10 @@ import { Endpoint } from '../src/discovery/endpoint.js';
 import { Lease } from '../src/scheduling/ledger.js';
 import { KV_PENALTY_AT_FULL, LoadAwarePicker, WAITING_PENALTY } from '../src/scheduling/load-aware-picker.js';
 import { createPicker, LeastOutstandingPicker, type Picker } from '../src/scheduling/pickers.js';
-import { OK_OUTCOME } from './support/endpoints.js';
+import { healthyEndpoints, OK_OUTCOME } from './support/endpoints.js';
 import { seededRandom } from './support/random.js';
 
 const GROUP = {};
-
-function pods(count: number): Endpoint[] {
-  return Array.from({ length: count }, (_, i) => {
-    const endpoint = new Endpoint({ address: `10.0.0.${i + 1}:8000`, name: `pod-${i}`, namespace: 'ns', labels: {} });
-    endpoint.healthy = true;
-    return endpoint;
-  });
-}
 
 interface Figures {
   running?: number;
@@ -84,7 +76,7 @@ describe('LoadAwarePicker', () => {
   });
 
   it('prefers the endpoint whose engine reports the shorter queue', () => {
-    const list = pods(3);
+    const list = healthyEndpoints(3);
     scrape(list[0]!, { running: 4, waiting: 3 });
     scrape(list[1]!, { running: 4, waiting: 1 });
     scrape(list[2]!, { running: 4, waiting: 2 });
@@ -92,7 +84,7 @@ describe('LoadAwarePicker', () => {
   });
 
   it('weighs waiting above running: of two engines holding as many requests, the one with no queue wins', () => {
-    const list = pods(2);
+    const list = healthyEndpoints(2);
     scrape(list[0]!, { running: 6, waiting: 2 });
     scrape(list[1]!, { running: 8, waiting: 0 });
     // random() = 0 would take the first of a tie: only the waiting penalty sends every pick to pod-1.
@@ -100,7 +92,7 @@ describe('LoadAwarePicker', () => {
   });
 
   it('follows a change in the figures at once', () => {
-    const list = pods(2);
+    const list = healthyEndpoints(2);
     const picker = new LoadAwarePicker(seededRandom(2));
     scrape(list[0]!, { running: 9 });
     scrape(list[1]!, { running: 1 });
@@ -113,7 +105,7 @@ describe('LoadAwarePicker', () => {
   });
 
   it('counts our requests as they are now, not as the scrape saw them', () => {
-    const list = pods(2);
+    const list = healthyEndpoints(2);
     const ours = Array.from({ length: 5 }, () => new Lease(list[0]!, undefined));
     scrape(list[0]!, { running: 5 }); // all five ours
     scrape(list[1]!, { running: 3 }); // another replica's
@@ -124,7 +116,7 @@ describe('LoadAwarePicker', () => {
   });
 
   it('does not count our own requests twice (they are in the engine figures and in in-flight)', () => {
-    const list = pods(2);
+    const list = healthyEndpoints(2);
     for (let i = 0; i < 5; i++) new Lease(list[0]!, undefined);
     scrape(list[0]!, { running: 5, atScrape: 5 }); // ours: 5, others: 0 → 5
     scrape(list[1]!, { running: 7, atScrape: 0 }); // ours: 0, others: 7 → 7
@@ -133,7 +125,7 @@ describe('LoadAwarePicker', () => {
   });
 
   it('never counts others as negative when ours had not reached the engine at the scrape', () => {
-    const list = pods(2);
+    const list = healthyEndpoints(2);
     for (let i = 0; i < 6; i++) new Lease(list[0]!, undefined);
     scrape(list[0]!, { running: 2, atScrape: 6 }); // 4 of ours still on their way: others = 0, not -4 → 6
     const picker = new LoadAwarePicker(seededRandom(5));
@@ -145,7 +137,7 @@ describe('LoadAwarePicker', () => {
 
   describe('stale and absent figures', () => {
     it('ignores stale figures (freshUntil in the past)', () => {
-      const list = pods(2);
+      const list = healthyEndpoints(2);
       new Lease(list[1]!, undefined);
       scrape(list[0]!, { waiting: 50, freshUntil: performance.now() - 1 });
       scrape(list[1]!, { running: 1 });
@@ -154,7 +146,7 @@ describe('LoadAwarePicker', () => {
     });
 
     it('ignores absent figures the same way', () => {
-      const list = pods(2);
+      const list = healthyEndpoints(2);
       new Lease(list[1]!, undefined);
       scrape(list[1]!, { running: 1 });
       assert.equal(list[0]!.load, undefined);
@@ -162,7 +154,7 @@ describe('LoadAwarePicker', () => {
     });
 
     it('figures are fresh up to freshUntil inclusive, read from one clock reading per pick', () => {
-      const list = pods(2);
+      const list = healthyEndpoints(2);
       let now = 1000;
       let readings = 0;
       const picker = new LoadAwarePicker(
@@ -183,7 +175,7 @@ describe('LoadAwarePicker', () => {
 
     it('an endpoint without figures is neither starved nor flooded: it counts as an average pod of the set', () => {
       // Three pods each run 10 requests of another replica's; the fourth cannot be scraped.
-      const list = pods(4);
+      const list = healthyEndpoints(4);
       for (const endpoint of list.slice(1)) scrape(endpoint, { running: 10, atScrape: 0 });
       const got = burst(new LoadAwarePicker(seededRandom(8)), list, 40);
       // Judged by in-flight alone as if idle, it would take (40 + 30) / 4 = 17 or 18; as if full, 0.
@@ -191,7 +183,7 @@ describe('LoadAwarePicker', () => {
     });
 
     it('with no figures anywhere it balances in-flight counts exactly as least_outstanding_requests', () => {
-      const list = pods(4);
+      const list = healthyEndpoints(4);
       scrape(list[2]!, { running: 0, freshUntil: performance.now() - 1 });
       const got = burst(new LoadAwarePicker(seededRandom(9)), list, 43);
       assert.ok(Math.max(...got) - Math.min(...got) <= 1, `picks ${got}`);
@@ -205,7 +197,7 @@ describe('LoadAwarePicker', () => {
     // More than 16 there means the picker let the stale picture outweigh what it has sent since.
     const IDLE_LOOKING_BOUND = 16;
     const frozenScrape = () => {
-      const list = pods(4);
+      const list = healthyEndpoints(4);
       scrape(list[0]!, { running: 0 });
       for (const endpoint of list.slice(1)) scrape(endpoint, { running: 8, atScrape: 0 });
       return list;
@@ -226,7 +218,7 @@ describe('LoadAwarePicker', () => {
 
   describe('waiting queues', () => {
     it('on an engine that had a queue, every request we add waits too and costs more', () => {
-      const list = pods(2);
+      const list = healthyEndpoints(2);
       scrape(list[0]!, { running: 4, waiting: 2, atScrape: 0 }); // full at 4: each of ours adds 1 + WAITING_PENALTY
       scrape(list[1]!, { running: 11, waiting: 0, atScrape: 0 }); // no queue: each of ours adds 1
       const got = burst(new LoadAwarePicker(seededRandom(11)), list, 12);
@@ -237,7 +229,7 @@ describe('LoadAwarePicker', () => {
     });
 
     it('ours ending on a saturated engine lowers its queue before the next scrape', () => {
-      const list = pods(2);
+      const list = healthyEndpoints(2);
       const ours = [new Lease(list[0]!, undefined), new Lease(list[0]!, undefined)];
       scrape(list[0]!, { running: 4, waiting: 2 }); // 2 ours + 4 others; queued 2 → 6 + 2 x 2 = 10
       scrape(list[1]!, { running: 5, atScrape: 0 }); // → 5
@@ -251,14 +243,14 @@ describe('LoadAwarePicker', () => {
 
   describe('KV-cache pressure', () => {
     it('a nearly full cache steers picks away', () => {
-      const list = pods(2);
+      const list = healthyEndpoints(2);
       scrape(list[0]!, { running: 3, kv: 95 });
       scrape(list[1]!, { running: 3, kv: 50 });
       assert.deepEqual(tally(new LoadAwarePicker(seededRandom(13)), list, 50), [0, 50]);
     });
 
     it('costs nothing below the knee', () => {
-      const list = pods(2);
+      const list = healthyEndpoints(2);
       scrape(list[0]!, { running: 3, kv: 79 });
       scrape(list[1]!, { running: 3, kv: 0 });
       const got = tally(new LoadAwarePicker(seededRandom(14)), list, 400);
@@ -267,7 +259,7 @@ describe('LoadAwarePicker', () => {
 
     it('rises steeply above it: 4 requests at 90 %, 16 when full', () => {
       const at = (kv: number) => {
-        const list = pods(2);
+        const list = healthyEndpoints(2);
         scrape(list[0]!, { kv });
         scrape(list[1]!, { kv: 0 });
         return burst(new LoadAwarePicker(seededRandom(15)), list, 20)[0];
@@ -283,14 +275,14 @@ describe('LoadAwarePicker', () => {
 
   describe('ties', () => {
     it('are broken uniformly at random', () => {
-      const list = pods(4);
+      const list = healthyEndpoints(4);
       for (const endpoint of list) scrape(endpoint, { running: 2, waiting: 1, kv: 90 });
       const got = tally(new LoadAwarePicker(seededRandom(16)), list, 4000);
       for (const count of got) assert.ok(count > 850 && count < 1150, `unfair tie-break: ${got}`);
     });
 
     it('take one random number per decision, none without a tie, and span known and unknown endpoints', () => {
-      const list = pods(3);
+      const list = healthyEndpoints(3);
       scrape(list[0]!, { running: 2, atScrape: 0 }); // 2
       // pod-1: no figures, 0 in flight + the mean of the known (2 + 5) / 2 = 3.5
       scrape(list[2]!, { running: 5, atScrape: 0 }); // 5
@@ -315,7 +307,7 @@ describe('LoadAwarePicker', () => {
 
   it('one picker serves candidate sets of any size, one after another', () => {
     const picker = new LoadAwarePicker(seededRandom(19));
-    const small = pods(3);
+    const small = healthyEndpoints(3);
     const large = Array.from({ length: 300 }, (_, i) => {
       const endpoint = new Endpoint({ address: `10.0.1.${i}:8000`, name: `big-${i}`, namespace: 'ns', labels: {} });
       scrape(endpoint, { running: i === 250 ? 1 : 2, atScrape: 0 });
@@ -330,7 +322,7 @@ describe('LoadAwarePicker', () => {
   describe('several replicas', () => {
     it("others' load steers us away: a pod busy with a second replica's requests gets none of ours until the rest catch up", () => {
       // The second replica has 8 requests on pod-1; ours are on none.
-      const list = pods(4);
+      const list = healthyEndpoints(4);
       for (const endpoint of list) scrape(endpoint, { running: endpoint === list[1] ? 8 : 0, atScrape: 0 });
       const picker = new LoadAwarePicker(seededRandom(17));
       assert.deepEqual(burst(picker, list, 24), [8, 0, 8, 8]);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Endpoint, type ModelCard } from '../src/discovery/endpoint.js';
+import type { Endpoint, ModelCard } from '../src/discovery/endpoint.js';
 import { EndpointRegistry } from '../src/discovery/registry.js';
 import type { RoutingRequest } from '../src/request/routing-request.js';
 import { MappingTable } from '../src/routing/mappings.js';
@@ -8,18 +8,10 @@ import { Lease } from '../src/scheduling/ledger.js';
 import { LoadAwarePicker } from '../src/scheduling/load-aware-picker.js';
 import { LeastOutstandingPicker, type Picker, RoundRobinPicker } from '../src/scheduling/pickers.js';
 import { Scheduler, type SchedulerOptions } from '../src/scheduling/scheduler.js';
-import { leaseOf, OK_OUTCOME, pickerOnly, upsertAll } from './support/endpoints.js';
+import { healthyEndpoints, leaseOf, OK_OUTCOME, pickerOnly, upsertAll } from './support/endpoints.js';
 
 const GROUP = {};
 const card = (id: string, owned_by: string): ModelCard => ({ id, object: 'model', created: 0, owned_by, root: id, parent: null });
-
-function endpoints(count: number): Endpoint[] {
-  return Array.from({ length: count }, (_, i) => {
-    const endpoint = new Endpoint({ address: `10.0.0.${i + 1}:8000`, name: `pod-${i}`, namespace: 'ns', labels: {} });
-    endpoint.healthy = true;
-    return endpoint;
-  });
-}
 
 /** Fresh engine figures, the same on every endpoint. */
 function equalFigures(list: Endpoint[]): void {
@@ -46,18 +38,18 @@ function pickerContract(name: string, create: () => Picker, prepare: (list: Endp
   describe(`${name}: shared picker contract`, () => {
     it('always returns one of the candidates', () => {
       const picker = create();
-      const list = endpoints(5);
+      const list = healthyEndpoints(5);
       prepare(list);
       for (let i = 0; i < 50; i++) assert.ok(list.includes(picker.pick(list, GROUP)));
     });
     it('works with a single candidate', () => {
-      const list = endpoints(1);
+      const list = healthyEndpoints(1);
       prepare(list);
       assert.equal(create().pick(list, GROUP), list[0]);
     });
     it('spreads equal load over every candidate', () => {
       const picker = create();
-      const list = endpoints(4);
+      const list = healthyEndpoints(4);
       prepare(list);
       const seen = new Set<Endpoint>();
       for (let i = 0; i < 200; i++) seen.add(picker.pick(list, GROUP));
@@ -73,14 +65,14 @@ pickerContract('load_aware (fresh, equal engine figures)', () => new LoadAwarePi
 
 describe('LeastOutstandingPicker', () => {
   it('picks the endpoint with the fewest in-flight requests', () => {
-    const list = endpoints(3);
+    const list = healthyEndpoints(3);
     list[0]!.inFlight = 5;
     list[1]!.inFlight = 1;
     list[2]!.inFlight = 3;
     assert.equal(new LeastOutstandingPicker().pick(list), list[1]);
   });
   it('breaks ties uniformly at random', () => {
-    const list = endpoints(3);
+    const list = healthyEndpoints(3);
     const counts = new Map<Endpoint, number>();
     const picker = new LeastOutstandingPicker();
     for (let i = 0; i < 3000; i++) {
@@ -90,7 +82,7 @@ describe('LeastOutstandingPicker', () => {
     for (const endpoint of list) assert.ok((counts.get(endpoint) ?? 0) > 800, `unfair tie-break: ${[...counts.values()]}`);
   });
   it('N leases over K endpoints differ by at most one', () => {
-    const list = endpoints(4);
+    const list = healthyEndpoints(4);
     const picker = new LeastOutstandingPicker();
     const leases = Array.from({ length: 43 }, () => new Lease(picker.pick(list), undefined));
     const loads = list.map((e) => e.inFlight);
@@ -105,7 +97,7 @@ describe('LeastOutstandingPicker', () => {
 
 describe('RoundRobinPicker', () => {
   it('takes candidates in turn, per candidate set', () => {
-    const list = endpoints(3);
+    const list = healthyEndpoints(3);
     const picker = new RoundRobinPicker();
     const [a, b] = [{}, {}];
     assert.deepEqual(
@@ -118,7 +110,7 @@ describe('RoundRobinPicker', () => {
 
 describe('Lease', () => {
   it('releases exactly once however often release is called', () => {
-    const [endpoint] = endpoints(1);
+    const [endpoint] = healthyEndpoints(1);
     const lease = new Lease(endpoint!, undefined);
     assert.equal(endpoint!.inFlight, 1);
     lease.release(OK_OUTCOME);

@@ -13,14 +13,7 @@ import {
   sessionKey,
 } from '../src/scheduling/filters/session-affinity.js';
 import type { SchedulingRequest } from '../src/scheduling/types.js';
-
-function endpoints(count: number): Endpoint[] {
-  return Array.from({ length: count }, (_, i) => {
-    const endpoint = new Endpoint({ address: `10.0.0.${i + 1}:8000`, name: `pod-${i}`, namespace: 'ns', labels: {} });
-    endpoint.healthy = true;
-    return endpoint;
-  });
-}
+import { healthyEndpoints } from './support/endpoints.js';
 
 interface RequestOptions {
   headers?: Record<string, string>;
@@ -93,7 +86,7 @@ function figures(endpoint: Endpoint, waiting: number, freshUntil: number): void 
 describe('session-affinity: pinning', () => {
   it('holds a session on its first endpoint across requests, while unkeyed requests spread', async () => {
     const filter = createSessionAffinity({});
-    const list = endpoints(4);
+    const list = healthyEndpoints(4);
     const choose = cycling();
     const first = await decide(filter, session('s1'), list, choose);
     for (let i = 0; i < 20; i++) {
@@ -109,7 +102,7 @@ describe('session-affinity: pinning', () => {
 
   it('keeps separate sessions apart', async () => {
     const filter = createSessionAffinity({});
-    const list = endpoints(3);
+    const list = healthyEndpoints(3);
     const choose = cycling();
     const a = (await decide(filter, session('a'), list, choose)).picked;
     const b = (await decide(filter, session('b'), list, choose)).picked;
@@ -120,7 +113,7 @@ describe('session-affinity: pinning', () => {
 
   it('falls back when the endpoint leaves the candidates, and re-pins to the new one', async () => {
     const filter = createSessionAffinity({});
-    const list = endpoints(3);
+    const list = healthyEndpoints(3);
     const [a, b] = list as [Endpoint, Endpoint, Endpoint];
     await decide(filter, session('s'), list, () => a);
 
@@ -137,7 +130,7 @@ describe('session-affinity: pinning', () => {
 
   it('follows the address, not the object: a pod removed and re-added at its address is found again', async () => {
     const filter = createSessionAffinity({});
-    const list = endpoints(3);
+    const list = healthyEndpoints(3);
     await decide(filter, session('s'), list, () => list[1]!);
     const replacement = new Endpoint({ address: list[1]!.address, name: 'pod-1-new', namespace: 'ns', labels: {} });
     const next = [list[0]!, replacement, list[2]!];
@@ -146,7 +139,7 @@ describe('session-affinity: pinning', () => {
 
   it('a request whose key filter() never read is not remembered by picked()', () => {
     const filter = createSessionAffinity({});
-    const list = endpoints(2);
+    const list = healthyEndpoints(2);
     filter.picked(session('s'), list[0]!);
     assert.equal(filter.size, 0);
   });
@@ -155,7 +148,7 @@ describe('session-affinity: pinning', () => {
 describe('session-affinity: overload', () => {
   it('falls back while our in-flight count is above max_in_flight, and returns once it is not', async () => {
     const filter = createSessionAffinity({ max_in_flight: 3 });
-    const list = endpoints(3);
+    const list = healthyEndpoints(3);
     const a = list[0]!;
     await decide(filter, session('s'), list, () => a);
 
@@ -169,7 +162,7 @@ describe('session-affinity: overload', () => {
 
   it('after an overload the pin follows the pick and stays there', async () => {
     const filter = createSessionAffinity({ max_in_flight: 3 });
-    const list = endpoints(3);
+    const list = healthyEndpoints(3);
     const [a, b] = list as [Endpoint, Endpoint, Endpoint];
     await decide(filter, session('s'), list, () => a);
     a.inFlight = 10;
@@ -181,7 +174,7 @@ describe('session-affinity: overload', () => {
   it('falls back while fresh engine figures show a waiting queue above max_waiting; stale ones do not count', async () => {
     const clock = fakeClock();
     const filter = createSessionAffinity({ max_waiting: 2 }, 'affinity', clock.now);
-    const list = endpoints(3);
+    const list = healthyEndpoints(3);
     const a = list[0]!;
     await decide(filter, session('s'), list, () => a);
 
@@ -200,7 +193,7 @@ describe('session-affinity: overload', () => {
   it('uses its documented defaults', async () => {
     const filter = createSessionAffinity({});
     assert.deepEqual({ ...filter.options }, { ...SESSION_AFFINITY_DEFAULTS });
-    const list = endpoints(2);
+    const list = healthyEndpoints(2);
     const a = list[0]!;
     await decide(filter, session('s'), list, () => a);
     a.inFlight = SESSION_AFFINITY_DEFAULTS.maxInFlight;
@@ -215,7 +208,7 @@ describe('session-affinity: memory', () => {
   it('forgets a session ttl after its last pick; each pick restarts the ttl', async () => {
     const clock = fakeClock();
     const filter = createSessionAffinity({ ttl: '10s' }, 'affinity', clock.now);
-    const list = endpoints(2);
+    const list = healthyEndpoints(2);
     const a = list[0]!;
     await decide(filter, session('s'), list, () => a);
 
@@ -231,7 +224,7 @@ describe('session-affinity: memory', () => {
 
   it('never remembers more than max_sessions, dropping the least recently picked', async () => {
     const filter = createSessionAffinity({ max_sessions: 3 });
-    const list = endpoints(4);
+    const list = healthyEndpoints(4);
     const choose = cycling();
     const pins = new Map<string, Endpoint>();
     for (let i = 0; i < 50; i++) {
@@ -247,7 +240,7 @@ describe('session-affinity: keys', () => {
   it('no key: the candidates come back as the same array, and nothing is remembered', async () => {
     const headerFilter = createSessionAffinity({});
     const bodyFilter = createSessionAffinity({ source: 'body_user' });
-    const list = endpoints(3);
+    const list = healthyEndpoints(3);
     const unkeyed = [
       [headerFilter, request()],
       [headerFilter, request({ headers: { 'x-session-id': '' } })],
@@ -270,7 +263,7 @@ describe('session-affinity: keys', () => {
 
   it('header source: reads the configured header (case-insensitively configured) and ignores the body', async () => {
     const filter = createSessionAffinity({ header: 'X-Conversation' });
-    const list = endpoints(3);
+    const list = healthyEndpoints(3);
     // Both conversations also carry the default header and a body user, the same for both.
     const req = (id: string) => request({ headers: { 'x-conversation': id, 'x-session-id': 'shared' }, body: '{"user":"shared"}' });
     await decide(filter, req('c1'), list, () => list[0]!);
@@ -283,7 +276,7 @@ describe('session-affinity: keys', () => {
 
   it('body_user source: reads the top-level user, not a nested one, and ignores the header', async () => {
     const filter = createSessionAffinity({ source: 'body_user' });
-    const list = endpoints(3);
+    const list = healthyEndpoints(3);
     const body = '{"model":"m","messages":[{"role":"user","user":"nested"}],"user":"u1"}';
     const first = (await decide(filter, request({ body }), list, () => list[2]!)).picked;
     assert.equal(first, list[2]);
@@ -294,7 +287,7 @@ describe('session-affinity: keys', () => {
 
   it('body_user: a body larger than one scan slice is scanned asynchronously, and a partial one as far as it goes', async () => {
     const filter = createSessionAffinity({ source: 'body_user' });
-    const list = endpoints(3);
+    const list = healthyEndpoints(3);
     const prompt = 'x'.repeat(SCAN_SLICE_BYTES * 3);
     const large = request({ body: `{"model":"m","prompt":"${prompt}","user":"big"}` });
     const pending = filter.filter(large, list);
@@ -312,7 +305,7 @@ describe('session-affinity: keys', () => {
     const filter = createSessionAffinity({ source: 'body_user' });
     const controller = new AbortController();
     const req = request({ body: `{"prompt":"${'x'.repeat(SCAN_SLICE_BYTES * 4)}","user":"u"}`, signal: controller.signal });
-    const pending = filter.filter(req, endpoints(2));
+    const pending = filter.filter(req, healthyEndpoints(2));
     controller.abort(new Error('stream ended'));
     await assert.rejects(Promise.resolve(pending), /stream ended/);
   });
@@ -336,7 +329,7 @@ describe('session-affinity: keys', () => {
   });
 
   it('a long key pins like a short one; an over-long one is no key, by header or by body', async () => {
-    const list = endpoints(3);
+    const list = healthyEndpoints(3);
     const headerFilter = createSessionAffinity({});
     const long = 'L'.repeat(4000);
     await decide(headerFilter, session(long), list, () => list[2]!);

@@ -1,4 +1,4 @@
-import type { EndpointIdentity } from '../../src/discovery/endpoint.js';
+import { Endpoint, type EndpointIdentity } from '../../src/discovery/endpoint.js';
 import type { EndpointRegistry } from '../../src/discovery/registry.js';
 import type { RequestOutcome } from '../../src/extproc/types.js';
 import type { Lease } from '../../src/scheduling/ledger.js';
@@ -24,4 +24,13 @@ export function leaseOf(result: ScheduleResult | Promise<ScheduleResult>): Lease
   if (result instanceof Promise) throw new Error('expected a synchronous schedule result');
   if (result.kind !== 'picked') throw new Error(`expected a pick, got ${JSON.stringify(result)}`);
   return result.lease;
+}
+
+/** `count` healthy endpoints pod-0, pod-1, ... at 10.0.0.1:8000, 10.0.0.2:8000, ... (not in any registry). */
+export function healthyEndpoints(count: number): Endpoint[] {
+  return Array.from({ length: count }, (_, i) => {
+    const endpoint = new Endpoint({ address: `10.0.0.${i + 1}:8000`, name: `pod-${i}`, namespace: 'ns', labels: {} });
+    endpoint.healthy = true;
+    return endpoint;
+  });
 }
