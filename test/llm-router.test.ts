@@ -68,6 +68,20 @@ describe('LlmRouter: large bodies do not hold up the event loop', () => {
     assert.equal(result.kind, 'route');
   });
 
+  it('a small body routed by the preset chain never asks for the stream’s AbortSignal (the stream makes it only on demand)', () => {
+    let asked = 0;
+    const lazy = view(Buffer.from(JSON.stringify({ model: MODEL })));
+    Object.defineProperty(lazy, 'signal', {
+      get: () => {
+        asked++;
+        return new AbortController().signal;
+      },
+    });
+    const decision = router().decide(lazy);
+    assert.ok(!(decision instanceof Promise) && decision.kind === 'route');
+    assert.equal(asked, 0);
+  });
+
   it("the scan stops when the stream ends (the view's signal aborts)", async () => {
     const controller = new AbortController();
     const decision = router().decide(view(hostileBody(8 * SCAN_SLICE_BYTES), controller.signal));

@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import { ConfigError } from '../src/config/errors.js';
 import type { Endpoint, ModelCard } from '../src/discovery/endpoint.js';
 import { EndpointRegistry } from '../src/discovery/registry.js';
+import { RequestHeaders } from '../src/extproc/headers.js';
 import { LeastOutstandingPicker } from '../src/scheduling/pickers.js';
 import { buildChain, loadChainSpec } from '../src/scheduling/plugins.js';
 import { type PluginOutcome, Scheduler } from '../src/scheduling/scheduler.js';
@@ -116,7 +117,7 @@ describe('the scheduling chain', () => {
     const scheduler = new Scheduler(reg, withFilters([waiting.filter]), {
       observe: (_plugin, _seconds, outcome) => outcomes.push(outcome),
     });
-    const pending = scheduler.schedule({ routing, signal: controller.signal });
+    const pending = scheduler.schedule({ routing, http: { headers: new RequestHeaders([]), body: undefined, signal: controller.signal } });
     controller.abort(new Error('the ext_proc stream ended'));
     await assert.rejects(Promise.resolve(pending), /the ext_proc stream ended/);
     assert.deepEqual(outcomes, ['cancelled']);

@@ -50,7 +50,7 @@ export class LlmRouter implements RequestRouter {
       if (!(err instanceof RequestError)) throw err;
       return { kind: 'reply', reply: this.refuse(err, request, undefined, undefined) };
     }
-    const result = this.scheduler.schedule({ routing, headers: request.headers, body: request.body, signal: request.signal });
+    const result = this.scheduler.schedule({ routing, http: request });
     if (result instanceof Promise) return result.then((settled) => this.answer(request, routing, settled, scan));
     return this.answer(request, routing, result, scan);
   }

@@ -22,20 +22,6 @@ export class PluginParameters {
     return value;
   }
 
-  number(key: string, fallback: number, min: number, max: number): number {
-    this.read.add(key);
-    const value = this.values[key] ?? fallback;
-    if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) throw this.error(key, `must be a number in ${min}..${max}`);
-    return value;
-  }
-
-  boolean(key: string, fallback: boolean): boolean {
-    this.read.add(key);
-    const value = this.values[key] ?? fallback;
-    if (typeof value !== 'boolean') throw this.error(key, 'must be true or false');
-    return value;
-  }
-
   /** Every parameter as given, for a plugin that validates its own (all count as read). */
   all(): Record<string, unknown> {
     for (const key of Object.keys(this.values)) this.read.add(key);

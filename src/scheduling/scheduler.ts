@@ -1,6 +1,7 @@
 import type { Endpoint } from '../discovery/endpoint.js';
 import type { EndpointRegistry } from '../discovery/registry.js';
 import { RequestHeaders } from '../extproc/headers.js';
+import type { HttpRequestView } from '../extproc/types.js';
 import type { RoutingRequest } from '../request/routing-request.js';
 import type { MappingTable } from '../routing/mappings.js';
 import { Lease, type OutcomeListener } from './ledger.js';
@@ -26,12 +27,11 @@ export interface Chain {
   picker: Picker;
 }
 
-/** What the scheduler needs of a request; headers, body and signal default to none. */
+/** What the scheduler needs of a request: its routing fields and, for plugins, the HTTP request itself. */
 export interface SchedulingInput {
   routing: RoutingRequest;
-  headers?: RequestHeaders;
-  body?: Buffer;
-  signal?: AbortSignal;
+  /** Headers, body and signal for plugins; none in benchmarks and tests of the bare chain. */
+  http?: Pick<HttpRequestView, 'headers' | 'body' | 'signal'>;
 }
 
 const NO_HEADERS = new RequestHeaders([]);
@@ -75,11 +75,15 @@ export class Scheduler {
     if (candidates.length === 0) return { kind: 'none_healthy', services };
     // The presets have no plugins besides the picker: no request object, no scores.
     if (this.chain.filters.length === 0 && this.chain.scorers.length === 0) return this.pick(undefined, candidates, group);
+    const { http } = input;
     const request: SchedulingRequest = {
       routing,
-      headers: input.headers ?? NO_HEADERS,
-      body: input.body,
-      signal: input.signal ?? NEVER,
+      headers: http?.headers ?? NO_HEADERS,
+      body: http?.body,
+      // Read only by plugins that make outside calls: the stream creates its AbortSignal on first use.
+      get signal() {
+        return http?.signal ?? NEVER;
+      },
       initialCandidates: candidates,
     };
     return this.filterFrom(0, request, candidates, group);
