@@ -1,24 +1,31 @@
 #!/usr/bin/env node
 import { type Service, startService } from './app/service.js';
-import { parseConfig, usage } from './config/config.js';
+import { effectiveSettings, parseConfig, settingRows, usage } from './config/config.js';
 import { ConfigError } from './config/errors.js';
+import { renderSettings } from './config/print.js';
 import { type DemoBackends, startDemoBackends } from './demo.js';
 import { logGrpcJsTo } from './extproc/grpc-log.js';
 import { createLogger } from './log.js';
 
 async function main(): Promise<void> {
-  const config = parseConfig(process.argv.slice(2));
+  const argv = process.argv.slice(2);
+  const config = parseConfig(argv);
   if (!config) {
     process.stdout.write(usage());
     return;
   }
+  if (config.printConfig) {
+    process.stdout.write(renderSettings(settingRows(effectiveSettings(argv)), config.schedulingSection));
+    return;
+  }
   const log = createLogger(config.logLevel);
   logGrpcJsTo(log);
+  for (const warning of config.warnings) log.warn(warning);
   let demo: DemoBackends | undefined;
   let service: Service;
   try {
     demo = config.demo ? await startDemoBackends(log) : undefined;
-    service = await startService(config, log, { staticHosts: demo?.hosts });
+    service = await startService(config, log, { staticHosts: demo?.hosts, argv });
   } catch (err) {
     await demo?.close();
     throw err;

@@ -50,11 +50,26 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly configReloads = new Counter({
+    name: 'llm_extproc_config_reloads_total',
+    help: 'Reloads of the config, route and scheduling files after they changed, by result: ok (applied), failed (rejected, the last good configuration stays).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
+  private readonly configInfo = new Gauge({
+    name: 'llm_extproc_config_info',
+    help: 'Always 1; hash is a fingerprint of the configuration in effect (settings and the files they name).',
+    labelNames: ['hash'] as const,
+    registers: [this.registry],
+  });
+
   /** Counter children of routed requests by model, then engine, so the hot path skips label hashing and key building. */
   private readonly routedChildren = new Map<string, Map<string, Counter.Internal>>();
 
   constructor(endpoints: EndpointRegistry, activeStreams: () => number, discoveryStaleSince: () => Date | undefined = () => undefined) {
     collectDefaultMetrics({ register: this.registry, prefix: 'llm_extproc_' });
+    for (const result of ['ok', 'failed']) this.configReloads.inc({ result }, 0);
     const perEndpoint = (name: string, help: string, value: (endpoint: Endpoint) => number) =>
       new Gauge({
         name,
@@ -86,6 +101,12 @@ export class Metrics {
         this.set(activeStreams());
       },
     });
+  }
+
+  /** Marks `hash` as the configuration in effect (one series at a time). */
+  configLoaded(hash: string): void {
+    this.configInfo.reset();
+    this.configInfo.set({ hash }, 1);
   }
 
   /** Counts one routed request; `model` is always one the registry serves, so the map stays small. */

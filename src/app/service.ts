@@ -2,21 +2,21 @@ import type { Logger } from 'pino';
 import { AdminServer, type Readiness } from '../admin/server.js';
 import type { Config } from '../config/config.js';
 import { ConfigError } from '../config/errors.js';
-import { PassiveHealth } from '../discovery/health/passive.js';
-import { Prober } from '../discovery/health/prober.js';
-import { LoadScraper } from '../discovery/load/scraper.js';
+import { PassiveHealth, type PassiveHealthOptions } from '../discovery/health/passive.js';
+import { Prober, type ProberOptions } from '../discovery/health/prober.js';
+import { LoadScraper, type LoadScraperOptions } from '../discovery/load/scraper.js';
 import { EndpointRegistry } from '../discovery/registry.js';
 import { type BindError, ExtProcServer } from '../extproc/server.js';
 import { Metrics } from '../metrics.js';
 import { joinHostPort } from '../net-address.js';
-import { MappingTable } from '../routing/mappings.js';
-import { loadRouteConfig, type RouteConfig, RouteTable } from '../routing/routes.js';
 import { createExternalFilters, type ExternalHttpFilter } from '../scheduling/filters/external-http.js';
 import { parseExternalFilters } from '../scheduling/filters/external-http-config.js';
-import { buildChain, loadChainSpec, PRESET_CHAIN } from '../scheduling/plugins.js';
+import type { RoutingLogic } from '../scheduling/pickers.js';
+import { buildChain, type ChainSpec } from '../scheduling/plugins.js';
 import { Scheduler } from '../scheduling/scheduler.js';
 import { type DiscoveryOptions, type RunningDiscovery, startDiscovery } from './discovery.js';
 import { LlmRouter } from './llm-router.js';
+import { ConfigReloader, type ConfigSnapshot, type LiveTargets, loadFiles, loadSnapshot, type ReloadOutcome } from './reload.js';
 
 /** A running llm-extproc: ext_proc gRPC server, admin HTTP server, discovery. */
 export interface Service {
@@ -26,21 +26,27 @@ export interface Service {
   metrics: Metrics;
   prober: Prober;
   scraper: LoadScraper;
+  /** Reads the configuration again and applies what may change live (the file watcher calls it too). */
+  reload(): Promise<ReloadOutcome>;
   /** Graceful stop: not ready at once (still live), drain open streams (bounded), close everything. */
   stop(): Promise<void>;
 }
 
 export interface ServiceOptions extends DiscoveryOptions {
-  /** Where EXTERNAL_HTTP_FILTERS is read from; default process.env. */
+  /** Where EXTERNAL_HTTP_FILTERS and LLM_EXTPROC_* are read from; default process.env. */
   env?: Readonly<Record<string, string | undefined>>;
+  /** The command line `config` came from, read again on a reload; without it, reload() reports `unchanged`. */
+  argv?: readonly string[];
 }
 
 /** Starts every part from a validated Config; see ServiceOptions for what may be replaced. */
 export async function startService(config: Config, log: Logger, options: ServiceOptions = {}): Promise<Service> {
-  const externalConfigs = parseExternalFilters(options.env ?? process.env);
-  const { routes, mappings }: RouteConfig = config.routeConfig
-    ? await loadRouteConfig(config.routeConfig)
-    : { routes: new RouteTable(), mappings: new MappingTable() };
+  const env = options.env ?? process.env;
+  const externalConfigs = parseExternalFilters(env);
+  const initial: ConfigSnapshot | undefined = options.argv && (await loadSnapshot(options.argv, env));
+  const files = initial?.files ?? (await loadFiles(config));
+  let { routes } = files.routes;
+  const { mappings } = files.routes;
   if (mappings.mappings.length > 0 && config.serviceDiscovery !== 'k8s') {
     throw new ConfigError(
       '--route-config',
@@ -58,21 +64,23 @@ export async function startService(config: Config, log: Logger, options: Service
   );
   discovery = await startDiscovery(config, mappings, endpoints, metrics.registry, log, options);
   const { source, serviceAddresses } = discovery;
-  const passive = new PassiveHealth(
-    endpoints,
-    { threshold: config.passiveEjection, baseEjectionMs: config.passiveEjectionMs },
-    () => metrics.ejections.inc(),
-    log,
-  );
-  const chainSpec = config.schedulingConfig ? await loadChainSpec(config.schedulingConfig) : PRESET_CHAIN;
-  const externalFilters: ExternalHttpFilter[] = [];
-  const chain = buildChain(chainSpec, config.routingLogic, {
-    fromEnv: externalConfigs,
-    create: (configs) => {
-      externalFilters.push(...createExternalFilters(configs, log, metrics.registry, { destinationHeader: config.destinationHeader }));
-      return externalFilters;
-    },
-  });
+  const passive = new PassiveHealth(endpoints, passiveOptions(config), () => metrics.ejections.inc(), log);
+  let externalFilters: ExternalHttpFilter[] = [];
+  /** Builds a chain; the external filters it creates are returned for closing when it is replaced. */
+  const makeChain = (spec: ChainSpec, routingLogic: RoutingLogic) => {
+    const created: ExternalHttpFilter[] = [];
+    const chain = buildChain(spec, routingLogic, {
+      fromEnv: externalConfigs,
+      create: (configs) => {
+        created.push(...createExternalFilters(configs, log, metrics.registry, { destinationHeader: config.destinationHeader }));
+        return created;
+      },
+    });
+    return { chain, created };
+  };
+  const built = makeChain(files.chainSpec, config.routingLogic);
+  const chain = built.chain;
+  externalFilters = built.created;
   const scheduler = new Scheduler(endpoints, chain, {
     onOutcome: (endpoint, outcome) => passive.record(endpoint, outcome),
     pins: serviceAddresses && { mappings, addresses: serviceAddresses },
@@ -99,24 +107,32 @@ export async function startService(config: Config, log: Logger, options: Service
     },
     log,
   );
-  const prober = new Prober(
-    endpoints,
-    {
-      intervalMs: config.probeIntervalMs,
-      timeoutMs: config.probeTimeoutMs,
-      unhealthyThreshold: config.unhealthyThreshold,
-      healthyThreshold: config.healthyThreshold,
-      modelsIntervalMs: config.modelsIntervalMs,
+  const prober = new Prober(endpoints, proberOptions(config), metrics, log);
+  const scraper = new LoadScraper(endpoints, scraperOptions(config), metrics.registry, log);
+  const live: LiveTargets = {
+    prepare(next, changed) {
+      const has = (...names: string[]) => names.some((name) => changed.has(name));
+      const rebuilt = has('routing-logic', 'scheduling') ? makeChain(next.files.chainSpec, next.config.routingLogic) : undefined;
+      return () => {
+        if (has('log-level')) log.level = next.config.logLevel;
+        if (has('routes')) routes = next.files.routes.routes;
+        if (rebuilt) {
+          scheduler.replaceChain(rebuilt.chain);
+          // Decisions under way may still call the old external filters: close them after the drain time.
+          const retired = externalFilters;
+          setTimeout(() => {
+            for (const filter of retired) filter.close();
+          }, config.drainTimeoutMs).unref();
+          externalFilters = rebuilt.created;
+        }
+        if (has('probe-interval', 'probe-timeout', 'unhealthy-threshold', 'healthy-threshold', 'models-interval'))
+          prober.reconfigure(proberOptions(next.config));
+        if (has('passive-ejection', 'passive-ejection-time')) passive.reconfigure(passiveOptions(next.config));
+        if (has('metrics-interval', 'metrics-staleness')) scraper.reconfigure(scraperOptions(next.config));
+      };
     },
-    metrics,
-    log,
-  );
-  const scraper = new LoadScraper(
-    endpoints,
-    { intervalMs: config.metricsIntervalMs, timeoutMs: config.metricsIntervalMs, stalenessMs: config.metricsStalenessMs },
-    metrics.registry,
-    log,
-  );
+  };
+  const reloader = initial && options.argv ? new ConfigReloader(options.argv, env, initial, live, metrics, log) : undefined;
   // Ready = the source has its first picture (above) and every endpoint in it has been probed once.
   const readiness = (): Readiness => (grpc.draining ? 'draining' : prober.completedRounds > 0 ? 'ready' : 'starting');
   const admin = new AdminServer({ metrics, endpoints, readiness, discoveryStaleSince: () => discovery.staleSince(), log });
@@ -142,6 +158,7 @@ export async function startService(config: Config, log: Logger, options: Service
     },
     'llm-extproc listening',
   );
+  reloader?.start();
   void scraper.start();
   void prober.start().then(() => {
     grpc.setReady(true);
@@ -157,7 +174,9 @@ export async function startService(config: Config, log: Logger, options: Service
     metrics,
     prober,
     scraper,
+    reload: async () => (reloader ? reloader.reload() : 'unchanged'),
     async stop() {
+      reloader?.stop();
       prober.stop();
       await Promise.all([grpc.stop(), discovery.stop(), scraper.stop()]);
       for (const filter of externalFilters) filter.close();
@@ -165,6 +184,24 @@ export async function startService(config: Config, log: Logger, options: Service
       await admin.stop();
     },
   };
+}
+
+function proberOptions(config: Config): ProberOptions {
+  return {
+    intervalMs: config.probeIntervalMs,
+    timeoutMs: config.probeTimeoutMs,
+    unhealthyThreshold: config.unhealthyThreshold,
+    healthyThreshold: config.healthyThreshold,
+    modelsIntervalMs: config.modelsIntervalMs,
+  };
+}
+
+function passiveOptions(config: Config): PassiveHealthOptions {
+  return { threshold: config.passiveEjection, baseEjectionMs: config.passiveEjectionMs };
+}
+
+function scraperOptions(config: Config): Omit<LoadScraperOptions, 'concurrency'> {
+  return { intervalMs: config.metricsIntervalMs, timeoutMs: config.metricsIntervalMs, stalenessMs: config.metricsStalenessMs };
 }
 
 /** A port that cannot be bound is the operator's to fix: name the flag that chose it and the cause. */

@@ -5,6 +5,7 @@ import { hostProblem } from '../net-address.js';
 import { ROUTING_LOGICS, type RoutingLogic } from '../scheduling/pickers.js';
 import { DESTINATION_HEADER, HEADER_NAME, ROUTED_TO_HEADER } from '../wire-names.js';
 import { ConfigError } from './errors.js';
+import { envName, type FileSettings, readConfigFile, readEnv, type SettingShapes, type SettingValue } from './sources.js';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -45,6 +46,13 @@ export interface Config {
   metricsStalenessMs: number;
   drainTimeoutMs: number;
   demo: boolean;
+  /** --config: the YAML file the settings were read from (watched for changes). */
+  configFile: string | undefined;
+  /** The config file's scheduling: section; --scheduling-config, when given, wins. */
+  schedulingSection: { document: unknown; source: string } | undefined;
+  printConfig: boolean;
+  /** Not mistakes, but worth a log line at start (e.g. an LLM_EXTPROC_* variable that names no setting). */
+  warnings: string[];
 }
 
 export const SERVICE_DISCOVERIES = ['static', 'k8s'] as const;
@@ -147,14 +155,105 @@ const FLAGS = {
   'metrics-staleness': ['string', '5s', `engine figures older than this do not steer picks, ${rangeText(METRICS_STALENESS)}`],
   'drain-timeout': ['string', '25s', `on SIGTERM, SIGINT or SIGHUP, how long open streams may finish, ${rangeText(DRAIN_TIMEOUT)} (0 = exit at once)`],
   demo: ['boolean', false, 'start built-in simulated vLLM and SGLang backends and route to them'],
+  config: [
+    'string',
+    undefined,
+    `YAML config file: every setting below by name (without --), plus a scheduling: chain; watched and reloaded (docs/configuration.md)`,
+  ],
+  'print-config': ['boolean', false, 'print the effective configuration as config-file YAML, each value with its origin, and exit'],
   help: ['boolean', false, 'print this help'],
 } as const;
 
 type FlagName = keyof typeof FLAGS;
-/** parseArgs' values (defaults filled in) and the flags actually on the command line. */
-interface Flags {
-  values: Record<string, string | boolean | undefined>;
-  given: ReadonlySet<string>;
+
+/** Settings of the command line only: neither a config-file key nor (except --config) an env var. */
+const FLAG_ONLY: ReadonlySet<FlagName> = new Set(['config', 'print-config', 'help']);
+/**
+ * Settings a config reload applies while running (in-flight requests keep their state); a change to
+ * any other setting is logged as needing a restart, and the running value stays.
+ */
+export const LIVE_SETTINGS: ReadonlySet<string> = new Set<FlagName>([
+  'log-level',
+  'routing-logic',
+  'probe-interval',
+  'probe-timeout',
+  'unhealthy-threshold',
+  'healthy-threshold',
+  'models-interval',
+  'passive-ejection',
+  'passive-ejection-time',
+  'metrics-interval',
+  'metrics-staleness',
+]);
+
+/** How a value is written, for the JSON Schema and docs/configuration.md. */
+export type ValueKind = 'text' | 'boolean' | 'duration' | 'size' | 'count' | 'port' | 'list' | readonly string[];
+const VALUE_KINDS: Partial<Record<FlagName, ValueKind>> = {
+  port: 'port',
+  'admin-port': 'port',
+  'k8s-port': 'port',
+  'service-discovery': SERVICE_DISCOVERIES,
+  'static-hosts': 'list',
+  'static-models': 'list',
+  'static-owned-by': 'list',
+  'routing-logic': ROUTING_LOGICS,
+  'log-level': LOG_LEVELS,
+  'max-body-size': 'size',
+  'grpc-max-receive-size': 'size',
+  'request-body-mode': BODY_MODES,
+  'response-body-mode': BODY_MODES,
+  'probe-interval': 'duration',
+  'probe-timeout': 'duration',
+  'unhealthy-threshold': 'count',
+  'healthy-threshold': 'count',
+  'models-interval': 'duration',
+  'passive-ejection': 'count',
+  'passive-ejection-time': 'duration',
+  'metrics-interval': 'duration',
+  'metrics-staleness': 'duration',
+  'drain-timeout': 'duration',
+};
+
+/** One setting as the docs and the JSON Schema describe it. */
+export interface SettingDoc {
+  name: string;
+  /** Its LLM_EXTPROC_* variable; undefined for command-line-only flags. */
+  env: string | undefined;
+  /** Whether the config file may set it. */
+  fileKey: boolean;
+  kind: ValueKind;
+  default: string | boolean | undefined;
+  help: string;
+  live: boolean;
+}
+
+/** The settings table as data: the one source of --help, the JSON Schema and docs/configuration.md. */
+export function settingDocs(): SettingDoc[] {
+  return (Object.entries(FLAGS) as [FlagName, (typeof FLAGS)[FlagName]][]).map(([name, [type, fallback, help]]) => ({
+    name,
+    env: FLAG_ONLY.has(name) && name !== 'config' ? undefined : envName(name),
+    fileKey: FILE_KEYS.has(name),
+    kind: type === 'boolean' ? 'boolean' : (VALUE_KINDS[name] ?? 'text'),
+    default: fallback,
+    help,
+    live: LIVE_SETTINGS.has(name),
+  }));
+}
+
+/** Settings whose file value may be a YAML list. */
+const LIST_SETTINGS: ReadonlySet<FlagName> = new Set(['static-hosts', 'static-models', 'static-owned-by']);
+
+const SHAPES: SettingShapes = Object.fromEntries(Object.entries(FLAGS).map(([name, [kind]]) => [name, { kind, list: LIST_SETTINGS.has(name as FlagName) }]));
+const FILE_KEYS: ReadonlySet<string> = new Set(Object.keys(FLAGS).filter((name) => !FLAG_ONLY.has(name as FlagName)));
+
+/** Every setting's value after flags > env > file > default, and where it came from. */
+export interface EffectiveSettings {
+  values: Map<FlagName, SettingValue>;
+  /** The config file's scheduling: section. */
+  scheduling: FileSettings['scheduling'];
+  configFile: string | undefined;
+  /** `LLM_EXTPROC_*` variables that name no setting. */
+  unknownEnv: string[];
 }
 
 export function usage(): string {
@@ -162,18 +261,51 @@ export function usage(): string {
     const flag = type === 'boolean' ? `--${name}` : `--${name}=<value>`;
     return `  ${flag.padEnd(34)} ${help}${fallback !== undefined && type !== 'boolean' ? ` (default ${fallback})` : ''}`;
   });
-  return `Usage: llm-extproc [flags]\n\n${lines.join('\n')}\n`;
+  const footer = [
+    'Every flag is also an env var LLM_EXTPROC_<NAME> (e.g. LLM_EXTPROC_PROBE_INTERVAL) and, except --config,',
+    '--print-config and --help, a key of the --config file; flags win over env vars, env vars over the file.',
+    'Reference, reload behaviour and the JSON Schema: docs/configuration.md',
+  ];
+  return `Usage: llm-extproc [flags]\n\n${lines.join('\n')}\n\n${footer.join('\n')}\n`;
 }
 
-/** Parses argv; `undefined` means --help was asked for. Every mistake is a ConfigError. */
-export function parseConfig(argv: readonly string[]): Config | undefined {
-  const { values, given: onCommandLine } = readFlags(argv);
-  if (values.help) return undefined;
-  const text = (name: FlagName) => values[name] as string;
-  const given = (name: FlagName) => (onCommandLine.has(name) ? text(name) : undefined);
+/**
+ * Parses argv, then the env and the config file; `undefined` means --help was asked for. Every
+ * mistake is a ConfigError naming where it was made (flag, env var or file key).
+ */
+export function parseConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>> = process.env): Config | undefined {
+  const settings = effectiveSettings(argv, env);
+  if (settings.values.get('help')?.value === true) return undefined;
+  return validateSettings(settings);
+}
+
+/** Validates settings read by effectiveSettings into a Config (a ConfigError names where a value came from). */
+export function validateSettings(settings: EffectiveSettings): Config {
+  try {
+    return validate(settings);
+  } catch (err) {
+    throw relocated(err, settings.values);
+  }
+}
+
+/**
+ * The validators below name the flag (`--probe-interval`); a value that came from the env or the
+ * file is reported there instead, so the operator edits the right place.
+ */
+function relocated(err: unknown, values: ReadonlyMap<FlagName, SettingValue>): unknown {
+  if (!(err instanceof ConfigError) || !err.flag.startsWith('--')) return err;
+  const origin = values.get(err.flag.slice(2) as FlagName)?.origin;
+  return origin === undefined || origin === err.flag ? err : new ConfigError(origin, err.message, err.hint);
+}
+
+function validate(settings: EffectiveSettings): Config {
+  const given = (name: FlagName) => settings.values.get(name)?.value as string | undefined;
+  const text = (name: FlagName) => (given(name) ?? defaultOf(name)) as string;
+  const isSet = (name: FlagName) => settings.values.has(name);
+  const flag = (name: FlagName) => settings.values.get(name)?.value === true;
 
   const serviceDiscovery = oneOf('service-discovery', text('service-discovery'), SERVICE_DISCOVERIES);
-  const demo = values.demo === true;
+  const demo = flag('demo');
   const hostsFlag = given('static-hosts');
   if (demo && hostsFlag !== undefined) {
     throw new ConfigError('--static-hosts', 'cannot be used with --demo, which starts its own backends', 'drop --static-hosts or --demo');
@@ -198,7 +330,7 @@ export function parseConfig(argv: readonly string[]): Config | undefined {
   const metricsStalenessMs = parseDuration('metrics-staleness', text('metrics-staleness'), METRICS_STALENESS);
   if (metricsStalenessMs < metricsIntervalMs) {
     throw new ConfigError(
-      onCommandLine.has('metrics-staleness') ? '--metrics-staleness' : '--metrics-interval',
+      isSet('metrics-staleness') ? '--metrics-staleness' : '--metrics-interval',
       `--metrics-staleness (${text('metrics-staleness')}) is shorter than --metrics-interval (${text('metrics-interval')}): every figure would be stale`,
       'make --metrics-staleness at least --metrics-interval; a few intervals is usual',
     );
@@ -236,6 +368,10 @@ export function parseConfig(argv: readonly string[]): Config | undefined {
     metricsStalenessMs,
     drainTimeoutMs: parseDuration('drain-timeout', text('drain-timeout'), DRAIN_TIMEOUT),
     demo,
+    configFile: settings.configFile,
+    schedulingSection: settings.scheduling,
+    printConfig: flag('print-config'),
+    warnings: settings.unknownEnv.map((variable) => `${variable} is not a setting: ignored (settings: docs/configuration.md)`),
   };
 }
 
@@ -245,12 +381,10 @@ const HELP_HINT = 'run llm-extproc --help to list the flags';
  * parseArgs in its strict mode throws messages naming no flag in our format, so the tokens are
  * checked here: unknown flags, missing or empty values (an unset shell variable), stray arguments.
  */
-function readFlags(argv: readonly string[]): Flags {
-  const options = Object.fromEntries(
-    Object.entries(FLAGS).map(([name, [type, fallback]]) => [name, fallback === undefined ? { type } : { type, default: fallback }]),
-  ) as Record<string, { type: 'string' | 'boolean'; default?: string | boolean }>;
+function readFlags(argv: readonly string[]): Map<FlagName, SettingValue> {
+  const options = Object.fromEntries(Object.entries(FLAGS).map(([name, [type]]) => [name, { type }])) as Record<string, { type: 'string' | 'boolean' }>;
   const { values, tokens } = parseArgs({ args: [...argv], options, strict: false, allowPositionals: true, tokens: true });
-  const given = new Set<string>();
+  const given = new Map<FlagName, SettingValue>();
   for (const token of tokens) {
     if (token.kind === 'positional') throw new ConfigError(`"${token.value}"`, 'is not a flag', `flags are written --name=value; ${HELP_HINT}`);
     if (token.kind !== 'option') continue;
@@ -263,9 +397,29 @@ function readFlags(argv: readonly string[]): Flags {
     } else if (token.value.trim() === '') {
       throw new ConfigError(token.rawName, 'is empty', 'give it a value or leave the flag out; is a shell variable unset?');
     }
-    given.add(token.name);
+    given.set(token.name as FlagName, { value: values[token.name]!, origin: token.rawName });
   }
-  return { values, given };
+  return given;
+}
+
+/** Reads the command line, then the env and the file it names, into one value per setting. */
+export function effectiveSettings(argv: readonly string[], env: Readonly<Record<string, string | undefined>> = process.env): EffectiveSettings {
+  const flags = readFlags(argv);
+  if (flags.has('help')) return { values: flags, scheduling: undefined, configFile: undefined, unknownEnv: [] };
+  const fromEnv = readEnv(env, SHAPES);
+  const configFile = (flags.get('config') ?? fromEnv.values.get('config'))?.value as string | undefined;
+  const file = configFile === undefined ? undefined : readConfigFile(configFile, SHAPES, FILE_KEYS);
+  const values = new Map<FlagName, SettingValue>();
+  for (const name of Object.keys(FLAGS) as FlagName[]) {
+    const value = flags.get(name) ?? (FLAG_ONLY.has(name) && name !== 'config' ? undefined : (fromEnv.values.get(name) ?? file?.values.get(name)));
+    if (value) values.set(name, value);
+  }
+  return { values, scheduling: file?.scheduling, configFile, unknownEnv: fromEnv.unknown };
+}
+
+/** The value a setting has when nothing sets it. */
+function defaultOf(name: FlagName): string | boolean | undefined {
+  return FLAGS[name][1];
 }
 
 /** The --k8s-* flags: refused with static discovery, validated and defaulted with k8s. */
@@ -429,4 +583,20 @@ function headerName(flag: FlagName, value: string): string {
   if (!HEADER_NAME.test(name)) throw new ConfigError(`--${flag}`, `"${value}" is not a valid header name`, hint);
   if (name.startsWith('x-envoy-')) throw new ConfigError(`--${flag}`, `"${value}": Envoy refuses ext_proc mutations of x-envoy-* headers`, hint);
   return name;
+}
+
+/** One row of --print-config: a setting's effective value and where it came from. */
+export interface SettingRow {
+  name: string;
+  value: string | boolean | undefined;
+  /** `default`, or the flag, env var or file key that set it. */
+  origin: string;
+}
+
+/** Every file-settable setting with its effective value, in --help's order. */
+export function settingRows(settings: EffectiveSettings): SettingRow[] {
+  return [...FILE_KEYS].map((name) => {
+    const set = settings.values.get(name as FlagName);
+    return { name, value: set?.value ?? defaultOf(name as FlagName), origin: set?.origin ?? 'default' };
+  });
 }

@@ -61,7 +61,7 @@ const PICKERS: Record<string, () => Picker> = {
 export const PLUGIN_TYPES = { filters: Object.keys(FILTERS), scorers: Object.keys(SCORERS), pickers: Object.keys(PICKERS) };
 
 /** Filters calling out over HTTP (docs/external-filters.md); made by ExternalFilters, not a factory here. */
-const EXTERNAL_HTTP_TYPE = 'external-http';
+export const EXTERNAL_HTTP_TYPE = 'external-http';
 
 /** `--routing-logic` values are presets: no filters or scorers beyond the registry's, their picker. */
 export const PRESET_CHAIN: ChainSpec = { filters: [], scorers: [] };

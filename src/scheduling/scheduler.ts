@@ -50,9 +50,17 @@ export class Scheduler {
 
   constructor(
     private readonly registry: EndpointRegistry,
-    private readonly chain: Chain,
+    private chain: Chain,
     private readonly options: SchedulerOptions = {},
   ) {}
+
+  /**
+   * A new chain (a config reload). Decisions under way finish with the chain they started with;
+   * the old plugins' state (round-robin position, affinity tables) goes with them.
+   */
+  replaceChain(chain: Chain): void {
+    this.chain = chain;
+  }
 
   get pickerName(): string {
     return this.chain.picker.name;
@@ -73,8 +81,9 @@ export class Scheduler {
       group = services;
     }
     if (candidates.length === 0) return { kind: 'none_healthy', services };
+    const chain = this.chain;
     // The presets have no plugins besides the picker: no request object, no scores.
-    if (this.chain.filters.length === 0 && this.chain.scorers.length === 0) return this.pick(undefined, candidates, group);
+    if (chain.filters.length === 0 && chain.scorers.length === 0) return this.pick(chain, undefined, candidates, group);
     const { http } = input;
     const request: SchedulingRequest = {
       routing,
@@ -86,12 +95,18 @@ export class Scheduler {
       },
       initialCandidates: candidates,
     };
-    return this.filterFrom(0, request, candidates, group);
+    return this.filterFrom(chain, 0, request, candidates, group);
   }
 
   /** Runs filters from `index` on; synchronous as long as the filters are. */
-  private filterFrom(index: number, request: SchedulingRequest, candidates: readonly Endpoint[], group: object): ScheduleResult | Promise<ScheduleResult> {
-    const { filters } = this.chain;
+  private filterFrom(
+    chain: Chain,
+    index: number,
+    request: SchedulingRequest,
+    candidates: readonly Endpoint[],
+    group: object,
+  ): ScheduleResult | Promise<ScheduleResult> {
+    const { filters } = chain;
     for (let i = index; i < filters.length; i++) {
       const filter = filters[i]!;
       const started = this.options.observe ? performance.now() : 0;
@@ -103,7 +118,7 @@ export class Scheduler {
       }
       if (kept instanceof Promise) {
         return kept.then(
-          (list) => this.emptied(filter, started, list) ?? this.filterFrom(i + 1, request, list, group),
+          (list) => this.emptied(filter, started, list) ?? this.filterFrom(chain, i + 1, request, list, group),
           (err: unknown) => this.failed(filter, started, err, request.signal),
         );
       }
@@ -111,7 +126,7 @@ export class Scheduler {
       if (stop) return stop;
       candidates = kept;
     }
-    return this.pick(request, candidates, group);
+    return this.pick(chain, request, candidates, group);
   }
 
   /** Records a filter's call; the result to answer when it left no candidate, else undefined. */
@@ -128,17 +143,17 @@ export class Scheduler {
   }
 
   /** Scores (when there are scorers) then the picker; the lease starts counting at once. */
-  private pick(request: SchedulingRequest | undefined, candidates: readonly Endpoint[], group: object): ScheduleResult {
-    const { scorers, picker } = this.chain;
-    const scores = request && scorers.length > 0 ? this.weightedScores(request, candidates) : undefined;
+  private pick(chain: Chain, request: SchedulingRequest | undefined, candidates: readonly Endpoint[], group: object): ScheduleResult {
+    const { scorers, picker } = chain;
+    const scores = request && scorers.length > 0 ? this.weightedScores(scorers, request, candidates) : undefined;
     const endpoint = picker.pick(candidates, group, scores);
     const lease = new Lease(endpoint, this.options.onOutcome);
-    if (request) this.tellPicked(request, endpoint);
+    if (request) tellPicked(chain, request, endpoint);
     return { kind: 'picked', lease };
   }
 
   /** The weighted sum of every scorer's scores, in a scratch array reused across decisions. */
-  private weightedScores(request: SchedulingRequest, candidates: readonly Endpoint[]): Float64Array {
+  private weightedScores(scorers: readonly Scorer[], request: SchedulingRequest, candidates: readonly Endpoint[]): Float64Array {
     const n = candidates.length;
     if (this.total.length < n) {
       this.total = new Float64Array(Math.max(n, this.total.length * 2));
@@ -146,7 +161,7 @@ export class Scheduler {
     }
     const { total, single } = this;
     total.fill(0, 0, n);
-    for (const scorer of this.chain.scorers) {
+    for (const scorer of scorers) {
       const started = this.options.observe ? performance.now() : 0;
       single.fill(0, 0, n);
       scorer.score(request, candidates, single);
@@ -156,11 +171,11 @@ export class Scheduler {
     }
     return total;
   }
+}
 
-  private tellPicked(request: SchedulingRequest, endpoint: Endpoint): void {
-    for (const filter of this.chain.filters) filter.picked?.(request, endpoint);
-    for (const scorer of this.chain.scorers) scorer.picked?.(request, endpoint);
-  }
+function tellPicked(chain: Chain, request: SchedulingRequest, endpoint: Endpoint): void {
+  for (const filter of chain.filters) filter.picked?.(request, endpoint);
+  for (const scorer of chain.scorers) scorer.picked?.(request, endpoint);
 }
 
 const UNKNOWN_MODEL: ScheduleResult = { kind: 'unknown_model' };

@@ -96,9 +96,10 @@ export async function startBehindEnvoy(
   flags: readonly string[],
   options: ServiceOptions & { log?: Logger; envoy?: Partial<EnvoyDoubleOptions> } = {},
 ): Promise<{ config: Config; service: Service; envoy: EnvoyDouble }> {
-  const config = parseConfig([...TEST_FLAGS, ...flags])!;
+  const argv = [...TEST_FLAGS, ...flags];
+  const config = parseConfig(argv, options.env)!;
   const log = options.log ?? createLogger((process.env.TEST_LOG_LEVEL as 'debug' | undefined) ?? 'silent');
-  const service = await startService(config, log, options);
+  const service = await startService(config, log, { argv, ...options });
   await service.prober.probeAll();
   const envoy = new EnvoyDouble({
     extProcTarget: `127.0.0.1:${service.grpcPort}`,

@@ -29,10 +29,15 @@ export class PassiveHealth {
 
   constructor(
     private readonly registry: EndpointRegistry,
-    private readonly options: PassiveHealthOptions,
+    private options: PassiveHealthOptions,
     private readonly onEjection: (endpoint: Endpoint) => void,
     private readonly log: Logger,
   ) {}
+
+  /** New settings (a config reload); ejections under way keep the length they were given. */
+  reconfigure(options: PassiveHealthOptions): void {
+    this.options = options;
+  }
 
   /** Counts one routed request's end; ignored for endpoints that have left the registry. */
   record(endpoint: Endpoint, outcome: RequestOutcome): void {

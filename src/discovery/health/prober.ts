@@ -35,7 +35,7 @@ export class Prober {
 
   constructor(
     private readonly registry: EndpointRegistry,
-    private readonly options: ProberOptions,
+    private options: ProberOptions,
     private readonly metrics: Metrics,
     private readonly log: Logger,
   ) {
@@ -54,9 +54,21 @@ export class Prober {
 
   /** Runs the first round now (resolved when it is done) and then one every interval. */
   start(): Promise<void> {
+    this.schedule();
+    return this.probeAll();
+  }
+
+  /** New settings (a config reload): counts so far stay; a new interval starts from now. */
+  reconfigure(options: ProberOptions): void {
+    const intervalChanged = options.intervalMs !== this.options.intervalMs;
+    this.options = options;
+    if (this.timer && intervalChanged) this.schedule();
+  }
+
+  private schedule(): void {
+    clearInterval(this.timer);
     this.timer = setInterval(() => void this.probeAll(), this.options.intervalMs);
     this.timer.unref();
-    return this.probeAll();
   }
 
   stop(): void {

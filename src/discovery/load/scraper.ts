@@ -24,6 +24,16 @@ export interface LoadScraperOptions {
   concurrency?: number;
 }
 
+function checkTimes(options: Omit<LoadScraperOptions, 'concurrency'>): void {
+  for (const [what, value] of [
+    ['intervalMs', options.intervalMs],
+    ['timeoutMs', options.timeoutMs],
+    ['stalenessMs', options.stalenessMs],
+  ] as const) {
+    if (!Number.isFinite(value) || value <= 0) throw new RangeError(`LoadScraper: ${what} must be a positive number of milliseconds, got ${value}`);
+  }
+}
+
 /** `llm_extproc_engine_scrapes_total{result}` values. */
 export type ScrapeResult = 'success' | 'http_error' | 'timeout' | 'refused' | 'too_large' | 'transport_error' | 'garbage';
 const RESULTS: readonly ScrapeResult[] = ['success', 'http_error', 'timeout', 'refused', 'too_large', 'transport_error', 'garbage'];
@@ -63,27 +73,23 @@ export class LoadScraper {
   /** Scrapes queued or under way, for stop() to wait on. */
   private readonly pending = new Set<Promise<void>>();
   private readonly limiter: Limiter;
-  private readonly timeoutMs: number;
+  private options: LoadScraperOptions;
+  private timeoutMs: number;
   private readonly scrapes: Counter<'result'>;
   private timer: NodeJS.Timeout | undefined;
   private round: Promise<void> | undefined;
 
   constructor(
     private readonly endpoints: EndpointRegistry,
-    private readonly options: LoadScraperOptions,
+    options: LoadScraperOptions,
     metricsRegistry: Registry,
     private readonly log: Logger,
   ) {
     const concurrency = options.concurrency ?? DEFAULT_SCRAPE_CONCURRENCY;
-    for (const [what, value] of [
-      ['intervalMs', options.intervalMs],
-      ['timeoutMs', options.timeoutMs],
-      ['stalenessMs', options.stalenessMs],
-    ] as const) {
-      if (!Number.isFinite(value) || value <= 0) throw new RangeError(`LoadScraper: ${what} must be a positive number of milliseconds, got ${value}`);
-    }
+    checkTimes(options);
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`LoadScraper: concurrency must be a positive integer, got ${concurrency}`);
     this.limiter = new Limiter(concurrency);
+    this.options = options;
     this.timeoutMs = Math.min(options.timeoutMs, options.intervalMs);
 
     this.scrapes = new Counter({
@@ -135,6 +141,19 @@ export class LoadScraper {
       this.timer.unref();
     }
     return this.scrapeAll();
+  }
+
+  /** New times (a config reload; concurrency stays): figures already scraped keep their freshness. */
+  reconfigure(options: Omit<LoadScraperOptions, 'concurrency'>): void {
+    checkTimes(options);
+    const intervalChanged = options.intervalMs !== this.options.intervalMs;
+    this.options = { ...options, concurrency: this.options.concurrency };
+    this.timeoutMs = Math.min(options.timeoutMs, options.intervalMs);
+    if (this.timer && intervalChanged) {
+      clearInterval(this.timer);
+      this.timer = setInterval(() => this.tick(), options.intervalMs);
+      this.timer.unref();
+    }
   }
 
   /** No more scrapes; resolves once those under way have ended (within the timeout). */
