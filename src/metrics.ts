@@ -84,6 +84,24 @@ export class Metrics {
     perEndpoint('llm_extproc_endpoint_in_flight_requests', 'Requests routed to the endpoint whose ext_proc stream has not ended.', (e) => e.inFlight);
     perEndpoint('llm_extproc_endpoint_healthy', '1 when the endpoint passed its last probe.', (e) => (e.healthy ? 1 : 0));
     perEndpoint('llm_extproc_endpoint_ejected', '1 while passive health keeps the endpoint out after failed requests.', (e) => (e.health.ejected ? 1 : 0));
+    perEndpoint(
+      'llm_extproc_endpoint_consecutive_ejections',
+      'Passive ejections of the endpoint in a row (each one doubles the back-off); 0 once it has served well since.',
+      (e) => e.health.ejections,
+    );
+    perEndpoint(
+      'llm_extproc_endpoint_engine_scrape_age_seconds',
+      "Age of the endpoint's last good /metrics scrape; -1 when there is none (never scraped, or the last scrape failed).",
+      (e) => (e.load ? (Date.now() - e.load.updateTime.getTime()) / 1000 : -1),
+    );
+    const discoveryEvents = new Counter({
+      name: 'llm_extproc_discovery_events_total',
+      help: 'Endpoints that discovery added or removed (static hosts at start, pods and their address changes with k8s).',
+      labelNames: ['event'] as const,
+      registers: [this.registry],
+    });
+    for (const event of ['added', 'removed']) discoveryEvents.inc({ event }, 0);
+    endpoints.onMembership({ added: () => discoveryEvents.inc({ event: 'added' }), removed: () => discoveryEvents.inc({ event: 'removed' }) });
     new Gauge({
       name: 'llm_extproc_discovery_stale_seconds',
       help: 'How long discovery has been out of contact (e.g. the Kubernetes API server unreachable); 0 while current.',
