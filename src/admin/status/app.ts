@@ -23,7 +23,8 @@ export function isStatusPath(path: string): boolean {
  */
 export function statusApp(deps: StatusDependencies, options: Partial<StatusEventsOptions> = {}): Hono {
   const body = () => JSON.stringify(statusSnapshot(deps));
-  const events = new StatusEvents({ body, subscribe: (onChange) => deps.decisions.subscribe(onChange) }, { ...DEFAULT_EVENTS_OPTIONS, ...options });
+  const settings = { ...DEFAULT_EVENTS_OPTIONS, ...options };
+  const events = new StatusEvents({ body, subscribe: (onChange) => deps.decisions.subscribe(onChange) }, settings);
   // Joins and departures are announced; the registry has no way to unsubscribe, and with no client it costs a check.
   deps.endpoints.onMembership({ added: events.changed, removed: events.changed });
 
@@ -35,7 +36,7 @@ export function statusApp(deps: StatusDependencies, options: Partial<StatusEvent
   app.get(STATUS_API, (c) => c.body(timed(body()), 200, { ...json, 'cache-control': 'no-store' }));
   app.get(EVENTS, (c) => {
     if (events.full) {
-      const message = `Too many status page connections (at most ${events.clientCount}); the page falls back to polling ${STATUS_API}.`;
+      const message = `Too many status page connections (at most ${settings.maxClients}); the page falls back to polling ${STATUS_API}.`;
       return c.body(openAIErrorBody(message, 'service_unavailable_error', 'too_many_status_clients'), 503, json);
     }
     return streamSSE(c, (stream) => {

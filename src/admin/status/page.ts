@@ -90,7 +90,7 @@ function render(next) {
   $('summary').textContent = eps.length + ' endpoints, ' + usable + ' healthy' + departed + ' · ' + next.totals.routed + ' routed, ' + next.totals.refused + ' refused since start';
   const queueMax = Math.max(1, ...eps.map((e) => (e.load ? Math.max(e.load.waiting, e.load.running) : 0)));
   fill('endpoints', eps.map((e) => row([
-    cell([e.address, span(e.name + (e.namespace ? ' · ' + e.namespace : ''), 'sub')], 'address'),
+    cell([e.address, span([e.name === e.address ? '' : e.name, e.namespace].filter(Boolean).join(' · '), 'sub')], 'address'),
     cell(e.engines.join(', '), 'engine'),
     cell(e.models.flatMap((m, i) => (i ? [document.createElement('br'), m] : [m])), 'models'),
     cell([span(e.health.state, 'badge ' + e.health.state), e.health.reason ? span(e.health.reason, 'sub reason') : null], 'health'),
