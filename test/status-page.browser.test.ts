@@ -8,6 +8,7 @@ import { type Browser, chromium, type Page } from 'playwright-core';
 import { DecisionLog, statusApp } from '../src/admin/status/app.js';
 import { MODEL_LABEL } from '../src/discovery/endpoint.js';
 import { EndpointRegistry } from '../src/discovery/registry.js';
+import { createLogger } from '../src/log.js';
 import { type Cluster, chatBody, JSON_HEADERS, LLAMA, type PodSpec, QWEN, withCluster } from './support/harness.js';
 
 /** Debian's chromium package; Playwright's own browser download does not work here. */
@@ -141,7 +142,7 @@ describe('status page in Chromium', () => {
     const registry = new EndpointRegistry();
     registry.upsert({ address: '127.0.0.64:8000', name: 'pod-a', namespace: 'ns', labels: { [MODEL_LABEL]: QWEN } });
     // No room for any event stream: every page gets the 503 and must poll.
-    const app = statusApp({ endpoints: registry, decisions: new DecisionLog(), mappings: () => [] }, { maxClients: 0 });
+    const app = statusApp({ endpoints: registry, decisions: new DecisionLog(), mappings: () => [], log: createLogger('silent') }, { maxClients: 0 });
     const server = createServer(getRequestListener(app.fetch, { overrideGlobalObjects: false }));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const page = await browser.newPage();

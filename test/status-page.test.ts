@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { getRequestListener } from '@hono/node-server';
-import { DecisionLog, statusApp } from '../src/admin/status/app.js';
+import { DecisionLog, STATUS_API, statusApp } from '../src/admin/status/app.js';
 import { type StatusClient, StatusEvents } from '../src/admin/status/events.js';
 import type { StatusSnapshot } from '../src/admin/status/snapshot.js';
 import { LlmRouter } from '../src/app/llm-router.js';
@@ -261,7 +261,7 @@ describe('statusApp over HTTP', () => {
     registry.update(registry.get('10.0.0.2:8000')!, { healthy: false, error: 'status 503' });
     registry.get('10.0.0.3:8000')!.health.ejected = true;
     const app = statusApp(
-      { endpoints: registry, decisions, mappings: () => [{ model: 'm', service_name: 'svc', source: 'route-config' }] },
+      { endpoints: registry, decisions, log: createLogger('silent'), mappings: () => [{ model: 'm', service_name: 'svc', source: 'route-config' }] },
       { maxClients: 2, minIntervalMs: 5, tickMs: 60_000, heartbeatMs: 60_000 },
     );
     server = createServer(getRequestListener(app.fetch, { overrideGlobalObjects: false }));
@@ -337,6 +337,16 @@ describe('statusApp over HTTP', () => {
     assert.equal((await sseReader(c)()).event, 'snapshot');
     second.abort();
     third.abort();
+  });
+
+  it('answers a failure inside with an OpenAI-style 500', async () => {
+    const mappings = () => {
+      throw new Error('broken');
+    };
+    const app = statusApp({ endpoints: new EndpointRegistry(), decisions: new DecisionLog(), log: createLogger('silent'), mappings });
+    const res = await app.request(STATUS_API);
+    assert.equal(res.status, 500);
+    assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'internal_error');
   });
 
   it('answers unknown paths with an OpenAI-style 404', async () => {

@@ -121,7 +121,7 @@ export async function startService(config: Config, log: Logger, options: Service
   );
   // Ready = the source has its first picture (above) and every endpoint in it has been probed once.
   const readiness = (): Readiness => (grpc.draining ? 'draining' : prober.completedRounds > 0 ? 'ready' : 'starting');
-  const status = statusApp({ endpoints, decisions, mappings: () => mappings.mappings.map((mapping) => ({ ...mapping, source: 'route-config' })) });
+  const status = statusApp({ endpoints, decisions, log, mappings: () => mappings.mappings.map((mapping) => ({ ...mapping, source: 'route-config' })) });
   const admin = new AdminServer({ metrics, endpoints, readiness, discoveryStaleSince: () => discovery.staleSince(), log, status });
 
   const grpcPort = await grpc.start().catch(async (err: unknown) => {

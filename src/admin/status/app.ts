@@ -31,6 +31,10 @@ export function statusApp(deps: StatusDependencies, options: Partial<StatusEvent
   const app = new Hono();
   // Answers of this app are OpenAI-style JSON errors like every other admin answer.
   const json = { 'content-type': 'application/json' };
+  app.onError((err, c) => {
+    deps.log.error({ err, path: c.req.path }, 'status page request failed');
+    return c.body(openAIErrorBody('internal error', 'internal_error', 'internal_error'), 500, json);
+  });
   app.notFound((c) => c.body(openAIErrorBody(`no admin route ${c.req.method} ${c.req.path}`, 'invalid_request_error', 'not_found'), 404, json));
   app.get('/', (c) => c.body(STATUS_PAGE.html, 200, STATUS_PAGE.headers));
   app.get(STATUS_API, (c) => c.body(timed(body()), 200, { ...json, 'cache-control': 'no-store' }));

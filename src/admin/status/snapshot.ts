@@ -1,3 +1,4 @@
+import type { Logger } from 'pino';
 import type { Endpoint } from '../../discovery/endpoint.js';
 import type { EndpointRegistry } from '../../discovery/registry.js';
 import type { DecisionLog, DecisionView, RefusalView } from './decision-log.js';
@@ -15,6 +16,7 @@ export interface StatusDependencies {
   endpoints: EndpointRegistry;
   mappings: () => readonly MappingView[];
   decisions: DecisionLog;
+  log: Logger;
 }
 
 /**
