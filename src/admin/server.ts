@@ -1,8 +1,11 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { getRequestListener } from '@hono/node-server';
+import type { Hono } from 'hono';
 import type { Logger } from 'pino';
 import type { EndpointRegistry } from '../discovery/registry.js';
 import type { Metrics } from '../metrics.js';
+import { isStatusPath } from './status/app.js';
 
 export interface AdminDependencies {
   metrics: Metrics;
@@ -11,6 +14,8 @@ export interface AdminDependencies {
   /** When discovery lost contact (its picture may be out of date); undefined while current. */
   discoveryStaleSince: () => Date | undefined;
   log: Logger;
+  /** The status page app (src/admin/status), served beside the routes here. */
+  status?: Hono;
 }
 
 /** `starting` until the first discovery/probe round has finished; `draining` from the stop signal on. */
@@ -19,8 +24,11 @@ export type Readiness = 'starting' | 'ready' | 'draining';
 /** The operators' HTTP port: liveness, readiness and Prometheus metrics. */
 export class AdminServer {
   private readonly server: Server;
+  private readonly status: ((req: IncomingMessage, res: ServerResponse) => Promise<void>) | undefined;
 
   constructor(private readonly deps: AdminDependencies) {
+    // Not overriding the process's global Request/Response: other parts (fetch clients) use them.
+    this.status = deps.status && getRequestListener(deps.status.fetch, { overrideGlobalObjects: false });
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => {
         deps.log.error({ err, path: req.url }, 'admin request failed');
@@ -49,6 +57,7 @@ export class AdminServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?', 1)[0];
     const route = `${req.method} ${path}`;
+    if (this.status && isStatusPath(path)) return this.status(req, res);
     switch (route) {
       case 'GET /health':
         return sendJson(res, 200, { status: 'ok' });

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { DecisionSink } from '../admin/status/decision-log.js';
 import type { EndpointRegistry } from '../discovery/registry.js';
 import type { HttpRequestHead, HttpRequestView, LocalReply, RequestRouter, RouteDecision } from '../extproc/types.js';
 import type { Metrics } from '../metrics.js';
@@ -25,6 +26,8 @@ export class LlmRouter implements RequestRouter {
     private readonly log: Logger,
     /** The `retry-after` of a 503 when nothing usable serves the model: about when a probe may bring something back. */
     private readonly retryAfterSeconds = 1,
+    /** The status page's recent decisions and refusals. */
+    private readonly decisions?: DecisionSink,
   ) {}
 
   decide(request: HttpRequestView): RouteDecision | Promise<RouteDecision> {
@@ -60,6 +63,7 @@ export class LlmRouter implements RequestRouter {
     if (result.kind !== 'picked') return { kind: 'reply', reply: this.refuse(this.refusal(result, routing), request, model, ownedBy) };
     const { lease } = result;
     this.metrics.routed(model, ownedBy ?? '');
+    this.decisions?.routed(model, ownedBy, lease.endpoint, this.scheduler.pickerName);
     if (this.log.isLevelEnabled('debug')) {
       this.log.debug(
         {
@@ -115,6 +119,7 @@ export class LlmRouter implements RequestRouter {
     const knownModel = model !== undefined && this.endpoints.lookup(model, undefined).kind === 'found' ? model : '';
     const knownEngine = ownedBy !== undefined && this.endpoints.hasEngine(ownedBy) ? ownedBy : '';
     this.metrics.requests.inc({ outcome: err.code, status: String(err.status), model: knownModel, owned_by: knownEngine });
+    this.decisions?.refused(model, ownedBy, err.status, err.code);
     this.log.info(
       {
         requestId: request.requestId,

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { AdminServer, type Readiness } from '../admin/server.js';
+import { DecisionLog, statusApp } from '../admin/status/app.js';
 import type { Config } from '../config/config.js';
 import { ConfigError } from '../config/errors.js';
 import { PassiveHealth, type PassiveHealthOptions } from '../discovery/health/passive.js';
@@ -87,7 +88,8 @@ export async function startService(config: Config, log: Logger, options: Service
     observe: (plugin, seconds, outcome) => metrics.pluginSeconds.observe({ plugin: plugin.name, type: plugin.type, outcome }, seconds),
   });
   // retry-after: about when a probe may have brought something back.
-  const router = new LlmRouter(() => routes, scheduler, endpoints, metrics, log, Math.max(1, Math.ceil(config.probeIntervalMs / 1000)));
+  const decisions = new DecisionLog();
+  const router = new LlmRouter(() => routes, scheduler, endpoints, metrics, log, Math.max(1, Math.ceil(config.probeIntervalMs / 1000)), decisions);
   grpc = new ExtProcServer(
     {
       host: config.host,
@@ -135,7 +137,8 @@ export async function startService(config: Config, log: Logger, options: Service
   const reloader = initial && options.argv ? new ConfigReloader(options.argv, env, initial, live, metrics, log) : undefined;
   // Ready = the source has its first picture (above) and every endpoint in it has been probed once.
   const readiness = (): Readiness => (grpc.draining ? 'draining' : prober.completedRounds > 0 ? 'ready' : 'starting');
-  const admin = new AdminServer({ metrics, endpoints, readiness, discoveryStaleSince: () => discovery.staleSince(), log });
+  const status = statusApp({ endpoints, decisions, log, mappings: () => mappings.mappings.map((mapping) => ({ ...mapping, source: 'route-config' })) });
+  const admin = new AdminServer({ metrics, endpoints, readiness, discoveryStaleSince: () => discovery.staleSince(), log, status });
 
   const grpcPort = await grpc.start().catch(async (err: unknown) => {
     await discovery.stop();
