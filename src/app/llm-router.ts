@@ -2,14 +2,29 @@ import type { Logger } from 'pino';
 import type { EndpointRegistry } from '../discovery/registry.js';
 import type { HttpRequestHead, HttpRequestView, LocalReply, RequestRouter, RouteDecision } from '../extproc/types.js';
 import type { Metrics } from '../metrics.js';
+import type { RateLimiter } from '../protection/rate-limit.js';
 import { internalError, notFound, RequestError, tooLarge, unavailable } from '../request/errors.js';
 import type { ScanResult } from '../request/json-scan.js';
-import { clip } from '../request/limits.js';
-import { needsSlicedScan, type RoutingRequest, readRoutingRequest, scanRoutingKeys, scanRoutingKeysSliced } from '../request/routing-request.js';
+import { clip, DEFAULT_INPUT_LIMITS, type InputLimits } from '../request/limits.js';
+import {
+  needsSlicedScan,
+  type RoutingRequest,
+  readRoutingRequest,
+  scanRoutingKeys,
+  scanRoutingKeysSliced,
+  screenRequestHead,
+} from '../request/routing-request.js';
 import type { RouteTable } from '../routing/routes.js';
 import type { Scheduler } from '../scheduling/scheduler.js';
 import type { ScheduleResult } from '../scheduling/types.js';
 import { modelsReply } from './models-reply.js';
+
+/** Bounds on client input, checked on the head and on the body; rate limits once the model is known to be served. */
+export interface RouterProtection {
+  inputLimits: InputLimits;
+  /** Swapped at run time by its reconfigure(). */
+  rateLimiter?: RateLimiter;
+}
 
 /**
  * The LLM side of a decision: answers `/v1/models` itself, reads model and engine from the
@@ -25,7 +40,18 @@ export class LlmRouter implements RequestRouter {
     private readonly log: Logger,
     /** The `retry-after` of a 503 when nothing usable serves the model: about when a probe may bring something back. */
     private readonly retryAfterSeconds = 1,
+    private readonly protection: RouterProtection = { inputLimits: DEFAULT_INPUT_LIMITS },
   ) {}
+
+  screen(request: HttpRequestHead): LocalReply | undefined {
+    try {
+      screenRequestHead(request.headers, this.protection.inputLimits);
+      return undefined;
+    } catch (err) {
+      if (!(err instanceof RequestError)) throw err;
+      return this.refuse(err, request, undefined, undefined);
+    }
+  }
 
   decide(request: HttpRequestView): RouteDecision | Promise<RouteDecision> {
     try {
@@ -45,11 +71,14 @@ export class LlmRouter implements RequestRouter {
   private route(request: HttpRequestView, scan: ScanResult | undefined): RouteDecision | Promise<RouteDecision> {
     let routing: RoutingRequest;
     try {
-      routing = readRoutingRequest(request.headers, scan, this.routes(), request.requestId);
+      routing = readRoutingRequest(request.headers, scan, this.routes(), request.requestId, this.protection.inputLimits);
     } catch (err) {
       if (!(err instanceof RequestError)) throw err;
       return { kind: 'reply', reply: this.refuse(err, request, undefined, undefined) };
     }
+    // Logged at debug: a client over its limit would otherwise write a line per request.
+    const limited = this.protection.rateLimiter?.admit(routing.model, routing.ownedBy, request.headers);
+    if (limited) return { kind: 'reply', reply: this.refuse(limited, request, routing.model, routing.ownedBy, 'debug') };
     const result = this.scheduler.schedule({ routing, http: request });
     if (result instanceof Promise) return result.then((settled) => this.answer(request, routing, settled, scan));
     return this.answer(request, routing, result, scan);
@@ -110,12 +139,18 @@ export class LlmRouter implements RequestRouter {
     return this.refuse(internalError(), request, undefined, undefined);
   }
 
-  private refuse(err: RequestError, request: HttpRequestHead, model: string | undefined, ownedBy: string | undefined): LocalReply {
+  private refuse(
+    err: RequestError,
+    request: HttpRequestHead,
+    model: string | undefined,
+    ownedBy: string | undefined,
+    level: 'info' | 'debug' = 'info',
+  ): LocalReply {
     // Only models and engines the registry knows become label values, so bad input cannot grow the series.
     const knownModel = model !== undefined && this.endpoints.lookup(model, undefined).kind === 'found' ? model : '';
     const knownEngine = ownedBy !== undefined && this.endpoints.hasEngine(ownedBy) ? ownedBy : '';
     this.metrics.requests.inc({ outcome: err.code, status: String(err.status), model: knownModel, owned_by: knownEngine });
-    this.log.info(
+    this.log[level](
       {
         requestId: request.requestId,
         status: err.status,

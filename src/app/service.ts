@@ -9,6 +9,8 @@ import { EndpointRegistry } from '../discovery/registry.js';
 import { type BindError, ExtProcServer } from '../extproc/server.js';
 import { Metrics } from '../metrics.js';
 import { joinHostPort } from '../net-address.js';
+import { RateLimiter } from '../protection/rate-limit.js';
+import { StreamShedding } from '../protection/shedding.js';
 import { MappingTable } from '../routing/mappings.js';
 import { loadRouteConfig, type RouteConfig, RouteTable } from '../routing/routes.js';
 import { createExternalFilters, type ExternalHttpFilter } from '../scheduling/filters/external-http.js';
@@ -26,6 +28,8 @@ export interface Service {
   metrics: Metrics;
   prober: Prober;
   scraper: LoadScraper;
+  /** The rate limits in force; a configuration reload swaps them with reconfigure(). */
+  rateLimiter: RateLimiter;
   /** Graceful stop: not ready at once (still live), drain open streams (bounded), close everything. */
   stop(): Promise<void>;
 }
@@ -33,6 +37,8 @@ export interface Service {
 export interface ServiceOptions extends DiscoveryOptions {
   /** Where EXTERNAL_HTTP_FILTERS is read from; default process.env. */
   env?: Readonly<Record<string, string | undefined>>;
+  /** Monotonic milliseconds of the rate limits and the shedding log; a fake clock in tests. */
+  now?: () => number;
 }
 
 /** Starts every part from a validated Config; see ServiceOptions for what may be replaced. */
@@ -78,8 +84,17 @@ export async function startService(config: Config, log: Logger, options: Service
     pins: serviceAddresses && { mappings, addresses: serviceAddresses },
     observe: (plugin, seconds, outcome) => metrics.pluginSeconds.observe({ plugin: plugin.name, type: plugin.type, outcome }, seconds),
   });
+  // Built even without limits, so that a reload can set some.
+  const rateLimiter = new RateLimiter(config.rateLimits, {
+    served: (model, ownedBy) => endpoints.lookup(model, ownedBy).kind === 'found',
+    limited: (limit) => metrics.rateLimited.inc({ limit }),
+    now: options.now,
+  });
   // retry-after: about when a probe may have brought something back.
-  const router = new LlmRouter(() => routes, scheduler, endpoints, metrics, log, Math.max(1, Math.ceil(config.probeIntervalMs / 1000)));
+  const router = new LlmRouter(() => routes, scheduler, endpoints, metrics, log, Math.max(1, Math.ceil(config.probeIntervalMs / 1000)), {
+    inputLimits: config.inputLimits,
+    rateLimiter,
+  });
   grpc = new ExtProcServer(
     {
       host: config.host,
@@ -98,6 +113,7 @@ export async function startService(config: Config, log: Logger, options: Service
       protocolError: () => metrics.protocolErrors.inc(),
     },
     log,
+    new StreamShedding({ maxOpenStreams: config.maxOpenStreams, shed: () => metrics.streamsShed.inc(), log, now: options.now }),
   );
   const prober = new Prober(
     endpoints,
@@ -157,6 +173,7 @@ export async function startService(config: Config, log: Logger, options: Service
     metrics,
     prober,
     scraper,
+    rateLimiter,
     async stop() {
       prober.stop();
       await Promise.all([grpc.stop(), discovery.stop(), scraper.stop()]);
