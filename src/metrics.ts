@@ -64,6 +64,19 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly rateLimited = new Counter({
+    name: 'llm_extproc_rate_limited_total',
+    help: 'Requests refused with 429 by a rate limit, by the limit that refused them: model, owned_by or tenant.',
+    labelNames: ['limit'] as const,
+    registers: [this.registry],
+  });
+
+  readonly streamsShed = new Counter({
+    name: 'llm_extproc_streams_shed_total',
+    help: 'ext_proc streams ended with RESOURCE_EXHAUSTED at once because --max-open-streams were open.',
+    registers: [this.registry],
+  });
+
   /** Counter children of routed requests by model, then engine, so the hot path skips label hashing and key building. */
   private readonly routedChildren = new Map<string, Map<string, Counter.Internal>>();
 

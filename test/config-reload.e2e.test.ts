@@ -149,6 +149,27 @@ describe('config reload under live traffic', () => {
     assert.equal(large.status, 200, 'the 32MiB limit still holds');
   });
 
+  it('rate limits apply and lift on reload', async () => {
+    const ask = () => cluster.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN }) });
+    const publishAndWait = async (extra: string) => {
+      const okBefore = await reloads('ok');
+      await volume.publish({ 'llm-extproc.yaml': `log-level: info\nrouting-logic: least_outstanding_requests\n${extra}` });
+      await until(
+        'the reload',
+        () => reloads('ok'),
+        (n) => n > okBefore,
+        { timeoutMs: 20_000 },
+      );
+    };
+    await publishAndWait('rate-limit-model: 0.001/1\n');
+    assert.equal((await ask()).status, 200, 'the burst of one');
+    const limited = await ask();
+    assert.equal(limited.status, 429);
+    assert.ok(Number(limited.headers['retry-after']) >= 1);
+    await publishAndWait('');
+    assert.equal((await ask()).status, 200, 'no limit any more');
+  });
+
   it('control: a reload with nothing changed applies nothing', async () => {
     const okBefore = await reloads('ok');
     assert.equal(await cluster.service.reload(), 'unchanged');

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { decodeProcessingResponse, encodeProcessingRequest, fromHeaderInput, toHeaderMap } from './support/envoy/codec.js';
+import { parseConfig } from '../src/config/config.js';
+import { ConfigError } from '../src/config/errors.js';
+import { DEFAULT_INPUT_LIMITS } from '../src/request/limits.js';
+import { decodeProcessingResponse, encodeProcessingRequest, fromHeaderInput, httpStatusCode, toHeaderMap } from './support/envoy/codec.js';
 import { applyHeaderMutation } from './support/envoy/mutation.js';
 import { type Cluster, captureLogs, chatBody, JSON_HEADERS, LLAMA, QWEN, startCluster, withCluster } from './support/harness.js';
 
@@ -148,17 +151,19 @@ describe('client-supplied values are bounded in answers and logs', () => {
     assert.ok(written[0]!.length < 2048, `log line of ${written[0]!.length} bytes`);
   });
 
-  it('a model name at the limit is looked up; one byte over is refused', async () => {
-    assert.equal((await post(chatBody({ model: 'x'.repeat(512) }))).status, 404);
-    assert.equal((await post(chatBody({ model: 'x'.repeat(513) }))).status, 400);
+  it('a model name at the limit (default 256 bytes) is looked up; one byte over is refused, naming the field and the limit', async () => {
+    assert.equal((await post(chatBody({ model: 'x'.repeat(256) }))).status, 404);
+    const over = await post(chatBody({ model: 'x'.repeat(257) }));
+    assert.equal(over.status, 400);
+    assert.equal(JSON.parse(over.body.toString()).error.message, '`model` is longer than the limit of 256 bytes.');
   });
 
-  it('an unknown model of a few hundred characters is echoed cut short', async () => {
-    const response = await post(chatBody({ model: `unknown-${'z'.repeat(400)}` }));
+  it('an unknown model of a couple of hundred characters is echoed cut short', async () => {
+    const response = await post(chatBody({ model: `unknown-${'z'.repeat(200)}` }));
     assert.equal(response.status, 404);
     const message = JSON.parse(response.body.toString()).error.message as string;
     assert.ok(message.length < 250, message);
-    assert.match(message, /… \(408 bytes\)/);
+    assert.match(message, /… \(208 bytes\)/);
   });
 
   it('over-long engine selectors are refused wherever they come from', async () => {
@@ -175,10 +180,136 @@ describe('client-supplied values are bounded in answers and logs', () => {
   });
 
   it('the logged path of a refused request is cut short', async () => {
-    const response = await post(chatBody({ model: 'nope' }), {}, `/v1/chat/completions?pad=${'p'.repeat(10_000)}`);
+    const response = await post(chatBody({ model: 'nope' }), {}, `/v1/chat/completions?pad=${'p'.repeat(5000)}`);
     assert.equal(response.status, 404);
     const line = logs.lines.at(-1)!;
     assert.ok((line.path as string).length < 200, `path of ${(line.path as string).length} characters`);
+  });
+});
+
+describe('limits on what a client controls: just under passes, just over is refused, each counted', () => {
+  let cluster: Cluster;
+  const LIMITS = ['--max-header-count=12', '--max-header-bytes=1KiB', '--max-query-length=64', '--max-model-name-length=40', '--max-owned-by-length=8'];
+  before(async () => {
+    cluster = await startCluster({ flags: LIMITS });
+  });
+  after(async () => cluster.close());
+
+  const BASE = { ':method': 'POST', ':path': '/v1/chat/completions', 'content-type': 'application/json' };
+  const bytesOf = (record: Record<string, string>) => Object.entries(record).reduce((sum, [k, v]) => sum + k.length + Buffer.byteLength(v), 0);
+
+  /** The answer to request headers alone (BUFFERED, no body sent yet): `request_headers` when they passed, else the status. */
+  async function headersAnswer(record: Record<string, string>): Promise<{ answer: string; status?: number; code?: string }> {
+    const stream = await cluster.envoy.openRawStream();
+    stream.send(
+      encodeProcessingRequest({
+        protocol_config: { request_body_mode: 'BUFFERED' },
+        request_headers: { headers: toHeaderMap(fromHeaderInput(record)), end_of_stream: false },
+      }),
+    );
+    const answer = decodeProcessingResponse((await stream.recv(5000))!);
+    stream.closeLikeEnvoy();
+    const reply = answer.immediate_response;
+    if (!reply) return { answer: answer.response! };
+    return { answer: answer.response!, status: httpStatusCode(reply.status?.code), code: JSON.parse(reply.body!.toString()).error.code };
+  }
+
+  it('--max-header-count: 12 headers pass, 13 are a 431', async () => {
+    const headers = (n: number) => ({ ...BASE, ...Object.fromEntries(Array.from({ length: n - 3 }, (_, i) => [`x-h${i}`, 'v'])) });
+    const before = await counter(cluster, { outcome: 'request_headers_too_large', status: '431' });
+    assert.deepEqual(await headersAnswer(headers(12)), { answer: 'request_headers' });
+    assert.deepEqual(await headersAnswer(headers(13)), { answer: 'immediate_response', status: 431, code: 'request_headers_too_large' });
+    assert.equal(await counter(cluster, { outcome: 'request_headers_too_large', status: '431' }), before + 1);
+  });
+
+  it('--max-header-bytes: names plus values of exactly 1 KiB pass, one byte more is a 431, before any body', async () => {
+    const padded = (total: number) => {
+      const record = { ...BASE, 'x-pad': '' };
+      record['x-pad'] = 'p'.repeat(total - bytesOf(record));
+      assert.equal(bytesOf(record), total);
+      return record;
+    };
+    const before = await counter(cluster, { outcome: 'request_headers_too_large', status: '431' });
+    assert.deepEqual(await headersAnswer(padded(1024)), { answer: 'request_headers' });
+    assert.deepEqual(await headersAnswer(padded(1025)), { answer: 'immediate_response', status: 431, code: 'request_headers_too_large' });
+    assert.equal(await counter(cluster, { outcome: 'request_headers_too_large', status: '431' }), before + 1);
+  });
+
+  it('--max-query-length: a 64-byte query string is routed, 65 bytes are a 414', async () => {
+    const withQuery = (bytes: number) =>
+      cluster.envoy.request({
+        method: 'POST',
+        path: `/v1/chat/completions?${'q'.repeat(bytes - 2)}=1`,
+        headers: JSON_HEADERS,
+        body: chatBody({ model: QWEN }),
+      });
+    const before = await counter(cluster, { outcome: 'query_too_long', status: '414' });
+    assert.equal((await withQuery(64)).status, 200);
+    const over = await withQuery(65);
+    assert.equal(over.status, 414);
+    assert.deepEqual(JSON.parse(over.body.toString()).error, {
+      message: 'The query string is longer than the limit of 64 bytes.',
+      type: 'invalid_request_error',
+      param: null,
+      code: 'query_too_long',
+    });
+    assert.equal(await counter(cluster, { outcome: 'query_too_long', status: '414' }), before + 1);
+  });
+
+  it('--max-model-name-length: in the body at body time, in the header at headers time', async () => {
+    const post = (model: string) => cluster.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model }) });
+    const before = await counter(cluster, { outcome: 'invalid_model', status: '400' });
+    assert.equal((await post('m'.repeat(40))).status, 404, 'at the limit: looked up');
+    const over = await post('m'.repeat(41));
+    assert.equal(over.status, 400);
+    assert.equal(JSON.parse(over.body.toString()).error.message, '`model` is longer than the limit of 40 bytes.');
+    assert.deepEqual(await headersAnswer({ ...BASE, 'x-gateway-model-name': 'm'.repeat(40) }), { answer: 'request_headers' });
+    assert.deepEqual(await headersAnswer({ ...BASE, 'x-gateway-model-name': 'm'.repeat(41) }), {
+      answer: 'immediate_response',
+      status: 400,
+      code: 'invalid_model',
+    });
+    assert.equal(await counter(cluster, { outcome: 'invalid_model', status: '400' }), before + 2);
+  });
+
+  it('--max-owned-by-length: the header and the query are refused at headers time, the body field at body time', async () => {
+    const before = await counter(cluster, { outcome: 'invalid_owned_by', status: '400' });
+    const refused = { answer: 'immediate_response', status: 400, code: 'invalid_owned_by' };
+    assert.deepEqual(await headersAnswer({ ...BASE, 'x-owned-by': 'e'.repeat(8) }), { answer: 'request_headers' });
+    assert.deepEqual(await headersAnswer({ ...BASE, 'x-owned-by': 'e'.repeat(9) }), refused);
+    assert.deepEqual(await headersAnswer({ ...BASE, ':path': `/v1/chat/completions?owned_by=${'e'.repeat(8)}` }), { answer: 'request_headers' });
+    assert.deepEqual(await headersAnswer({ ...BASE, ':path': `/v1/chat/completions?owned_by=${'e'.repeat(9)}` }), refused);
+    const post = (ownedBy: string) =>
+      cluster.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN, owned_by: ownedBy }) });
+    assert.equal((await post('e'.repeat(8))).status, 404, 'at the limit: looked up, not served');
+    const over = await post('e'.repeat(9));
+    assert.equal(over.status, 400);
+    assert.equal(JSON.parse(over.body.toString()).error.message, '`owned_by` is longer than the limit of 8 bytes.');
+    assert.equal(await counter(cluster, { outcome: 'invalid_owned_by', status: '400' }), before + 3);
+  });
+});
+
+describe('the input limit flags', () => {
+  const parse = (...argv: string[]) => parseConfig(['--static-hosts=10.0.0.1:8000', ...argv])!;
+
+  it('default to Envoy-like header limits, 8 KiB of query, 256-byte models and 128-byte engines', () => {
+    assert.deepEqual(parse().inputLimits, DEFAULT_INPUT_LIMITS);
+  });
+
+  it('refuse values that are not sizes or counts in range, naming the flag', () => {
+    for (const [flag, bad] of [
+      ['--max-header-count', '0'],
+      ['--max-header-bytes', 'lots'],
+      ['--max-query-length', '0'],
+      ['--max-model-name-length', '4097'],
+      ['--max-owned-by-length', '-1'],
+    ] as const) {
+      assert.throws(
+        () => parse(`${flag}=${bad}`),
+        (err: unknown) => err instanceof ConfigError && err.flag === flag,
+        `${flag}=${bad}`,
+      );
+    }
   });
 });
 

@@ -21,13 +21,13 @@ function router(): LlmRouter {
   const card: ModelCard = { id: MODEL, object: 'model', created: 0, owned_by: 'vllm', root: MODEL, parent: null };
   registry.update(registry.get('10.0.0.1:8000')!, { models: [card], healthy: true });
   const routes = new RouteTable();
-  return new LlmRouter(
-    () => routes,
-    new Scheduler(registry, pickerOnly(createPicker('least_outstanding_requests'))),
-    registry,
-    new Metrics(registry, () => 0),
-    createLogger('silent'),
-  );
+  return new LlmRouter({
+    routes: () => routes,
+    scheduler: new Scheduler(registry, pickerOnly(createPicker('least_outstanding_requests'))),
+    endpoints: registry,
+    metrics: new Metrics(registry, () => 0),
+    log: createLogger('silent'),
+  });
 }
 
 function view(body: Buffer, signal = new AbortController().signal): HttpRequestView {

@@ -88,7 +88,14 @@ describe('DecisionLog', () => {
     const log = new DecisionLog();
     const scheduler = new Scheduler(registry, pickerOnly(createPicker('least_outstanding_requests')));
     const routes = new RouteTable();
-    const router = new LlmRouter(() => routes, scheduler, registry, new Metrics(registry, () => 0), createLogger('silent'), 1, log);
+    const router = new LlmRouter({
+      routes: () => routes,
+      scheduler,
+      endpoints: registry,
+      metrics: new Metrics(registry, () => 0),
+      log: createLogger('silent'),
+      decisions: log,
+    });
     const view = (body: string): HttpRequestView => ({
       headers: new RequestHeaders([
         { key: ':method', raw_value: Buffer.from('POST'), value: '' },

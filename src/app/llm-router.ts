@@ -3,14 +3,44 @@ import type { DecisionSink } from '../admin/status/decision-log.js';
 import type { EndpointRegistry } from '../discovery/registry.js';
 import type { HttpRequestHead, HttpRequestView, LocalReply, RequestRouter, RouteDecision } from '../extproc/types.js';
 import type { Metrics } from '../metrics.js';
+import type { RateLimiter } from '../protection/rate-limit.js';
 import { internalError, notFound, RequestError, tooLarge, unavailable } from '../request/errors.js';
 import type { ScanResult } from '../request/json-scan.js';
-import { clip } from '../request/limits.js';
-import { needsSlicedScan, type RoutingRequest, readRoutingRequest, scanRoutingKeys, scanRoutingKeysSliced } from '../request/routing-request.js';
+import { clip, DEFAULT_INPUT_LIMITS, type InputLimits } from '../request/limits.js';
+import {
+  needsSlicedScan,
+  type RoutingRequest,
+  readRoutingRequest,
+  scanRoutingKeys,
+  scanRoutingKeysSliced,
+  screenRequestHead,
+} from '../request/routing-request.js';
 import type { RouteTable } from '../routing/routes.js';
 import type { Scheduler } from '../scheduling/scheduler.js';
 import type { ScheduleResult } from '../scheduling/types.js';
 import { modelsReply } from './models-reply.js';
+
+/** Bounds on client input, checked on the head and on the body; rate limits once the model is known to be served. */
+export interface RouterProtection {
+  inputLimits: InputLimits;
+  /** Swapped at run time by its reconfigure(). */
+  rateLimiter?: RateLimiter;
+}
+
+export interface LlmRouterDependencies {
+  /** The route table in force (a config reload replaces it). */
+  routes: () => RouteTable;
+  scheduler: Scheduler;
+  endpoints: EndpointRegistry;
+  metrics: Metrics;
+  log: Logger;
+  /** The `retry-after` of a 503 when nothing usable serves the model: about when a probe may bring something back. Default 1. */
+  retryAfterSeconds?: number;
+  /** Input limits and rate limits; default: the default input limits, no rate limits. */
+  protection?: RouterProtection;
+  /** The status page's recent decisions and refusals. */
+  decisions?: DecisionSink;
+}
 
 /**
  * The LLM side of a decision: answers `/v1/models` itself, reads model and engine from the
@@ -18,17 +48,35 @@ import { modelsReply } from './models-reply.js';
  * logged and counted.
  */
 export class LlmRouter implements RequestRouter {
-  constructor(
-    private readonly routes: () => RouteTable,
-    private readonly scheduler: Scheduler,
-    private readonly endpoints: EndpointRegistry,
-    private readonly metrics: Metrics,
-    private readonly log: Logger,
-    /** The `retry-after` of a 503 when nothing usable serves the model: about when a probe may bring something back. */
-    private readonly retryAfterSeconds = 1,
-    /** The status page's recent decisions and refusals. */
-    private readonly decisions?: DecisionSink,
-  ) {}
+  private readonly routes: () => RouteTable;
+  private readonly scheduler: Scheduler;
+  private readonly endpoints: EndpointRegistry;
+  private readonly metrics: Metrics;
+  private readonly log: Logger;
+  private readonly retryAfterSeconds: number;
+  private readonly protection: RouterProtection;
+  private readonly decisions: DecisionSink | undefined;
+
+  constructor(deps: LlmRouterDependencies) {
+    this.routes = deps.routes;
+    this.scheduler = deps.scheduler;
+    this.endpoints = deps.endpoints;
+    this.metrics = deps.metrics;
+    this.log = deps.log;
+    this.retryAfterSeconds = deps.retryAfterSeconds ?? 1;
+    this.protection = deps.protection ?? { inputLimits: DEFAULT_INPUT_LIMITS };
+    this.decisions = deps.decisions;
+  }
+
+  screen(request: HttpRequestHead): LocalReply | undefined {
+    try {
+      screenRequestHead(request.headers, this.protection.inputLimits);
+      return undefined;
+    } catch (err) {
+      if (!(err instanceof RequestError)) throw err;
+      return this.refuse(err, request, undefined, undefined);
+    }
+  }
 
   decide(request: HttpRequestView): RouteDecision | Promise<RouteDecision> {
     try {
@@ -48,11 +96,14 @@ export class LlmRouter implements RequestRouter {
   private route(request: HttpRequestView, scan: ScanResult | undefined): RouteDecision | Promise<RouteDecision> {
     let routing: RoutingRequest;
     try {
-      routing = readRoutingRequest(request.headers, scan, this.routes(), request.requestId);
+      routing = readRoutingRequest(request.headers, scan, this.routes(), request.requestId, this.protection.inputLimits);
     } catch (err) {
       if (!(err instanceof RequestError)) throw err;
       return { kind: 'reply', reply: this.refuse(err, request, undefined, undefined) };
     }
+    // Logged at debug: a client over its limit would otherwise write a line per request.
+    const limited = this.protection.rateLimiter?.admit(routing.model, routing.ownedBy, request.headers);
+    if (limited) return { kind: 'reply', reply: this.refuse(limited, request, routing.model, routing.ownedBy, 'debug') };
     const result = this.scheduler.schedule({ routing, http: request });
     if (result instanceof Promise) return result.then((settled) => this.answer(request, routing, settled, scan));
     return this.answer(request, routing, result, scan);
@@ -114,13 +165,19 @@ export class LlmRouter implements RequestRouter {
     return this.refuse(internalError(), request, undefined, undefined);
   }
 
-  private refuse(err: RequestError, request: HttpRequestHead, model: string | undefined, ownedBy: string | undefined): LocalReply {
+  private refuse(
+    err: RequestError,
+    request: HttpRequestHead,
+    model: string | undefined,
+    ownedBy: string | undefined,
+    level: 'info' | 'debug' = 'info',
+  ): LocalReply {
     // Only models and engines the registry knows become label values, so bad input cannot grow the series.
     const knownModel = model !== undefined && this.endpoints.lookup(model, undefined).kind === 'found' ? model : '';
     const knownEngine = ownedBy !== undefined && this.endpoints.hasEngine(ownedBy) ? ownedBy : '';
     this.metrics.requests.inc({ outcome: err.code, status: String(err.status), model: knownModel, owned_by: knownEngine });
     this.decisions?.refused(model, ownedBy, err.status, err.code);
-    this.log.info(
+    this.log[level](
       {
         requestId: request.requestId,
         status: err.status,

@@ -10,6 +10,8 @@ import { EndpointRegistry } from '../discovery/registry.js';
 import { type BindError, ExtProcServer } from '../extproc/server.js';
 import { Metrics } from '../metrics.js';
 import { joinHostPort } from '../net-address.js';
+import { RateLimiter } from '../protection/rate-limit.js';
+import { StreamShedding } from '../protection/shedding.js';
 import { createExternalFilters, type ExternalHttpFilter } from '../scheduling/filters/external-http.js';
 import { parseExternalFilters } from '../scheduling/filters/external-http-config.js';
 import type { RoutingLogic } from '../scheduling/pickers.js';
@@ -29,6 +31,8 @@ export interface Service {
   scraper: LoadScraper;
   /** Reads the configuration again and applies what may change live (the file watcher calls it too). */
   reload(): Promise<ReloadOutcome>;
+  /** The rate limits in force; a configuration reload swaps them with reconfigure(). */
+  rateLimiter: RateLimiter;
   /** Graceful stop: not ready at once (still live), drain open streams (bounded), close everything. */
   stop(): Promise<void>;
 }
@@ -38,6 +42,8 @@ export interface ServiceOptions extends DiscoveryOptions {
   env?: Readonly<Record<string, string | undefined>>;
   /** The command line `config` came from, read again on a reload; without it, reload() reports `unchanged`. */
   argv?: readonly string[];
+  /** Monotonic milliseconds of the rate limits and the shedding log; a fake clock in tests. */
+  now?: () => number;
 }
 
 /** Starts every part from a validated Config; see ServiceOptions for what may be replaced. */
@@ -87,9 +93,26 @@ export async function startService(config: Config, log: Logger, options: Service
     pins: serviceAddresses && { mappings, addresses: serviceAddresses },
     observe: (plugin, seconds, outcome) => metrics.pluginSeconds.observe({ plugin: plugin.name, type: plugin.type, outcome }, seconds),
   });
+  // Built even without limits, so that a reload can set some.
+  const rateLimiter = new RateLimiter(config.rateLimits, {
+    served: (model, ownedBy) => endpoints.lookup(model, ownedBy).kind === 'found',
+    limited: (limit) => metrics.rateLimited.inc({ limit }),
+    now: options.now,
+  });
   // retry-after: about when a probe may have brought something back.
   const decisions = new DecisionLog();
-  const router = new LlmRouter(() => routes, scheduler, endpoints, metrics, log, Math.max(1, Math.ceil(config.probeIntervalMs / 1000)), decisions);
+  // The router reads it on every request: a reload replaces inputLimits in place.
+  const protection = { inputLimits: config.inputLimits, rateLimiter };
+  const router = new LlmRouter({
+    routes: () => routes,
+    scheduler,
+    endpoints,
+    metrics,
+    log,
+    retryAfterSeconds: Math.max(1, Math.ceil(config.probeIntervalMs / 1000)),
+    protection,
+    decisions,
+  });
   grpc = new ExtProcServer(
     {
       host: config.host,
@@ -108,6 +131,7 @@ export async function startService(config: Config, log: Logger, options: Service
       protocolError: () => metrics.protocolErrors.inc(),
     },
     log,
+    new StreamShedding({ maxOpenStreams: config.maxOpenStreams, shed: () => metrics.streamsShed.inc(), log, now: options.now }),
   );
   const prober = new Prober(endpoints, proberOptions(config), metrics, log);
   const scraper = new LoadScraper(endpoints, scraperOptions(config), metrics.registry, log);
@@ -131,6 +155,10 @@ export async function startService(config: Config, log: Logger, options: Service
           prober.reconfigure(proberOptions(next.config));
         if (has('passive-ejection', 'passive-ejection-time')) passive.reconfigure(passiveOptions(next.config));
         if (has('metrics-interval', 'metrics-staleness')) scraper.reconfigure(scraperOptions(next.config));
+        if (has('rate-limit-model', 'rate-limit-owned-by', 'rate-limit-tenant', 'tenant-header')) rateLimiter.reconfigure(next.config.rateLimits);
+        if (has('max-header-count', 'max-header-bytes', 'max-query-length', 'max-model-name-length', 'max-owned-by-length')) {
+          protection.inputLimits = next.config.inputLimits;
+        }
       };
     },
   };
@@ -178,6 +206,7 @@ export async function startService(config: Config, log: Logger, options: Service
     prober,
     scraper,
     reload: async () => (reloader ? reloader.reload() : 'unchanged'),
+    rateLimiter,
     async stop() {
       reloader?.stop();
       prober.stop();

@@ -2,6 +2,8 @@ import { parseArgs } from 'node:util';
 import { parseStaticHosts, type StaticHost } from '../discovery/static.js';
 import type { BodySendMode } from '../extproc/types.js';
 import { hostProblem } from '../net-address.js';
+import { type BucketSettings, type RateLimits, TENANT_HEADER } from '../protection/rate-limit.js';
+import { type InputLimits, MAX_NAME_LIMIT_BYTES } from '../request/limits.js';
 import { ROUTING_LOGICS, type RoutingLogic } from '../scheduling/pickers.js';
 import { DESTINATION_HEADER, HEADER_NAME, ROUTED_TO_HEADER } from '../wire-names.js';
 import { ConfigError } from './errors.js';
@@ -46,6 +48,11 @@ export interface Config {
   metricsStalenessMs: number;
   drainTimeoutMs: number;
   demo: boolean;
+  // --- protection ---
+  /** Open ext_proc streams beyond which new ones are shed; 0 = no limit. */
+  maxOpenStreams: number;
+  inputLimits: InputLimits;
+  rateLimits: RateLimits;
   /** --config: the YAML file the settings were read from (watched for changes). */
   configFile: string | undefined;
   /** The config file's scheduling: section; --scheduling-config, when given, wins. */
@@ -99,6 +106,11 @@ const PASSIVE_EJECTION_TIME: Range = { min: 1000, max: HOUR_MS };
 const METRICS_INTERVAL: Range = { min: 50, max: HOUR_MS };
 const METRICS_STALENESS: Range = { min: 100, max: HOUR_MS };
 const DEFAULT_K8S_PORT = '8000';
+const MAX_OPEN_STREAMS: Range = { min: 0, max: 10_000_000 };
+const MAX_HEADER_COUNT: Range = { min: 1, max: 10_000 };
+const MAX_NAME_LENGTH: Range = { min: 1, max: MAX_NAME_LIMIT_BYTES };
+/** Requests a second of a --rate-limit-* flag, and its burst. */
+const RATE: Range = { min: 0, max: 1_000_000 };
 
 /** Flag name → [type, default, help]. The names of seed 004's router are kept as they are. */
 const FLAGS = {
@@ -154,6 +166,17 @@ const FLAGS = {
   'metrics-interval': ['string', '1s', `time between scrapes of each backend's /metrics (engine load), ${rangeText(METRICS_INTERVAL)}`],
   'metrics-staleness': ['string', '5s', `engine figures older than this do not steer picks, ${rangeText(METRICS_STALENESS)}`],
   'drain-timeout': ['string', '25s', `on SIGTERM, SIGINT or SIGHUP, how long open streams may finish, ${rangeText(DRAIN_TIMEOUT)} (0 = exit at once)`],
+  // --- protection ---
+  'max-open-streams': ['string', '10000', 'open ext_proc streams beyond which a new one is ended with RESOURCE_EXHAUSTED (0 = no limit)'],
+  'max-header-count': ['string', '100', `most request headers accepted, pseudo-headers included, ${MAX_HEADER_COUNT.min}..${MAX_HEADER_COUNT.max} (431 above)`],
+  'max-header-bytes': ['string', '64KiB', 'largest total size of request header names and values (431 above)'],
+  'max-query-length': ['string', '8KiB', 'longest query string accepted, in bytes (414 above)'],
+  'max-model-name-length': ['string', '256', `longest model name accepted, in bytes, ${MAX_NAME_LENGTH.min}..${MAX_NAME_LENGTH.max} (400 above)`],
+  'max-owned-by-length': ['string', '128', `longest engine selector (owned_by) accepted, in bytes, ${MAX_NAME_LENGTH.min}..${MAX_NAME_LENGTH.max} (400 above)`],
+  'rate-limit-model': ['string', undefined, 'requests a second per model, <rate>[/<burst>], e.g. 50/100 (burst default max(1, rate)); 429 above'],
+  'rate-limit-owned-by': ['string', undefined, 'requests a second per engine a request selects (owned_by), <rate>[/<burst>]; 429 above'],
+  'rate-limit-tenant': ['string', undefined, 'requests a second per value of --tenant-header, <rate>[/<burst>]; 429 above'],
+  'tenant-header': ['string', TENANT_HEADER, 'request header naming the tenant of --rate-limit-tenant (requests without it are not tenant-limited)'],
   demo: ['boolean', false, 'start built-in simulated vLLM and SGLang backends and route to them'],
   config: [
     'string',
@@ -184,6 +207,15 @@ export const LIVE_SETTINGS: ReadonlySet<string> = new Set<FlagName>([
   'passive-ejection-time',
   'metrics-interval',
   'metrics-staleness',
+  'max-header-count',
+  'max-header-bytes',
+  'max-query-length',
+  'max-model-name-length',
+  'max-owned-by-length',
+  'rate-limit-model',
+  'rate-limit-owned-by',
+  'rate-limit-tenant',
+  'tenant-header',
 ]);
 
 /** How a value is written, for the JSON Schema and docs/configuration.md. */
@@ -212,6 +244,12 @@ const VALUE_KINDS: Partial<Record<FlagName, ValueKind>> = {
   'metrics-interval': 'duration',
   'metrics-staleness': 'duration',
   'drain-timeout': 'duration',
+  'max-open-streams': 'count',
+  'max-header-count': 'count',
+  'max-header-bytes': 'size',
+  'max-query-length': 'size',
+  'max-model-name-length': 'count',
+  'max-owned-by-length': 'count',
 };
 
 /** One setting as the docs and the JSON Schema describe it. */
@@ -368,11 +406,48 @@ function validate(settings: EffectiveSettings): Config {
     metricsStalenessMs,
     drainTimeoutMs: parseDuration('drain-timeout', text('drain-timeout'), DRAIN_TIMEOUT),
     demo,
+    maxOpenStreams: parseCount('max-open-streams', text('max-open-streams'), MAX_OPEN_STREAMS),
+    inputLimits: {
+      maxHeaderCount: parseCount('max-header-count', text('max-header-count'), MAX_HEADER_COUNT),
+      maxHeaderBytes: parseBytes('max-header-bytes', text('max-header-bytes')),
+      maxQueryBytes: parseBytes('max-query-length', text('max-query-length')),
+      maxModelBytes: parseCount('max-model-name-length', text('max-model-name-length'), MAX_NAME_LENGTH),
+      maxOwnedByBytes: parseCount('max-owned-by-length', text('max-owned-by-length'), MAX_NAME_LENGTH),
+    },
+    rateLimits: rateLimits(given),
     configFile: settings.configFile,
     schedulingSection: settings.scheduling,
     printConfig: flag('print-config'),
     warnings: settings.unknownEnv.map((variable) => `${variable} is not a setting: ignored (settings: docs/configuration.md)`),
   };
+}
+
+/** The --rate-limit-* flags, each optional, and --tenant-header (which needs --rate-limit-tenant). */
+function rateLimits(given: (name: FlagName) => string | undefined): RateLimits {
+  const tenant = given('rate-limit-tenant');
+  const header = given('tenant-header');
+  if (header !== undefined && tenant === undefined) {
+    throw new ConfigError('--tenant-header', 'applies to --rate-limit-tenant only', 'add --rate-limit-tenant=<rate>[/<burst>] or drop the flag');
+  }
+  const limits: RateLimits = { tenantHeader: header === undefined ? TENANT_HEADER : requestHeaderName('tenant-header', header) };
+  const model = given('rate-limit-model');
+  const ownedBy = given('rate-limit-owned-by');
+  if (model !== undefined) limits.model = parseRate('rate-limit-model', model);
+  if (ownedBy !== undefined) limits.owned_by = parseRate('rate-limit-owned-by', ownedBy);
+  if (tenant !== undefined) limits.tenant = parseRate('rate-limit-tenant', tenant);
+  return limits;
+}
+
+/** `50` (burst 50), `0.5` (burst 1), `50/100`: a positive rate a second, and a whole burst of at least 1. */
+function parseRate(flag: FlagName, value: string): BucketSettings {
+  const match = /^(\d+(?:\.\d+)?)(?:\/(\d+))?$/.exec(value.trim());
+  const hint = `write <requests a second>[/<burst>], e.g. 50/100 or 0.5, rate and burst at most ${RATE.max}; leave the flag out for no limit`;
+  if (!match) throw new ConfigError(`--${flag}`, `"${value}" is not a rate`, hint);
+  const rate = Number(match[1]);
+  if (!(rate > RATE.min && rate <= RATE.max)) throw new ConfigError(`--${flag}`, `the rate of "${value}" is not above 0 and at most ${RATE.max}`, hint);
+  const burst = match[2] === undefined ? Math.max(1, rate) : Number(match[2]);
+  if (!(burst >= 1 && burst <= RATE.max)) throw new ConfigError(`--${flag}`, `the burst of "${value}" is not 1..${RATE.max}`, hint);
+  return { rate, burst };
 }
 
 const HELP_HINT = 'run llm-extproc --help to list the flags';
@@ -575,6 +650,13 @@ function formatDuration(ms: number): string {
     .sort((a, b) => b[1] - a[1])
     .find(([, size]) => ms % size === 0)!;
   return `${ms / size}${unit}`;
+}
+
+/** A header llm-extproc only reads: any valid name, lower-cased as Envoy sends it. */
+function requestHeaderName(flag: FlagName, value: string): string {
+  const name = value.trim().toLowerCase();
+  if (!HEADER_NAME.test(name)) throw new ConfigError(`--${flag}`, `"${value}" is not a valid header name`, `e.g. the default ${FLAGS[flag][1]}`);
+  return name;
 }
 
 function headerName(flag: FlagName, value: string): string {

@@ -33,6 +33,22 @@ export class RequestHeaders {
     return value;
   }
 
+  /** How many headers Envoy sent, pseudo-headers included. */
+  get count(): number {
+    return this.list.length;
+  }
+
+  /** Names plus values in bytes, pseudo-headers included, as Envoy's max_request_headers_kb counts them. */
+  byteLength(): number {
+    let bytes = 0;
+    for (const header of this.list) {
+      const value = this.valueField === 'raw_value' ? (header.raw_value?.length ?? 0) : Buffer.byteLength(header.value ?? '');
+      // Names are ASCII tokens (Envoy's codecs refuse others), so their length is their size.
+      bytes += (header.key?.length ?? 0) + value;
+    }
+    return bytes;
+  }
+
   /**
    * Every header as Envoy sent it, in order (pseudo-headers such as `:path` included; a name that
    * occurs twice occurs twice). Decodes all values: for the few consumers that forward the headers.

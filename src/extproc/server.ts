@@ -22,6 +22,11 @@ export interface ExtProcServerOptions extends StreamSettings {
   drainTimeoutMs: number;
 }
 
+/** Decides whether a new ext_proc stream may open beside the open ones (load shedding). */
+export interface StreamAdmission {
+  admit(openStreams: number): boolean;
+}
+
 /** Names the standard gRPC health service answers for (the endpoint picker's set, plus ""). */
 export const HEALTH_SERVICES = ['', 'liveness', 'readiness', EXT_PROC_SERVICE] as const;
 
@@ -47,6 +52,7 @@ export class ExtProcServer {
     router: RequestRouter,
     observer: StreamObserver,
     private readonly log: Logger,
+    admission?: StreamAdmission,
   ) {
     this.server = new grpc.Server({
       'grpc.max_receive_message_length': options.maxReceiveMessageBytes,
@@ -65,6 +71,11 @@ export class ExtProcServer {
     const answers = new DestinationAnswers(options.destinationHeader, options.routedToHeader);
     const handlers: ExternalProcessorHandlers = {
       Process: (call) => {
+        // A shed stream ends at once with RESOURCE_EXHAUSTED; Envoy then applies failure_mode_allow.
+        if (admission && !admission.admit(this.openStreams.size)) {
+          call.emit('error', { code: grpc.status.RESOURCE_EXHAUSTED, details: 'llm-extproc: too many open ext_proc streams' });
+          return;
+        }
         this.openStreams.add(call);
         call.on('close', () => this.openStreams.delete(call));
         // The serializer registered below also takes pre-encoded answers, hence the wider type.

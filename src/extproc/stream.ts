@@ -151,6 +151,7 @@ export class ExtProcStream {
     this.headers = new RequestHeaders(list);
     this.headerValueField = this.headers.valueField;
     this.requestId = this.headers.get(REQUEST_ID_HEADER) || randomUUID();
+    if (this.screenHead()) return;
     if (endOfStream || this.requestBodyMode === 'NONE' || this.requestBodyMode === 'STREAMED') {
       // No body will come before the headers go upstream: route on the headers alone.
       this.requestBodyOpen = !endOfStream && this.requestBodyMode === 'STREAMED';
@@ -160,6 +161,19 @@ export class ExtProcStream {
     this.phase = 'awaiting_request_body';
     // FULL_DUPLEX: hold the headers answer until the body is read. BUFFERED: route on the body answer.
     if (this.requestBodyMode !== 'FULL_DUPLEX_STREAMED') this.send(CONTINUE_REQUEST_HEADERS);
+  }
+
+  /** The router's checks of the head alone, before any body is waited for; true when it answered. */
+  private screenHead(): boolean {
+    let refusal: LocalReply | undefined;
+    try {
+      refusal = this.router.screen?.(this.head());
+    } catch (err) {
+      this.internalError(err);
+      return true;
+    }
+    if (refusal) this.reply(refusal);
+    return refusal !== undefined;
   }
 
   private onRequestBody(chunk: Buffer, endOfStream: boolean): void {

@@ -56,11 +56,16 @@ export interface LocalReply {
 export type RouteDecision = { kind: 'route'; destination: Destination } | { kind: 'reply'; reply: LocalReply };
 
 /**
- * What the protocol layer asks of the application: one decision per HTTP request, and the words of
- * the two answers the stream finds on its own (it counts body bytes; it catches a failing router).
+ * What the protocol layer asks of the application: one decision per HTTP request (after an optional
+ * screening of its head), and the words of the two answers the stream finds on its own (it counts body bytes; it catches a failing router).
  */
 export interface RequestRouter {
   decide(request: HttpRequestView): RouteDecision | Promise<RouteDecision>;
+  /**
+   * Checks of the head alone (header sizes, query, selectors in headers), made when the request
+   * headers arrive, before any body is waited for: the answer refusing the request, or undefined.
+   */
+  screen?(request: HttpRequestHead): LocalReply | undefined;
   /** The answer to a body over `limitBytes`. */
   bodyTooLarge(request: HttpRequestHead, limitBytes: number): LocalReply;
   /** The answer when `decide` threw or rejected. */

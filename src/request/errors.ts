@@ -34,3 +34,12 @@ export const unavailable = (code: string, message: string, headers: readonly (re
   new RequestError(503, 'service_unavailable_error', code, message, headers);
 
 export const internalError = () => new RequestError(500, 'internal_error', 'internal_error', 'llm-extproc failed to route the request.');
+
+export const headersTooLarge = (message: string) => new RequestError(431, 'invalid_request_error', 'request_headers_too_large', message);
+
+export const queryTooLong = (limit: number) =>
+  new RequestError(414, 'invalid_request_error', 'query_too_long', `The query string is longer than the limit of ${limit} bytes.`);
+
+/** 429 with `retry-after` in whole seconds, as OpenAI's API answers a rate limit. */
+export const rateLimited = (message: string, retryAfterSeconds: number) =>
+  new RequestError(429, 'rate_limit_error', 'rate_limit_exceeded', message, [['retry-after', String(retryAfterSeconds)]]);

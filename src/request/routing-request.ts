@@ -1,9 +1,9 @@
 import type { RequestHeaders } from '../extproc/headers.js';
 import type { RouteTable } from '../routing/routes.js';
 import { MODEL_HEADER, OWNED_BY_HEADER, OWNED_BY_QUERY } from '../wire-names.js';
-import { badRequest, RequestError } from './errors.js';
+import { badRequest, headersTooLarge, queryTooLong, RequestError } from './errors.js';
 import { SCAN_SLICE_BYTES, type ScannedValue, type ScanResult, scanTopLevel, scanTopLevelSliced, WantedKeys } from './json-scan.js';
-import { MAX_MODEL_BYTES, MAX_OWNED_BY_BYTES } from './limits.js';
+import { DEFAULT_INPUT_LIMITS, type InputLimits, MAX_NAME_LIMIT_BYTES } from './limits.js';
 
 /** Where the engine selector came from, in the order they are consulted. */
 export type OwnedBySource = 'body.owned_by' | 'body.engine' | 'body.inference_server' | 'header' | 'query' | 'route';
@@ -28,8 +28,11 @@ const ENGINE_KEYS = [
   ['inference_server', 'body.inference_server'],
 ] as const;
 
-/** A wanted value longer than this (raw, escapes included) is refused without being decoded. */
-const MAX_RAW_VALUE_BYTES = 6 * Math.max(MAX_MODEL_BYTES, MAX_OWNED_BY_BYTES);
+/**
+ * A wanted value longer than this (raw, escapes included) is refused without being decoded: six
+ * raw bytes (`\\uXXXX`) decode to at most three, so no name within any configurable limit is cut.
+ */
+const MAX_RAW_VALUE_BYTES = 6 * MAX_NAME_LIMIT_BYTES;
 
 /**
  * Scans a request body for the keys routing reads. `partial`: the body may be only the first part
@@ -53,11 +56,40 @@ export function scanRoutingKeysSliced(body: Buffer, partial: boolean, signal: Ab
 }
 
 /**
+ * The checks that need only the request's head, made when Envoy sends the headers, before any body
+ * is waited for. Throws RequestError: 431 for too many or too large headers, 414 for a long query
+ * string, 400 for an over-long model or engine selector in a header or the query.
+ */
+export function screenRequestHead(headers: RequestHeaders, limits: InputLimits): void {
+  if (headers.count > limits.maxHeaderCount) {
+    throw headersTooLarge(`The request has ${headers.count} headers, more than the limit of ${limits.maxHeaderCount}.`);
+  }
+  const headerBytes = headers.byteLength();
+  if (headerBytes > limits.maxHeaderBytes) {
+    throw headersTooLarge(`The request headers are ${headerBytes} bytes, more than the limit of ${limits.maxHeaderBytes} bytes.`);
+  }
+  const fullPath = headers.get(':path') ?? '/';
+  const queryStart = fullPath.indexOf('?');
+  // Sliced only when it may be too long: most queries are short or absent.
+  if (queryStart !== -1 && fullPath.length - queryStart - 1 > limits.maxQueryBytes / 3 && longerThan(fullPath.slice(queryStart + 1), limits.maxQueryBytes)) {
+    throw queryTooLong(limits.maxQueryBytes);
+  }
+  modelHeader(headers, limits);
+  headEngine(headers, fullPath, queryStart, limits);
+}
+
+/**
  * Builds the RoutingRequest from the headers and, when there is a body, its scan. Throws
  * RequestError: 400 for a body that is not a JSON object or names no usable model; 413 for a
  * partial body (BUFFERED_PARTIAL at Envoy's buffer limit) whose part names no model.
  */
-export function readRoutingRequest(headers: RequestHeaders, scan: ScanResult | undefined, routes: RouteTable, requestId: string): RoutingRequest {
+export function readRoutingRequest(
+  headers: RequestHeaders,
+  scan: ScanResult | undefined,
+  routes: RouteTable,
+  requestId: string,
+  limits: InputLimits = DEFAULT_INPUT_LIMITS,
+): RoutingRequest {
   const method = headers.get(':method') ?? 'GET';
   const fullPath = headers.get(':path') ?? '/';
   const queryStart = fullPath.indexOf('?');
@@ -70,9 +102,9 @@ export function readRoutingRequest(headers: RequestHeaders, scan: ScanResult | u
 
   if (scan !== undefined) {
     if (!scan.ok) throw badRequest('invalid_json', `The request body is not valid JSON: ${scan.error}.`);
-    model = stringValue(scan.values.get('model'), 'model', MAX_MODEL_BYTES, 'invalid_model');
+    model = stringValue(scan.values.get('model'), 'model', limits.maxModelBytes, 'invalid_model');
     for (const [key, source] of ENGINE_KEYS) {
-      const value = stringValue(scan.values.get(key), key, MAX_OWNED_BY_BYTES, 'invalid_owned_by');
+      const value = stringValue(scan.values.get(key), key, limits.maxOwnedByBytes, 'invalid_owned_by');
       if (!value) continue;
       ownedBy = value;
       ownedBySource = source;
@@ -80,21 +112,11 @@ export function readRoutingRequest(headers: RequestHeaders, scan: ScanResult | u
     }
   }
 
-  model ||= bounded(headers.get(MODEL_HEADER), `header ${MODEL_HEADER}`, MAX_MODEL_BYTES, 'invalid_model') || route?.model;
+  model ||= modelHeader(headers, limits) || route?.model;
 
   if (ownedBy === undefined) {
-    const header = headers.get(OWNED_BY_HEADER);
-    if (header) {
-      ownedBy = bounded(header, `header ${OWNED_BY_HEADER}`, MAX_OWNED_BY_BYTES, 'invalid_owned_by');
-      ownedBySource = 'header';
-    }
-  }
-  if (ownedBy === undefined && queryStart !== -1) {
-    const query = new URLSearchParams(fullPath.slice(queryStart + 1)).get(OWNED_BY_QUERY);
-    if (query) {
-      ownedBy = bounded(query, `query ${OWNED_BY_QUERY}`, MAX_OWNED_BY_BYTES, 'invalid_owned_by');
-      ownedBySource = 'query';
-    }
+    ownedBy = headEngine(headers, fullPath, queryStart, limits);
+    if (ownedBy !== undefined) ownedBySource = headers.get(OWNED_BY_HEADER) ? 'header' : 'query';
   }
   if (ownedBy === undefined && route?.owned_by) {
     ownedBy = route.owned_by;
@@ -115,6 +137,19 @@ export function readRoutingRequest(headers: RequestHeaders, scan: ScanResult | u
   return { method, path, model, ownedBy, ownedBySource, routeName: route?.name, requestId };
 }
 
+function modelHeader(headers: RequestHeaders, limits: InputLimits): string | undefined {
+  return bounded(headers.get(MODEL_HEADER), `header ${MODEL_HEADER}`, limits.maxModelBytes, 'invalid_model');
+}
+
+/** The engine selector of the header, else of the query (`queryStart` -1: none); undefined when neither names one. */
+function headEngine(headers: RequestHeaders, fullPath: string, queryStart: number, limits: InputLimits): string | undefined {
+  const header = headers.get(OWNED_BY_HEADER);
+  if (header) return bounded(header, `header ${OWNED_BY_HEADER}`, limits.maxOwnedByBytes, 'invalid_owned_by');
+  if (queryStart === -1) return undefined;
+  const query = new URLSearchParams(fullPath.slice(queryStart + 1)).get(OWNED_BY_QUERY);
+  return query ? bounded(query, `query ${OWNED_BY_QUERY}`, limits.maxOwnedByBytes, 'invalid_owned_by') : undefined;
+}
+
 /** A wanted body key's string (undefined when absent or null); 400 for another type or one over `limit` bytes. */
 function stringValue(value: ScannedValue | undefined, key: string, limit: number, code: string): string | undefined {
   if (value === undefined || value.type === 'null') return undefined;
@@ -125,9 +160,13 @@ function stringValue(value: ScannedValue | undefined, key: string, limit: number
 
 /** `value` unless it is longer than `limit` bytes (then a 400 that does not echo it). */
 function bounded<T extends string | undefined>(value: T, what: string, limit: number, code: string): T {
-  // A string of n UTF-16 units is at most 3n UTF-8 bytes, so short ones need no count.
-  if (value !== undefined && value.length > limit / 3 && Buffer.byteLength(value) > limit) throw tooLong(what, limit, code);
+  if (value !== undefined && longerThan(value, limit)) throw tooLong(what, limit, code);
   return value;
+}
+
+/** Whether `value` is over `limit` UTF-8 bytes; a string of n UTF-16 units is at most 3n bytes, so short ones need no count. */
+function longerThan(value: string, limit: number): boolean {
+  return value.length > limit / 3 && Buffer.byteLength(value) > limit;
 }
 
 function tooLong(what: string, limit: number, code: string): RequestError {
