@@ -9,6 +9,7 @@ import { needsSlicedScan, type RoutingRequest, readRoutingRequest, scanRoutingKe
 import type { RouteTable } from '../routing/routes.js';
 import type { Scheduler } from '../scheduling/scheduler.js';
 import type { ScheduleResult } from '../scheduling/types.js';
+import { UsageAccounting } from '../usage/meter.js';
 import { modelsReply } from './models-reply.js';
 
 /**
@@ -17,6 +18,8 @@ import { modelsReply } from './models-reply.js';
  * logged and counted.
  */
 export class LlmRouter implements RequestRouter {
+  private readonly usage: UsageAccounting;
+
   constructor(
     private readonly routes: () => RouteTable,
     private readonly scheduler: Scheduler,
@@ -25,7 +28,9 @@ export class LlmRouter implements RequestRouter {
     private readonly log: Logger,
     /** The `retry-after` of a 503 when nothing usable serves the model: about when a probe may bring something back. */
     private readonly retryAfterSeconds = 1,
-  ) {}
+  ) {
+    this.usage = new UsageAccounting(metrics, log);
+  }
 
   decide(request: HttpRequestView): RouteDecision | Promise<RouteDecision> {
     try {
@@ -74,7 +79,9 @@ export class LlmRouter implements RequestRouter {
         'routed',
       );
     }
-    return { kind: 'route', destination: lease };
+    // Token usage is read only where Envoy will show the response body.
+    if (!request.responseBodyVisible) return { kind: 'route', destination: lease };
+    return { kind: 'route', destination: lease, response: this.usage.meter(model, ownedBy ?? '', request.requestId) };
   }
 
   /** Why scheduling found no endpoint, as the client is told: 404 for what is never served, 503 for what is not now. */
