@@ -374,13 +374,13 @@ export class ExtProcStream {
 }
 
 const EMPTY = Buffer.alloc(0);
+const ABANDONED: RequestOutcome = { kind: 'abandoned' };
+const NO_RESPONSE: RequestOutcome = { kind: 'no_response' };
 
 /** Whether Envoy sends response_body messages in this mode (GRPC is not implemented by Envoy). */
 function isVisible(mode: BodySendMode): boolean {
   return mode === 'STREAMED' || mode === 'BUFFERED' || mode === 'BUFFERED_PARTIAL' || mode === 'FULL_DUPLEX_STREAMED';
 }
-const ABANDONED: RequestOutcome = { kind: 'abandoned' };
-const NO_RESPONSE: RequestOutcome = { kind: 'no_response' };
 
 /** The request as a decision sees it; the AbortSignal is created only if the router reads it. */
 class StreamRequestView implements HttpRequestView {
