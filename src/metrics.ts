@@ -77,8 +77,23 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  /** Counter children of routed requests by model, then engine, so the hot path skips label hashing and key building. */
-  private readonly routedChildren = new Map<string, Map<string, Counter.Internal>>();
+  readonly tokens = new Counter({
+    name: 'llm_extproc_tokens_total',
+    help: 'Tokens the backends reported in the usage of their responses (needs a response_body_mode other than NONE), by model, engine and kind (prompt, completion).',
+    labelNames: ['model', 'owned_by', 'kind'] as const,
+    registers: [this.registry],
+  });
+
+  readonly usageMissing = new Counter({
+    name: 'llm_extproc_usage_missing_total',
+    help: 'Successful JSON or SSE responses seen to their end without a usage object (e.g. streams without stream_options.include_usage).',
+    labelNames: ['model', 'owned_by'] as const,
+    registers: [this.registry],
+  });
+
+  /** Counter children by model, then engine, so the hot path skips label hashing and key building. */
+  private readonly routedChildren = new ByModelAndEngine<Counter.Internal>();
+  private readonly usageChildren = new ByModelAndEngine<UsageSeries>();
 
   constructor(endpoints: EndpointRegistry, activeStreams: () => number, discoveryStaleSince: () => Date | undefined = () => undefined) {
     collectDefaultMetrics({ register: this.registry, prefix: 'llm_extproc_' });
@@ -142,16 +157,49 @@ export class Metrics {
 
   /** Counts one routed request; `model` is always one the registry serves, so the map stays small. */
   routed(model: string, ownedBy: string): void {
-    let byEngine = this.routedChildren.get(model);
-    if (!byEngine) {
-      byEngine = new Map();
-      this.routedChildren.set(model, byEngine);
-    }
-    let child = byEngine.get(ownedBy);
+    let child = this.routedChildren.get(model, ownedBy);
     if (!child) {
       child = this.requests.labels({ outcome: 'routed', status: '200', model, owned_by: ownedBy });
-      byEngine.set(ownedBy, child);
+      this.routedChildren.set(model, ownedBy, child);
     }
     child.inc();
+  }
+
+  /** The token series of a routed request's model and engine (as in `routed`). */
+  usageSeries(model: string, ownedBy: string): UsageSeries {
+    let series = this.usageChildren.get(model, ownedBy);
+    if (!series) {
+      series = {
+        prompt: this.tokens.labels({ model, owned_by: ownedBy, kind: 'prompt' }),
+        completion: this.tokens.labels({ model, owned_by: ownedBy, kind: 'completion' }),
+        missing: this.usageMissing.labels({ model, owned_by: ownedBy }),
+      };
+      this.usageChildren.set(model, ownedBy, series);
+    }
+    return series;
+  }
+}
+
+export interface UsageSeries {
+  prompt: Counter.Internal;
+  completion: Counter.Internal;
+  missing: Counter.Internal;
+}
+
+/** Values by model, then engine: no key string is built per lookup. */
+class ByModelAndEngine<T> {
+  private readonly byModel = new Map<string, Map<string, T>>();
+
+  get(model: string, ownedBy: string): T | undefined {
+    return this.byModel.get(model)?.get(ownedBy);
+  }
+
+  set(model: string, ownedBy: string, value: T): void {
+    let byEngine = this.byModel.get(model);
+    if (!byEngine) {
+      byEngine = new Map();
+      this.byModel.set(model, byEngine);
+    }
+    byEngine.set(ownedBy, value);
   }
 }

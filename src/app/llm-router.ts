@@ -18,6 +18,7 @@ import {
 import type { RouteTable } from '../routing/routes.js';
 import type { Scheduler } from '../scheduling/scheduler.js';
 import type { ScheduleResult } from '../scheduling/types.js';
+import { UsageAccounting } from '../usage/meter.js';
 import { modelsReply } from './models-reply.js';
 
 /** Bounds on client input, checked on the head and on the body; rate limits once the model is known to be served. */
@@ -56,6 +57,7 @@ export class LlmRouter implements RequestRouter {
   private readonly retryAfterSeconds: number;
   private readonly protection: RouterProtection;
   private readonly decisions: DecisionSink | undefined;
+  private readonly usage: UsageAccounting;
 
   constructor(deps: LlmRouterDependencies) {
     this.routes = deps.routes;
@@ -66,6 +68,7 @@ export class LlmRouter implements RequestRouter {
     this.retryAfterSeconds = deps.retryAfterSeconds ?? 1;
     this.protection = deps.protection ?? { inputLimits: DEFAULT_INPUT_LIMITS };
     this.decisions = deps.decisions;
+    this.usage = new UsageAccounting(deps.metrics, deps.log);
   }
 
   screen(request: HttpRequestHead): LocalReply | undefined {
@@ -129,7 +132,9 @@ export class LlmRouter implements RequestRouter {
         'routed',
       );
     }
-    return { kind: 'route', destination: lease };
+    // Token usage is read only where Envoy will show the response body.
+    if (!request.responseBodyVisible) return { kind: 'route', destination: lease };
+    return { kind: 'route', destination: lease, response: this.usage.meter(model, ownedBy ?? '', request.requestId) };
   }
 
   /** Why scheduling found no endpoint, as the client is told: 404 for what is never served, 503 for what is not now. */

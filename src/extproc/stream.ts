@@ -18,7 +18,17 @@ import {
   immediateResponse,
   streamedBodyResponses,
 } from './responses.js';
-import type { BodySendMode, Destination, HttpRequestHead, HttpRequestView, LocalReply, RequestOutcome, RequestRouter, RouteDecision } from './types.js';
+import type {
+  BodySendMode,
+  Destination,
+  HttpRequestHead,
+  HttpRequestView,
+  LocalReply,
+  RequestOutcome,
+  RequestRouter,
+  ResponseObserver,
+  RouteDecision,
+} from './types.js';
 
 export type ExtProcCall = ServerDuplexStream<ProcessingRequest__Output, OutgoingResponse>;
 
@@ -72,6 +82,8 @@ export class ExtProcStream {
   /** Messages that arrived while an asynchronous decision was pending, handled after it. */
   private backlog: ProcessingRequest__Output[] = [];
   private destination: Destination | undefined;
+  /** Reads the response (token usage); set only when the router asked, i.e. the body is visible. */
+  private response: ResponseObserver | undefined;
   /** STREAMED: routed on the headers while body chunks still come; a stream ending now was the client's doing. */
   private requestBodyOpen = false;
   /** The upstream's `:status`, once Envoy sends the response headers. */
@@ -127,14 +139,15 @@ export class ExtProcStream {
         return;
       case 'response_headers':
         if (!this.expectRouted('response_headers')) return;
-        this.upstreamStatus = responseStatus(message.response_headers!.headers?.headers ?? []) ?? 0;
-        this.send(this.responseHeadersAnswer());
+        this.onResponseHeaders(message.response_headers!.headers?.headers ?? []);
         return;
       case 'response_body':
         this.onResponseBody(message.response_body!.body ?? EMPTY, !!message.response_body!.end_of_stream);
         return;
       case 'response_trailers':
-        if (this.expectRouted('response_trailers')) this.send(CONTINUE_RESPONSE_TRAILERS);
+        if (!this.expectRouted('response_trailers')) return;
+        this.response?.end(true);
+        this.send(CONTINUE_RESPONSE_TRAILERS);
         return;
       default:
         this.protocolError('a ProcessingRequest without a request field');
@@ -225,8 +238,16 @@ export class ExtProcStream {
     this.protocolError(`request_trailers in phase ${this.phase}`);
   }
 
+  private onResponseHeaders(list: readonly HeaderValue__Output[]): void {
+    this.upstreamStatus = responseStatus(list) ?? 0;
+    this.response?.headers(this.upstreamStatus, new RequestHeaders(list));
+    this.send(this.responseHeadersAnswer());
+  }
+
   private onResponseBody(chunk: Buffer, endOfStream: boolean): void {
     if (!this.expectRouted('response_body')) return;
+    // Read before the answer goes out, so the count is in when Envoy passes the chunk on.
+    this.response?.body(chunk, endOfStream);
     if (this.responseBodyMode === 'FULL_DUPLEX_STREAMED') {
       for (const answer of streamedBodyResponses('response_body', chunk, endOfStream)) this.send(answer);
     } else {
@@ -259,7 +280,7 @@ export class ExtProcStream {
    * or the request_body answer (BUFFERED). In FULL_DUPLEX the body is echoed after the headers.
    */
   private decide(body: Buffer | undefined, phase: 'request_headers' | 'request_body', trailersFollow = false, bodyPartial = false): void {
-    const view = new StreamRequestView(this.headers!, body, bodyPartial, this.requestId);
+    const view = new StreamRequestView(this.headers!, body, bodyPartial, this.requestId, isVisible(this.responseBodyMode));
     let decision: RouteDecision | Promise<RouteDecision>;
     try {
       decision = this.router.decide(view);
@@ -300,6 +321,7 @@ export class ExtProcStream {
     }
     const { destination } = decision;
     this.destination = destination;
+    this.response = decision.response;
     this.phase = 'routed';
     this.send(this.answers.route(phase, destination, this.headerValueField));
     if (this.requestBodyMode === 'FULL_DUPLEX_STREAMED' && body !== undefined) {
@@ -344,6 +366,7 @@ export class ExtProcStream {
     this.backlog = [];
     this.bodyChunks = [];
     this.destination?.release(this.outcome(how));
+    this.response?.end(false);
     this.pendingView?.abort(`the ext_proc stream ended (${how})`);
     // After Envoy's half-close, answer with OK so a graceful close completes at once. Envoy's
     // default close sends a reset right behind the half-close: wait a turn so that, in that case,
@@ -368,6 +391,11 @@ const EMPTY = Buffer.alloc(0);
 const ABANDONED: RequestOutcome = { kind: 'abandoned' };
 const NO_RESPONSE: RequestOutcome = { kind: 'no_response' };
 
+/** Whether Envoy sends response_body messages in this mode (GRPC is not implemented by Envoy). */
+function isVisible(mode: BodySendMode): boolean {
+  return mode === 'STREAMED' || mode === 'BUFFERED' || mode === 'BUFFERED_PARTIAL' || mode === 'FULL_DUPLEX_STREAMED';
+}
+
 /** The request as a decision sees it; the AbortSignal is created only if the router reads it. */
 class StreamRequestView implements HttpRequestView {
   private controller: AbortController | undefined;
@@ -377,6 +405,7 @@ class StreamRequestView implements HttpRequestView {
     readonly body: Buffer | undefined,
     readonly bodyPartial: boolean,
     readonly requestId: string,
+    readonly responseBodyVisible: boolean,
   ) {}
 
   get signal(): AbortSignal {

@@ -20,6 +20,8 @@ export interface HttpRequestView extends HttpRequestHead {
   bodyPartial: boolean;
   /** Aborts when the stream ends (Envoy reset, client gone), so a router still deciding can stop. */
   readonly signal: AbortSignal;
+  /** Envoy will show llm-extproc the response body (response_body_mode other than NONE). */
+  readonly responseBodyVisible?: boolean;
 }
 
 /**
@@ -53,7 +55,25 @@ export interface LocalReply {
   reason: string;
 }
 
-export type RouteDecision = { kind: 'route'; destination: Destination } | { kind: 'reply'; reply: LocalReply };
+/** Header lookup by lower-case name (RequestHeaders serves response headers too). */
+export interface HeaderLookup {
+  get(name: string): string | undefined;
+}
+
+/**
+ * Reads a routed request's response as Envoy shows it (body only with a response_body_mode other
+ * than NONE); it never changes what the stream answers.
+ */
+export interface ResponseObserver {
+  headers(status: number, headers: HeaderLookup): void;
+  body(chunk: Buffer, endOfStream: boolean): void;
+  /** The response is over: `complete` after its trailers, false when the ext_proc stream ended (a later call is ignored). */
+  end(complete: boolean): void;
+}
+
+export type RouteDecision =
+  /** `response`: given only when the request's view says the response body is visible. */
+  { kind: 'route'; destination: Destination; response?: ResponseObserver } | { kind: 'reply'; reply: LocalReply };
 
 /**
  * What the protocol layer asks of the application: one decision per HTTP request (after an optional

@@ -133,7 +133,7 @@ class ScanError extends Error {
   }
 }
 
-function isWhitespace(byte: number): boolean {
+export function isWhitespace(byte: number): boolean {
   return byte === 0x20 || byte === 0x0a || byte === 0x0d || byte === 0x09;
 }
 
@@ -142,7 +142,7 @@ function isDigit(byte: number): boolean {
 }
 
 /** Whether an odd number of backslashes end just before `at`, counting back no further than `floor`. */
-function oddBackslashesBefore(buf: Buffer, at: number, floor: number): boolean {
+export function oddBackslashesBefore(buf: Buffer, at: number, floor: number): boolean {
   let i = at;
   while (i > floor && buf[i - 1] === BACKSLASH) i--;
   return (at - i) % 2 === 1;

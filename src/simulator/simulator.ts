@@ -98,6 +98,8 @@ interface ParsedRequest {
   model: string;
   stream: boolean;
   includeUsage: boolean;
+  /** vLLM's `stream_options.continuous_usage_stats`: running usage totals in every chunk. */
+  continuousUsage: boolean;
   completionTokens: number;
   finishReason: FinishReason;
   promptTokens: number;
@@ -416,7 +418,8 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
     }
     const so = body.stream_options;
     const includeUsage = stream === true && isRecord(so) && so.include_usage === true;
-    return { kind, model, stream: stream === true, includeUsage, completionTokens, finishReason, promptTokens };
+    const continuousUsage = engine === 'vllm' && includeUsage && isRecord(so) && so.continuous_usage_stats === true;
+    return { kind, model, stream: stream === true, includeUsage, continuousUsage, completionTokens, finishReason, promptTokens };
   }
 
   // ---- response shapes ----
@@ -593,6 +596,8 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
         res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' });
         res.flushHeaders();
         const send = (obj: unknown): void => {
+          // vLLM adds the totals so far to every chunk; the usage chunk has its own.
+          if (p.continuousUsage && isRecord(obj) && !('usage' in obj)) obj.usage = usageOf(p, gen.generated);
           if (!res.destroyed) res.write(`data: ${JSON.stringify(obj)}\n\n`);
         };
         await generate(p, gen, ac.signal, (token, i) => {
