@@ -50,6 +50,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly adminWrites = new Counter({
+    name: 'llm_extproc_admin_writes_total',
+    help: 'Admin API writes (POST, DELETE) by route and result: ok, rejected (bad input, conflict, failure), unauthorized (no or wrong token), forbidden (no token configured).',
+    labelNames: ['route', 'result'] as const,
+    registers: [this.registry],
+  });
+
   /** Counter children of routed requests by model, then engine, so the hot path skips label hashing and key building. */
   private readonly routedChildren = new Map<string, Map<string, Counter.Internal>>();
 

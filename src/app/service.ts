@@ -1,5 +1,8 @@
 import type { Logger } from 'pino';
+import { writePolicy } from '../admin/auth.js';
+import { MappingAdmin } from '../admin/mapping-admin.js';
 import { AdminServer, type Readiness } from '../admin/server.js';
+import { StateFile } from '../admin/state-file.js';
 import type { Config } from '../config/config.js';
 import { ConfigError } from '../config/errors.js';
 import { PassiveHealth } from '../discovery/health/passive.js';
@@ -9,7 +12,7 @@ import { EndpointRegistry } from '../discovery/registry.js';
 import { type BindError, ExtProcServer } from '../extproc/server.js';
 import { Metrics } from '../metrics.js';
 import { joinHostPort } from '../net-address.js';
-import { MappingTable } from '../routing/mappings.js';
+import { LiveMappings, MappingTable } from '../routing/mappings.js';
 import { loadRouteConfig, type RouteConfig, RouteTable } from '../routing/routes.js';
 import { createExternalFilters, type ExternalHttpFilter } from '../scheduling/filters/external-http.js';
 import { parseExternalFilters } from '../scheduling/filters/external-http-config.js';
@@ -31,23 +34,18 @@ export interface Service {
 }
 
 export interface ServiceOptions extends DiscoveryOptions {
-  /** Where EXTERNAL_HTTP_FILTERS is read from; default process.env. */
+  /** Where EXTERNAL_HTTP_FILTERS and LLM_EXTPROC_ADMIN_TOKEN are read from; default process.env. */
   env?: Readonly<Record<string, string | undefined>>;
 }
 
 /** Starts every part from a validated Config; see ServiceOptions for what may be replaced. */
 export async function startService(config: Config, log: Logger, options: ServiceOptions = {}): Promise<Service> {
-  const externalConfigs = parseExternalFilters(options.env ?? process.env);
+  const env = options.env ?? process.env;
+  const externalConfigs = parseExternalFilters(env);
+  const writes = await writePolicy(config, env);
   const { routes, mappings }: RouteConfig = config.routeConfig
     ? await loadRouteConfig(config.routeConfig)
     : { routes: new RouteTable(), mappings: new MappingTable() };
-  if (mappings.mappings.length > 0 && config.serviceDiscovery !== 'k8s') {
-    throw new ConfigError(
-      '--route-config',
-      `${config.routeConfig} maps models to Kubernetes Services (${mappings.services().join(', ')}), which --service-discovery=${config.serviceDiscovery} cannot resolve`,
-      'use --service-discovery=k8s, or drop the mappings',
-    );
-  }
   const endpoints = new EndpointRegistry();
   let grpc: ExtProcServer | undefined;
   let discovery: RunningDiscovery | undefined;
@@ -56,8 +54,15 @@ export async function startService(config: Config, log: Logger, options: Service
     () => grpc?.activeStreams ?? 0,
     () => discovery?.staleSince(),
   );
-  discovery = await startDiscovery(config, mappings, endpoints, metrics.registry, log, options);
-  const { source, serviceAddresses } = discovery;
+  discovery = await startDiscovery(config, mappings.mappings, endpoints, metrics.registry, log, options);
+  const { source, services } = discovery;
+  // Routes-file and admin mappings, one table the scheduler reads; the state file adds the saved ones.
+  const live = new LiveMappings(mappings.mappings);
+  const mappingAdmin = new MappingAdmin(live, services, config.stateFile === undefined ? undefined : new StateFile(config.stateFile, log), log);
+  await mappingAdmin.restore().catch(async (err: unknown) => {
+    await discovery.stop();
+    throw err;
+  });
   const passive = new PassiveHealth(
     endpoints,
     { threshold: config.passiveEjection, baseEjectionMs: config.passiveEjectionMs },
@@ -75,7 +80,7 @@ export async function startService(config: Config, log: Logger, options: Service
   });
   const scheduler = new Scheduler(endpoints, chain, {
     onOutcome: (endpoint, outcome) => passive.record(endpoint, outcome),
-    pins: serviceAddresses && { mappings, addresses: serviceAddresses },
+    pins: { mappings: live, addresses: (name) => services.addresses(name) },
     observe: (plugin, seconds, outcome) => metrics.pluginSeconds.observe({ plugin: plugin.name, type: plugin.type, outcome }, seconds),
   });
   // retry-after: about when a probe may have brought something back.
@@ -119,7 +124,16 @@ export async function startService(config: Config, log: Logger, options: Service
   );
   // Ready = the source has its first picture (above) and every endpoint in it has been probed once.
   const readiness = (): Readiness => (grpc.draining ? 'draining' : prober.completedRounds > 0 ? 'ready' : 'starting');
-  const admin = new AdminServer({ metrics, endpoints, readiness, discoveryStaleSince: () => discovery.staleSince(), log });
+  const admin = new AdminServer({
+    metrics,
+    endpoints,
+    readiness,
+    discoveryStaleSince: () => discovery.staleSince(),
+    mappings: mappingAdmin,
+    discover: () => prober.probeNow(),
+    writes,
+    log,
+  });
 
   const grpcPort = await grpc.start().catch(async (err: unknown) => {
     await discovery.stop();

@@ -45,6 +45,13 @@ export interface Config {
   metricsStalenessMs: number;
   drainTimeoutMs: number;
   demo: boolean;
+  // --- admin API ---
+  /** --admin-token; --admin-token-file and LLM_EXTPROC_ADMIN_TOKEN are read at start (admin/auth.ts). */
+  adminToken: string | undefined;
+  adminTokenFile: string | undefined;
+  adminInsecureWrites: boolean;
+  /** Where admin-added mappings are kept across restarts; undefined = not kept. */
+  stateFile: string | undefined;
 }
 
 export const SERVICE_DISCOVERIES = ['static', 'k8s'] as const;
@@ -97,7 +104,7 @@ const FLAGS = {
   port: ['string', '50051', 'gRPC port of the ext_proc service (0 = any free port)'],
   host: ['string', '0.0.0.0', 'address the gRPC server binds'],
   'admin-port': ['string', '8081', 'HTTP port for /health, /ready, /metrics (0 = any free port)'],
-  'admin-host': ['string', '0.0.0.0', 'address the admin HTTP server binds'],
+  'admin-host': ['string', '127.0.0.1', 'address the admin HTTP server binds (0.0.0.0 for kubelet probes and Prometheus from outside the pod)'],
   'service-discovery': ['string', 'static', `how backends are found: ${SERVICE_DISCOVERIES.join(' | ')}`],
   'static-hosts': ['string', undefined, 'comma-separated backends, host:port or http://host:port'],
   'static-models': [
@@ -146,6 +153,15 @@ const FLAGS = {
   'metrics-interval': ['string', '1s', `time between scrapes of each backend's /metrics (engine load), ${rangeText(METRICS_INTERVAL)}`],
   'metrics-staleness': ['string', '5s', `engine figures older than this do not steer picks, ${rangeText(METRICS_STALENESS)}`],
   'drain-timeout': ['string', '25s', `on SIGTERM, SIGINT or SIGHUP, how long open streams may finish, ${rangeText(DRAIN_TIMEOUT)} (0 = exit at once)`],
+  // --- admin API ---
+  'admin-token': [
+    'string',
+    undefined,
+    'bearer token the admin API writes (POST, DELETE) need; a flag shows in ps: prefer --admin-token-file or env LLM_EXTPROC_ADMIN_TOKEN',
+  ],
+  'admin-token-file': ['string', undefined, 'file holding the admin token (surrounding white space trimmed)'],
+  'admin-insecure-writes': ['boolean', false, 'accept admin writes without a token when none is configured (else they answer 403)'],
+  'state-file': ['string', undefined, 'JSON file where mappings added through the admin API survive restarts (written atomically)'],
   demo: ['boolean', false, 'start built-in simulated vLLM and SGLang backends and route to them'],
   help: ['boolean', false, 'print this help'],
 } as const;
@@ -236,6 +252,7 @@ export function parseConfig(argv: readonly string[]): Config | undefined {
     metricsStalenessMs,
     drainTimeoutMs: parseDuration('drain-timeout', text('drain-timeout'), DRAIN_TIMEOUT),
     demo,
+    ...adminApi(given, values['admin-insecure-writes'] === true),
   };
 }
 
@@ -266,6 +283,19 @@ function readFlags(argv: readonly string[]): Flags {
     given.add(token.name);
   }
   return { values, given };
+}
+
+/** The admin API's flags; the token's file and environment variable are read at start. */
+function adminApi(
+  given: (name: FlagName) => string | undefined,
+  adminInsecureWrites: boolean,
+): Pick<Config, 'adminToken' | 'adminTokenFile' | 'adminInsecureWrites' | 'stateFile'> {
+  const adminToken = given('admin-token')?.trim();
+  const adminTokenFile = given('admin-token-file');
+  if (adminToken !== undefined && adminTokenFile !== undefined) {
+    throw new ConfigError('--admin-token-file', 'cannot be used with --admin-token', 'give the token one way: the file, the flag or LLM_EXTPROC_ADMIN_TOKEN');
+  }
+  return { adminToken, adminTokenFile, adminInsecureWrites, stateFile: given('state-file') };
 }
 
 /** The --k8s-* flags: refused with static discovery, validated and defaulted with k8s. */
