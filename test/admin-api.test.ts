@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -394,6 +394,26 @@ describe('admin API (static discovery)', () => {
         assert.deepEqual(JSON.parse(await readFile(stateFile, 'utf8')), { version: 1, mappings: [] });
       } finally {
         await second.stop();
+      }
+    });
+
+    it('a save that fails is a 500 (OpenAI-style, logged) and undoes the change', async () => {
+      const sub = await mkdtemp(join(dir, 'vanishing-'));
+      const logs = captureLogs();
+      const gateway = await start(['--admin-insecure-writes', `--state-file=${join(sub, 'state.json')}`], { logs: logs.stream });
+      try {
+        await rm(sub, { recursive: true });
+        const answer = await gateway.admin('POST', '/admin/api/routing', { body: { model: QWEN, owned_by: 'vllm', service_name: 'qwen-vllm' } });
+        assertError(answer, 500, 'internal_error');
+        assert.ok(logs.lines.some((line) => line.msg === 'admin request failed' && line.level === 50));
+        const listed = (await gateway.admin('GET', '/admin/api/routing')).json.mappings as { source: string }[];
+        assert.deepEqual(
+          listed.filter((m) => m.source === 'admin'),
+          [],
+        );
+        assert.ok((await gateway.served({ model: QWEN, owned_by: 'vllm' })).includes(sims[0]!.address), 'not pinned');
+      } finally {
+        await gateway.stop();
       }
     });
 
