@@ -233,8 +233,16 @@ describe('admin API (static discovery)', () => {
       }
       const huge = { model: QWEN, service_name: 'qwen-vllm', padding: 'x'.repeat(64 * 1024) };
       assertError(await gateway.admin('POST', '/admin/api/routing', { token: TOKEN, body: huge }), 413, 'request_too_large');
+      // Chunked, no content-length: counted while read.
+      const chunked = await fetch(`http://127.0.0.1:${gateway.port}/admin/api/routing`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TOKEN}` },
+        body: new Blob([JSON.stringify(huge)]).stream(),
+        duplex: 'half',
+      } as RequestInit);
+      assert.equal(chunked.status, 413);
       const metrics = (await gateway.admin('GET', '/metrics')).text;
-      assert.match(metrics, /llm_extproc_admin_writes_total\{route="POST \/admin\/api\/routing",result="rejected"\} 12/);
+      assert.match(metrics, /llm_extproc_admin_writes_total\{route="POST \/admin\/api\/routing",result="rejected"\} 13/);
     });
 
     it('POST pins (model, owned_by) to the group through Envoy; a duplicate and the routes-file key are 409; DELETE un-pins', async () => {

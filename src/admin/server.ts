@@ -32,6 +32,8 @@ export class AdminServer {
 
 /** The one place the HTTP server is made (a TLS `createServer` option goes here). */
 async function listen(app: Hono, host: string, port: number): Promise<Server> {
+  // overrideGlobalObjects stays on (the default): hono/body-limit re-wraps the adapter's requests
+  // with the global Request, which fails on Node's own class (measured: chunked DELETE → 500).
   const server = createAdaptorServer({ fetch: app.fetch, hostname: host, port }) as Server;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
