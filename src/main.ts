@@ -15,7 +15,7 @@ async function main(): Promise<void> {
     return;
   }
   if (config.printConfig) {
-    process.stdout.write(renderSettings(settingRows(effectiveSettings(argv)), config.schedulingSection));
+    process.stdout.write(renderSettings(settingRows(effectiveSettings(argv), { redact: true }), config.schedulingSection));
     return;
   }
   const log = createLogger(config.logLevel);

@@ -94,6 +94,12 @@ export class Metrics {
   /** Counter children by model, then engine, so the hot path skips label hashing and key building. */
   private readonly routedChildren = new ByModelAndEngine<Counter.Internal>();
   private readonly usageChildren = new ByModelAndEngine<UsageSeries>();
+  readonly adminWrites = new Counter({
+    name: 'llm_extproc_admin_writes_total',
+    help: 'Admin API writes (POST, DELETE) by route and result: ok, rejected (bad input, conflict, failure), unauthorized (no or wrong token), forbidden (no token configured).',
+    labelNames: ['route', 'result'] as const,
+    registers: [this.registry],
+  });
 
   constructor(endpoints: EndpointRegistry, activeStreams: () => number, discoveryStaleSince: () => Date | undefined = () => undefined) {
     collectDefaultMetrics({ register: this.registry, prefix: 'llm_extproc_' });

@@ -105,6 +105,7 @@ describe('Kubernetes pod discovery: which pods are endpoints', () => {
       name: 'ready',
       namespace: 'default',
       labels: { ...DECODE, 'llm-d.ai/model': 'llama' },
+      group: 'ready', // no owner: the pod is its own group
     });
     const list = api.requests.find((r) => !r.watch && r.path === '/api/v1/namespaces/default/pods');
     assert.equal(list?.query.labelSelector, 'llm-d.ai/role=decode');

@@ -1,99 +1,46 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { getRequestListener } from '@hono/node-server';
+import { createAdaptorServer } from '@hono/node-server';
 import type { Hono } from 'hono';
-import type { Logger } from 'pino';
-import type { EndpointRegistry } from '../discovery/registry.js';
-import type { Metrics } from '../metrics.js';
-import { isStatusPath } from './status/app.js';
+import { type AdminDependencies, buildAdminApp } from './app.js';
 
-export interface AdminDependencies {
-  metrics: Metrics;
-  endpoints: EndpointRegistry;
-  readiness: () => Readiness;
-  /** When discovery lost contact (its picture may be out of date); undefined while current. */
-  discoveryStaleSince: () => Date | undefined;
-  log: Logger;
-  /** The status page app (src/admin/status), served beside the routes here. */
-  status?: Hono;
-}
+export type { AdminDependencies } from './app.js';
+export type { Readiness } from './probes.js';
 
-/** `starting` until the first discovery/probe round has finished; `draining` from the stop signal on. */
-export type Readiness = 'starting' | 'ready' | 'draining';
-
-/** The operators' HTTP port: liveness, readiness and Prometheus metrics. */
+/** The operators' HTTP port: probes, metrics and the admin API (see app.ts). */
 export class AdminServer {
-  private readonly server: Server;
-  private readonly status: ((req: IncomingMessage, res: ServerResponse) => Promise<void>) | undefined;
+  readonly app: Hono;
+  private server: Server | undefined;
 
-  constructor(private readonly deps: AdminDependencies) {
-    // Not overriding the process's global Request/Response: other parts (fetch clients) use them.
-    this.status = deps.status && getRequestListener(deps.status.fetch, { overrideGlobalObjects: false });
-    this.server = createServer((req, res) => {
-      this.handle(req, res).catch((err: unknown) => {
-        deps.log.error({ err, path: req.url }, 'admin request failed');
-        if (!res.headersSent) sendJson(res, 500, { error: { message: 'internal error', type: 'internal_error', code: 'internal_error' } });
-        else res.destroy();
-      });
-    });
+  constructor(deps: AdminDependencies) {
+    this.app = buildAdminApp(deps);
   }
 
+  /** Listens; the port bound (the one asked for, or the one chosen for 0). */
   async start(host: string, port: number): Promise<number> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
+    this.server = await listen(this.app, host, port);
     return (this.server.address() as AddressInfo).port;
   }
 
   async stop(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = (req.url ?? '/').split('?', 1)[0];
-    const route = `${req.method} ${path}`;
-    if (this.status && isStatusPath(path)) return this.status(req, res);
-    switch (route) {
-      case 'GET /health':
-        return sendJson(res, 200, { status: 'ok' });
-      case 'GET /ready': {
-        const readiness = this.deps.readiness();
-        const endpoints = this.deps.endpoints.all();
-        const unhealthy = endpoints.filter((endpoint) => !endpoint.usable);
-        const staleSince = this.deps.discoveryStaleSince();
-        return sendJson(res, readiness === 'ready' ? 200 : 503, {
-          status: readiness,
-          // Stale discovery keeps serving the last known endpoints: ready, with a note.
-          ...(staleSince ? { discovery: `stale since ${staleSince.toISOString()}` } : {}),
-          endpoints: endpoints.length,
-          healthy_endpoints: endpoints.length - unhealthy.length,
-          // Why each backend is out of rotation, so an operator need not search the logs.
-          unhealthy: unhealthy.map((endpoint) => ({
-            endpoint: endpoint.address,
-            name: endpoint.name,
-            error: endpoint.health.ejected ? 'ejected after failed requests' : (endpoint.lastError ?? null),
-          })),
-        });
-      }
-      case 'GET /metrics': {
-        const body = await this.deps.metrics.registry.metrics();
-        res.writeHead(200, { 'content-type': this.deps.metrics.registry.contentType });
-        res.end(body);
-        return;
-      }
-      default:
-        return sendJson(res, 404, { error: { message: `no admin route ${route}`, type: 'invalid_request_error', code: 'not_found' } });
-    }
+    const server = this.server;
+    if (!server) return;
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 }
 
-export function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
+/** The one place the HTTP server is made (a TLS `createServer` option goes here). */
+async function listen(app: Hono, host: string, port: number): Promise<Server> {
+  // overrideGlobalObjects stays on (the default): hono/body-limit re-wraps the adapter's requests
+  // with the global Request, which fails on Node's own class (measured: chunked DELETE → 500).
+  const server = createAdaptorServer({ fetch: app.fetch, hostname: host, port }) as Server;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return server;
 }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import { type Config, effectiveSettings, LIVE_SETTINGS, settingRows, validateSettings } from '../config/config.js';
+import { type Config, effectiveSettings, LIVE_SETTINGS, SECRET_SETTINGS, settingRows, validateSettings } from '../config/config.js';
 import { ConfigError } from '../config/errors.js';
 import { FileChangeWatcher } from '../config/watch.js';
 import type { Metrics } from '../metrics.js';
@@ -159,10 +159,8 @@ export class ConfigReloader {
     for (const [name, value] of next.values) {
       const before = this.running.values.get(name);
       if (before === value || LIVE_SETTINGS.has(name) || LIVE_CONTENTS.has(name)) continue;
-      this.log.warn(
-        { setting: name, running: JSON.parse(before ?? 'null'), configured: JSON.parse(value) },
-        `${name} changed: it needs a restart, the running value stays`,
-      );
+      const shown = SECRET_SETTINGS.has(name) ? {} : { running: JSON.parse(before ?? 'null'), configured: JSON.parse(value) };
+      this.log.warn({ setting: name, ...shown }, `${name} changed: it needs a restart, the running value stays`);
       values.set(name, before ?? 'null');
     }
     return { ...next, values };

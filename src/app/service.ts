@@ -1,5 +1,9 @@
 import type { Logger } from 'pino';
+import { listedMappings } from '../admin/api-routes.js';
+import { writePolicy } from '../admin/auth.js';
+import { MappingAdmin } from '../admin/mapping-admin.js';
 import { AdminServer, type Readiness } from '../admin/server.js';
+import { StateFile } from '../admin/state-file.js';
 import { DecisionLog, statusApp } from '../admin/status/app.js';
 import type { Config } from '../config/config.js';
 import { ConfigError } from '../config/errors.js';
@@ -12,6 +16,7 @@ import { Metrics } from '../metrics.js';
 import { joinHostPort } from '../net-address.js';
 import { RateLimiter } from '../protection/rate-limit.js';
 import { StreamShedding } from '../protection/shedding.js';
+import { LiveMappings } from '../routing/mappings.js';
 import { createExternalFilters, type ExternalHttpFilter } from '../scheduling/filters/external-http.js';
 import { parseExternalFilters } from '../scheduling/filters/external-http-config.js';
 import type { RoutingLogic } from '../scheduling/pickers.js';
@@ -38,7 +43,7 @@ export interface Service {
 }
 
 export interface ServiceOptions extends DiscoveryOptions {
-  /** Where EXTERNAL_HTTP_FILTERS and LLM_EXTPROC_* are read from; default process.env. */
+  /** Where EXTERNAL_HTTP_FILTERS and LLM_EXTPROC_* (the admin token too) are read from; default process.env. */
   env?: Readonly<Record<string, string | undefined>>;
   /** The command line `config` came from, read again on a reload; without it, reload() reports `unchanged`. */
   argv?: readonly string[];
@@ -50,17 +55,11 @@ export interface ServiceOptions extends DiscoveryOptions {
 export async function startService(config: Config, log: Logger, options: ServiceOptions = {}): Promise<Service> {
   const env = options.env ?? process.env;
   const externalConfigs = parseExternalFilters(env);
+  const writes = await writePolicy(config);
   const initial: ConfigSnapshot | undefined = options.argv && (await loadSnapshot(options.argv, env));
   const files = initial?.files ?? (await loadFiles(config));
   let { routes } = files.routes;
   const { mappings } = files.routes;
-  if (mappings.mappings.length > 0 && config.serviceDiscovery !== 'k8s') {
-    throw new ConfigError(
-      '--route-config',
-      `${config.routeConfig} maps models to Kubernetes Services (${mappings.services().join(', ')}), which --service-discovery=${config.serviceDiscovery} cannot resolve`,
-      'use --service-discovery=k8s, or drop the mappings',
-    );
-  }
   const endpoints = new EndpointRegistry();
   let grpc: ExtProcServer | undefined;
   let discovery: RunningDiscovery | undefined;
@@ -69,8 +68,15 @@ export async function startService(config: Config, log: Logger, options: Service
     () => grpc?.activeStreams ?? 0,
     () => discovery?.staleSince(),
   );
-  discovery = await startDiscovery(config, mappings, endpoints, metrics.registry, log, options);
-  const { source, serviceAddresses } = discovery;
+  discovery = await startDiscovery(config, mappings.mappings, endpoints, metrics.registry, log, options);
+  const { source, services } = discovery;
+  // Routes-file and admin mappings, one table the scheduler reads; the state file adds the saved ones.
+  const liveMappings = new LiveMappings(mappings.mappings);
+  const mappingAdmin = new MappingAdmin(liveMappings, services, config.stateFile === undefined ? undefined : new StateFile(config.stateFile, log), log);
+  await mappingAdmin.restore().catch(async (err: unknown) => {
+    await discovery.stop();
+    throw err;
+  });
   const passive = new PassiveHealth(endpoints, passiveOptions(config), () => metrics.ejections.inc(), log);
   let externalFilters: ExternalHttpFilter[] = [];
   /** Builds a chain; the external filters it creates are returned for closing when it is replaced. */
@@ -90,7 +96,7 @@ export async function startService(config: Config, log: Logger, options: Service
   externalFilters = built.created;
   const scheduler = new Scheduler(endpoints, chain, {
     onOutcome: (endpoint, outcome) => passive.record(endpoint, outcome),
-    pins: serviceAddresses && { mappings, addresses: serviceAddresses },
+    pins: { mappings: liveMappings, addresses: (name) => services.addresses(name) },
     observe: (plugin, seconds, outcome) => metrics.pluginSeconds.observe({ plugin: plugin.name, type: plugin.type, outcome }, seconds),
   });
   // Built even without limits, so that a reload can set some.
@@ -165,8 +171,24 @@ export async function startService(config: Config, log: Logger, options: Service
   const reloader = initial && options.argv ? new ConfigReloader(options.argv, env, initial, live, metrics, log) : undefined;
   // Ready = the source has its first picture (above) and every endpoint in it has been probed once.
   const readiness = (): Readiness => (grpc.draining ? 'draining' : prober.completedRounds > 0 ? 'ready' : 'starting');
-  const status = statusApp({ endpoints, decisions, log, mappings: () => mappings.mappings.map((mapping) => ({ ...mapping, source: 'route-config' })) });
-  const admin = new AdminServer({ metrics, endpoints, readiness, discoveryStaleSince: () => discovery.staleSince(), log, status });
+  const status = statusApp({
+    endpoints,
+    decisions,
+    log,
+    // owned_by undefined (any engine) rather than the API's null.
+    mappings: () => listedMappings(mappingAdmin, endpoints).map((mapping) => ({ ...mapping, owned_by: mapping.owned_by ?? undefined })),
+  });
+  const admin = new AdminServer({
+    metrics,
+    endpoints,
+    readiness,
+    discoveryStaleSince: () => discovery.staleSince(),
+    mappings: mappingAdmin,
+    discover: () => prober.probeNow(),
+    writes,
+    status,
+    log,
+  });
 
   const grpcPort = await grpc.start().catch(async (err: unknown) => {
     await discovery.stop();

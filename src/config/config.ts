@@ -60,6 +60,13 @@ export interface Config {
   printConfig: boolean;
   /** Not mistakes, but worth a log line at start (e.g. an LLM_EXTPROC_* variable that names no setting). */
   warnings: string[];
+  // --- admin API ---
+  /** --admin-token; --admin-token-file and LLM_EXTPROC_ADMIN_TOKEN are read at start (admin/auth.ts). */
+  adminToken: string | undefined;
+  adminTokenFile: string | undefined;
+  adminInsecureWrites: boolean;
+  /** Where admin-added mappings are kept across restarts; undefined = not kept. */
+  stateFile: string | undefined;
 }
 
 export const SERVICE_DISCOVERIES = ['static', 'k8s'] as const;
@@ -117,7 +124,7 @@ const FLAGS = {
   port: ['string', '50051', 'gRPC port of the ext_proc service (0 = any free port)'],
   host: ['string', '0.0.0.0', 'address the gRPC server binds'],
   'admin-port': ['string', '8081', 'HTTP port for /health, /ready, /metrics (0 = any free port)'],
-  'admin-host': ['string', '0.0.0.0', 'address the admin HTTP server binds'],
+  'admin-host': ['string', '127.0.0.1', 'address the admin HTTP server binds (0.0.0.0 for kubelet probes and Prometheus from outside the pod)'],
   'service-discovery': ['string', 'static', `how backends are found: ${SERVICE_DISCOVERIES.join(' | ')}`],
   'static-hosts': ['string', undefined, 'comma-separated backends, host:port or http://host:port'],
   'static-models': [
@@ -177,6 +184,15 @@ const FLAGS = {
   'rate-limit-owned-by': ['string', undefined, 'requests a second per engine a request selects (owned_by), <rate>[/<burst>]; 429 above'],
   'rate-limit-tenant': ['string', undefined, 'requests a second per value of --tenant-header, <rate>[/<burst>]; 429 above'],
   'tenant-header': ['string', TENANT_HEADER, 'request header naming the tenant of --rate-limit-tenant (requests without it are not tenant-limited)'],
+  // --- admin API ---
+  'admin-token': [
+    'string',
+    undefined,
+    'bearer token the admin API writes (POST, DELETE) need; a flag shows in ps: prefer --admin-token-file or env LLM_EXTPROC_ADMIN_TOKEN',
+  ],
+  'admin-token-file': ['string', undefined, 'file holding the admin token (surrounding white space trimmed)'],
+  'admin-insecure-writes': ['boolean', false, 'accept admin writes without a token when none is configured (else they answer 403)'],
+  'state-file': ['string', undefined, 'JSON file where mappings added through the admin API survive restarts (written atomically)'],
   demo: ['boolean', false, 'start built-in simulated vLLM and SGLang backends and route to them'],
   config: [
     'string',
@@ -419,6 +435,7 @@ function validate(settings: EffectiveSettings): Config {
     schedulingSection: settings.scheduling,
     printConfig: flag('print-config'),
     warnings: settings.unknownEnv.map((variable) => `${variable} is not a setting: ignored (settings: docs/configuration.md)`),
+    ...adminApi(given, flag('admin-insecure-writes')),
   };
 }
 
@@ -495,6 +512,19 @@ export function effectiveSettings(argv: readonly string[], env: Readonly<Record<
 /** The value a setting has when nothing sets it. */
 function defaultOf(name: FlagName): string | boolean | undefined {
   return FLAGS[name][1];
+}
+
+/** The admin API's flags; the token's file and environment variable are read at start. */
+function adminApi(
+  given: (name: FlagName) => string | undefined,
+  adminInsecureWrites: boolean,
+): Pick<Config, 'adminToken' | 'adminTokenFile' | 'adminInsecureWrites' | 'stateFile'> {
+  const adminToken = given('admin-token')?.trim();
+  const adminTokenFile = given('admin-token-file');
+  if (adminToken !== undefined && adminTokenFile !== undefined) {
+    throw new ConfigError('--admin-token-file', 'cannot be used with --admin-token', 'give the token one way: the file, the flag or LLM_EXTPROC_ADMIN_TOKEN');
+  }
+  return { adminToken, adminTokenFile, adminInsecureWrites, stateFile: given('state-file') };
 }
 
 /** The --k8s-* flags: refused with static discovery, validated and defaulted with k8s. */
@@ -675,10 +705,14 @@ export interface SettingRow {
   origin: string;
 }
 
-/** Every file-settable setting with its effective value, in --help's order. */
-export function settingRows(settings: EffectiveSettings): SettingRow[] {
+/** Settings whose value is never printed or logged (--print-config, reload messages). */
+export const SECRET_SETTINGS: ReadonlySet<string> = new Set<FlagName>(['admin-token']);
+
+/** Every file-settable setting with its effective value (secrets redacted), in --help's order. */
+export function settingRows(settings: EffectiveSettings, { redact = false } = {}): SettingRow[] {
   return [...FILE_KEYS].map((name) => {
     const set = settings.values.get(name as FlagName);
-    return { name, value: set?.value ?? defaultOf(name as FlagName), origin: set?.origin ?? 'default' };
+    const value = set && redact && SECRET_SETTINGS.has(name) ? '<redacted>' : (set?.value ?? defaultOf(name as FlagName));
+    return { name, value, origin: set?.origin ?? 'default' };
   });
 }

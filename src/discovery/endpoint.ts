@@ -20,6 +20,11 @@ export interface EndpointIdentity {
   name: string;
   namespace: string;
   labels: Record<string, string>;
+  /**
+   * The endpoint group it belongs to, which admin mappings and `/admin/discover` name: the
+   * `group=` prefix of its --static-hosts entry, or its pod's workload (Deployment, StatefulSet, ...).
+   */
+  group?: string;
   /** Models given by configuration (--static-models): the endpoint is then probed with /health only. */
   fixedModels?: readonly ModelCard[];
 }
@@ -37,6 +42,10 @@ export class Endpoint {
   readonly name: string;
   readonly namespace: string;
   labels: Record<string, string>;
+  /** See EndpointIdentity.group; undefined = in no group. */
+  readonly group: string | undefined;
+  /** When the object was made (Date.now()): the admin API shows the endpoint's age. */
+  readonly discoveredAt = Date.now();
   /** See EndpointIdentity.fixedModels. */
   fixedModels: readonly ModelCard[] | undefined;
   /** Models served, as last learned from `/v1/models` or given statically. */
@@ -65,6 +74,7 @@ export class Endpoint {
     this.name = identity.name;
     this.namespace = identity.namespace;
     this.labels = identity.labels;
+    this.group = identity.group;
     this.fixedModels = identity.fixedModels;
     this.addressBytes = Buffer.from(identity.address);
   }

@@ -3,16 +3,21 @@ import { isIP } from 'node:net';
 import { ConfigError } from '../config/errors.js';
 import { hostProblem, joinHostPort } from '../net-address.js';
 import type { EndpointIdentity, ModelCard } from './endpoint.js';
+import { GROUP_NAME_HINT, groupNameProblem } from './names.js';
 
 export interface StaticHost {
-  /** As configured: `host:port` or a URL. */
+  /** As configured, without the group prefix: `host:port` or a URL. */
   spec: string;
   host: string;
   port: number;
+  /** The `group=` prefix: the endpoint group admin and routes-file mappings name. */
+  group?: string;
 }
 
 const FLAG = '--static-hosts';
 const FORMAT_HINT = 'write host:port or http://host:port, e.g. 10.0.0.1:8000';
+/** `group=` before the host: an `=` ahead of any `:`, `/` or `[` (a URL's query may hold `=` later). */
+const GROUP_PREFIX = /^([^=:/[\]]*)=(.*)$/s;
 
 /** `--static-hosts`: comma-separated backends, at least one, each once (empty entries are skipped). */
 export function parseStaticHosts(flagValue: string): StaticHost[] {
@@ -30,9 +35,20 @@ export function parseStaticHosts(flagValue: string): StaticHost[] {
   return hosts;
 }
 
-/** Parses `10.0.0.1:8000`, `[::1]:8000` or `http://vllm-0:8000` (a URL's path is ignored; http only). */
-export function parseStaticHost(spec: string): StaticHost {
-  const trimmed = spec.trim();
+/**
+ * Parses `10.0.0.1:8000`, `[::1]:8000` or `http://vllm-0:8000` (a URL's path is ignored; http
+ * only), each optionally after `group=` (`llama-vllm=10.0.0.1:8000`).
+ */
+export function parseStaticHost(entry: string): StaticHost {
+  const prefixed = GROUP_PREFIX.exec(entry.trim());
+  if (!prefixed) return parseHost(entry.trim());
+  const group = prefixed[1]!.trim();
+  const problem = group === '' ? `"${entry.trim()}" has an empty group before "="` : groupNameProblem(group);
+  if (problem) throw new ConfigError(FLAG, problem, GROUP_NAME_HINT);
+  return { ...parseHost(prefixed[2]!.trim()), group };
+}
+
+function parseHost(trimmed: string): StaticHost {
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(trimmed);
   if (scheme && scheme[1]!.toLowerCase() !== 'http') {
     throw new ConfigError(FLAG, `"${trimmed}": only http backends are supported`, 'write http://host:port or host:port; backends are probed over plain HTTP');
@@ -78,7 +94,9 @@ export async function resolveStaticHosts(hosts: readonly StaticHost[]): Promise<
           throw new ConfigError(FLAG, `cannot resolve "${host.host}": ${(err as Error).message}`, `check the name, or give the backend's IP address`);
         }
       }
-      return { address: joinHostPort(ip, host.port), name: host.spec, namespace: 'static', labels: {} };
+      const identity: EndpointIdentity = { address: joinHostPort(ip, host.port), name: host.spec, namespace: 'static', labels: {} };
+      if (host.group !== undefined) identity.group = host.group;
+      return identity;
     }),
   );
   // Two names for one address would silently become a single backend.

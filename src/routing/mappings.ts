@@ -1,9 +1,10 @@
 import { ConfigError } from '../config/errors.js';
+import { GROUP_NAME_HINT, groupNameProblem } from '../discovery/names.js';
 
 /**
  * A manual mapping (seed 001's admin API shape): requests for `model` (on engine `owned_by`, or on
- * any engine when it is left out) go only to the ready endpoints of Kubernetes Service
- * `service_name`, resolved through its EndpointSlices.
+ * any engine when it is left out) go only to the ready endpoints of `service_name`: a Kubernetes
+ * Service, resolved through its EndpointSlices, or with static discovery an endpoint group.
  */
 export interface ServiceMapping {
   model: string;
@@ -11,8 +12,6 @@ export interface ServiceMapping {
   service_name: string;
 }
 
-/** Kubernetes Service names are DNS-1035 labels. */
-const SERVICE_NAME = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const FLAG = '--route-config';
 const SHAPE_HINT =
   'each mapping is {model, owned_by?, service_name}, e.g. {"model": "meta-llama/Llama-3.2-1B-Instruct", "owned_by": "vllm", "service_name": "ms-llama-decode"}';
@@ -48,7 +47,7 @@ export class MappingTable {
     return engines?.get(ownedBy) ?? engines?.get('');
   }
 
-  /** Every Service some mapping names (what discovery must watch). */
+  /** Every Service some mapping names. */
   services(): string[] {
     return [...new Set(this.mappings.map((mapping) => mapping.service_name))].sort();
   }
@@ -75,17 +74,82 @@ export function validateMappings(list: unknown, source: string): ServiceMapping[
     const mapping: ServiceMapping = { model: text('model', true)!, service_name: text('service_name', true)! };
     const ownedBy = text('owned_by', false);
     if (ownedBy !== undefined) mapping.owned_by = ownedBy;
-    if (!SERVICE_NAME.test(mapping.service_name)) {
-      throw new ConfigError(
-        FLAG,
-        `${where}.service_name "${mapping.service_name}" is not a Kubernetes Service name`,
-        'lower-case letters, digits and "-", starting with a letter, at most 63',
-      );
+    if (groupNameProblem(mapping.service_name)) {
+      throw new ConfigError(FLAG, `${where}.service_name "${mapping.service_name}" is not a Kubernetes Service name`, GROUP_NAME_HINT);
     }
-    const key = `${mapping.model}\u0000${mapping.owned_by ?? ''}`;
+    const key = mappingKey(mapping.model, mapping.owned_by);
     if (seen.has(key))
       throw new ConfigError(FLAG, `${where} maps ${mapping.model} (${mapping.owned_by ?? 'any engine'}) a second time`, 'one mapping per (model, owned_by)');
     seen.add(key);
     return mapping;
   });
+}
+
+/** Where a mapping came from: the routes file (--route-config) or the admin API. */
+export type MappingSource = 'routes-file' | 'admin';
+
+export interface SourcedMapping extends ServiceMapping {
+  source: MappingSource;
+}
+
+/** One string per (model, owned_by); '' stands for any engine. */
+export function mappingKey(model: string, ownedBy: string | undefined): string {
+  return `${model}\u0000${ownedBy ?? ''}`;
+}
+
+/**
+ * The routes file's mappings merged with those added through the admin API. Each change builds a
+ * new MappingTable and swaps it in whole, so a request, which reads it once, never sees half a
+ * change. One mapping per (model, owned_by) across both sources; file mappings cannot be removed.
+ */
+export class LiveMappings {
+  private added: readonly ServiceMapping[] = [];
+  private current: MappingTable;
+
+  constructor(private readonly fromFile: readonly ServiceMapping[]) {
+    this.current = new MappingTable(fromFile);
+  }
+
+  /** See MappingTable.servicesFor; answered from the table in force now. */
+  servicesFor(model: string, ownedBy: string | undefined): readonly string[] | undefined {
+    return this.current.servicesFor(model, ownedBy);
+  }
+
+  /** The mappings added through the admin API, in the order they were added (what the state file keeps). */
+  get admin(): readonly ServiceMapping[] {
+    return this.added;
+  }
+
+  list(): SourcedMapping[] {
+    return [
+      ...this.fromFile.map((mapping): SourcedMapping => ({ ...mapping, source: 'routes-file' })),
+      ...this.added.map((mapping): SourcedMapping => ({ ...mapping, source: 'admin' })),
+    ];
+  }
+
+  find(model: string, ownedBy: string | undefined): SourcedMapping | undefined {
+    const key = mappingKey(model, ownedBy);
+    return this.list().find((mapping) => mappingKey(mapping.model, mapping.owned_by) === key);
+  }
+
+  /** Adds an admin mapping, unless its (model, owned_by) is mapped already: that mapping is returned then. */
+  add(mapping: ServiceMapping): SourcedMapping | undefined {
+    const existing = this.find(mapping.model, mapping.owned_by);
+    if (existing) return existing;
+    this.swap([...this.added, mapping]);
+    return undefined;
+  }
+
+  /** Removes the admin mapping of (model, owned_by); undefined when there is none. */
+  remove(model: string, ownedBy: string | undefined): ServiceMapping | undefined {
+    const key = mappingKey(model, ownedBy);
+    const removed = this.added.find((mapping) => mappingKey(mapping.model, mapping.owned_by) === key);
+    if (removed) this.swap(this.added.filter((mapping) => mapping !== removed));
+    return removed;
+  }
+
+  private swap(added: readonly ServiceMapping[]): void {
+    this.added = added;
+    this.current = new MappingTable([...this.fromFile, ...added]);
+  }
 }

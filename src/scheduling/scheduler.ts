@@ -11,8 +11,11 @@ import { type Filter, PluginError, type ScheduleResult, type SchedulingRequest, 
 export interface SchedulerOptions {
   /** Told how every routed request ended (passive health). */
   onOutcome?: OutcomeListener;
-  /** Models pinned to Kubernetes Services (route file `mappings`), and those Services' ready addresses. */
-  pins?: { mappings: MappingTable; addresses(service: string): ReadonlySet<string> | undefined };
+  /**
+   * Models pinned to Services or endpoint groups (routes-file and admin mappings), and their ready
+   * addresses. `servicesFor` is read once per request, so a table swapped meanwhile is never half seen.
+   */
+  pins?: { mappings: Pick<MappingTable, 'servicesFor'>; addresses(service: string): ReadonlySet<string> | undefined };
   /** Told each plugin's time and outcome (metrics). */
   observe?: (plugin: Filter | Scorer, seconds: number, outcome: PluginOutcome) => void;
 }

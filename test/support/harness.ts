@@ -15,6 +15,8 @@ export interface PodSpec {
   models: string[];
   /** Loopback address of its own, e.g. 127.0.0.11. */
   host: string;
+  /** Endpoint group: the pod is listed as `group=address` in --static-hosts. */
+  group?: string;
   timeToFirstTokenMs?: number;
   interTokenMs?: number;
 }
@@ -45,10 +47,11 @@ export interface Cluster {
  * it. `flags` are llm-extproc command-line flags, `envoy` the double's options.
  */
 export async function startCluster(
-  options: { pods?: PodSpec[]; flags?: string[]; envoy?: Partial<EnvoyDoubleOptions>; logs?: NodeJS.WritableStream } = {},
+  options: { pods?: PodSpec[]; flags?: string[]; envoy?: Partial<EnvoyDoubleOptions>; logs?: NodeJS.WritableStream; env?: ServiceOptions['env'] } = {},
 ): Promise<Cluster> {
   const pods: Simulator[] = [];
-  for (const spec of options.pods ?? DEFAULT_PODS) {
+  const specs = options.pods ?? DEFAULT_PODS;
+  for (const spec of specs) {
     pods.push(
       await startSimulator({
         engine: spec.engine,
@@ -62,10 +65,14 @@ export async function startCluster(
   }
   // TEST_LOG_LEVEL=debug shows the service's logs while debugging a test.
   const logs = options.logs ? createLogger('info', options.logs) : undefined;
-  const { config, service, envoy } = await startBehindEnvoy([`--static-hosts=${pods.map((pod) => pod.address).join(',')}`, ...(options.flags ?? [])], {
-    log: logs,
-    envoy: options.envoy,
-  });
+  const { config, service, envoy } = await startBehindEnvoy(
+    [`--static-hosts=${pods.map((pod, i) => `${specs[i]!.group ? `${specs[i]!.group}=` : ''}${pod.address}`).join(',')}`, ...(options.flags ?? [])],
+    {
+      log: logs,
+      envoy: options.envoy,
+      ...(options.env ? { env: options.env } : {}),
+    },
+  );
   const inFlight = () => Object.fromEntries(service.endpoints.all().map((e) => [e.address, e.inFlight]));
   return {
     pods,

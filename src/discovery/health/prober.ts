@@ -78,17 +78,31 @@ export class Prober {
 
   /** One round over every endpoint; overlapping calls share the round in progress. */
   probeAll(): Promise<void> {
-    this.running ??= Promise.all(this.registry.all().map((endpoint) => this.probe(endpoint))).then(() => {
+    return this.round(false);
+  }
+
+  /**
+   * A round that starts after this call and re-reads every `/v1/models` (not --static-models) now,
+   * whatever --models-interval says: POST /admin/discover. A round already running may have read
+   * before the call, so it is waited out first.
+   */
+  async probeNow(): Promise<void> {
+    while (this.running) await this.running;
+    return this.round(true);
+  }
+
+  private round(readModels: boolean): Promise<void> {
+    this.running ??= Promise.all(this.registry.all().map((endpoint) => this.probe(endpoint, readModels))).then(() => {
       this.rounds++;
       this.running = undefined;
     });
     return this.running;
   }
 
-  private async probe(endpoint: Endpoint): Promise<void> {
+  private async probe(endpoint: Endpoint, readModels = false): Promise<void> {
     const timeoutMs = this.options.timeoutMs;
     try {
-      if (this.modelsDue(endpoint)) {
+      if (this.modelsDue(endpoint) || (readModels && !endpoint.fixedModels)) {
         const body = await probeGet(endpoint.baseUrl, '/v1/models', { timeoutMs, maxBytes: MAX_MODELS_ANSWER_BYTES });
         const models = parseModelsAnswer(body);
         endpoint.health.modelsReadAt = performance.now();

@@ -170,7 +170,8 @@ export class KubernetesPodSource implements DiscoverySource {
     const port = this.portOf(pod);
     if (port === undefined) return { reason: `pod has no container port named "${(this.config.port as { name: string }).name}"` };
     const address = joinHostPort(ip, port);
-    return { address, identity: { address, name: metadata.name, namespace: this.namespace.namespace, labels: { ...(metadata.labels ?? {}) } } };
+    const labels = { ...(metadata.labels ?? {}) };
+    return { address, identity: { address, name: metadata.name, namespace: this.namespace.namespace, labels, group: workloadName(pod) } };
   }
 
   private portOf(pod: Named<V1Pod>): number | undefined {
@@ -192,4 +193,18 @@ export class KubernetesPodSource implements DiscoverySource {
     }
     return undefined;
   }
+}
+
+/**
+ * The pod's workload, its endpoint group: a ReplicaSet owner's name without the pod-template-hash
+ * suffix (the Deployment's name), else the (controller) owner's name (StatefulSet, LeaderWorkerSet,
+ * ...), else the pod's own name.
+ */
+export function workloadName(pod: Named<V1Pod>): string {
+  const owners = pod.metadata.ownerReferences ?? [];
+  const owner = owners.find((reference) => reference.controller) ?? owners[0];
+  if (!owner) return pod.metadata.name;
+  const hash = pod.metadata.labels?.['pod-template-hash'];
+  if (owner.kind === 'ReplicaSet' && hash && owner.name.endsWith(`-${hash}`)) return owner.name.slice(0, -hash.length - 1);
+  return owner.name;
 }

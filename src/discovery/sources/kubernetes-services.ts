@@ -167,6 +167,16 @@ export class ServiceEndpoints {
   }
 
   /**
+   * How many EndpointSlices the Service has, once a complete list is in (undefined before, and when
+   * unwatched). The EndpointSlice controller writes at least one, empty or not, for every Service
+   * with a selector: 0 means no such Service (or one without a selector).
+   */
+  sliceCount(serviceName: string): number | undefined {
+    const service = this.services.get(serviceName);
+    return service?.listed ? service.slices.size : undefined;
+  }
+
+  /**
    * Resolves once the Service's first list is in (or it is clear none can be: no
    * discovery.k8s.io/v1); rejects with a one-line ConfigError when the list cannot be done, as the
    * pod source's `synced` does (it keeps retrying; lookup() says what failed until it works).
