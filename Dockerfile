@@ -15,6 +15,9 @@ RUN npm run build
 # ---- runtime: production dependencies + compiled output only ----
 FROM node:24-slim
 ENV NODE_ENV=production
+# Outside a container the admin port binds 127.0.0.1; in one, kubelet's probes and Prometheus come
+# from outside the network namespace (a flag or the manifest's env may still override it).
+ENV LLM_EXTPROC_ADMIN_HOST=0.0.0.0
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev && npm cache clean --force

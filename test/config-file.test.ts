@@ -165,6 +165,13 @@ describe('--print-config', () => {
     assert.deepEqual(parseYaml(stdout).scheduling, { picker: { type: 'random' } });
   });
 
+  it('never prints the admin token', async () => {
+    const env = { ...process.env, LLM_EXTPROC_ADMIN_TOKEN: 'tok-s3cret-value' };
+    const { stdout } = await run(process.execPath, [MAIN, '--demo', '--print-config'], { env, timeout: 60_000 });
+    assert.match(stdout, /^admin-token: <redacted> {2}# LLM_EXTPROC_ADMIN_TOKEN$/m);
+    assert.doesNotMatch(stdout, /tok-s3cret-value/);
+  });
+
   it('refuses a broken configuration instead of printing it (exit 2, one line)', async () => {
     const path = await configFile('static-hosts: 10.0.0.1:8000\nprobe-interval: 5x\n');
     const failure = await run(process.execPath, [MAIN, `--config=${path}`, '--print-config'], { timeout: 60_000 }).then(

@@ -845,12 +845,18 @@ describe('allow-list of names newer than the grpc-js-xds protos', () => {
 describe('container files', () => {
   const compose = YAML.parse(readFileSync(path.join(REPO_ROOT, 'docker-compose.yaml'), 'utf8'), { uniqueKeys: true }) as unknown;
   const dockerfile = readFileSync(path.join(REPO_ROOT, 'Dockerfile'), 'utf8');
+  /** The runtime stage's `ENV name=value` lines. */
+  const imageEnv = () => {
+    const runtime = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+    return Object.fromEntries([...runtime.matchAll(/^ENV\s+([A-Z_][A-Z0-9_]*)=(\S+)$/gm)].map((m) => [m[1]!, m[2]!]));
+  };
 
   it("docker-compose runs Envoy in llm-extproc's network namespace with a valid config", () => {
     const envoy = at(compose, 'services', 'envoy');
     assert.equal(at(envoy, 'network_mode'), 'service:llm-extproc');
-    const extproc = parseConfig(list(at(compose, 'services', 'llm-extproc'), 'command').map(String))!;
+    const extproc = parseConfig(list(at(compose, 'services', 'llm-extproc'), 'command').map(String), imageEnv())!;
     assert.equal(extproc.demo, true);
+    assert.equal(extproc.adminHost, '0.0.0.0', "the image's env opens the admin port to the published port and kubelet");
     assert.equal(extproc.host, '127.0.0.1', 'ext_proc listens on loopback only: Envoy shares the namespace (docs/trust-boundary.md)');
     const command = list(envoy, 'command').map(String);
     const configPath = command[command.indexOf('-c') + 1] ?? '';
