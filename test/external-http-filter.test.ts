@@ -419,6 +419,7 @@ describe('external HTTP filter: answers', () => {
       const warned = open.logs.lines.find((l) => l.msg === 'external filter failed; keeping every candidate');
       assert.match(String(warned?.reason), reason);
       assert.equal(warned?.requestId, 'req-12345');
+      assert.equal(await metricValue(open.registry, 'llm_extproc_external_filter_fail_open_total'), 1);
 
       const closed = setup(config(p.url, { name: 'strict', timeoutMs, failOpen: false }));
       await assert.rejects(closed.filter.filter(schedulingRequest(), PODS), (err: unknown) => {
@@ -429,6 +430,7 @@ describe('external HTTP filter: answers', () => {
         return true;
       });
       assert.deepEqual(await counts(closed.registry), { [result]: 1 });
+      assert.equal(await metricValue(closed.registry, 'llm_extproc_external_filter_fail_open_total'), 0, 'fail-closed is no fail-open');
     });
   }
 

@@ -44,6 +44,7 @@ class ExternalFilterMetrics {
   readonly calls: Counter<'plugin' | 'result'>;
   readonly seconds: Histogram<'plugin'>;
   readonly unknownPods: Counter<'plugin'>;
+  readonly failedOpen: Counter<'plugin'>;
   readonly circuitOpen: Gauge<'plugin'>;
 
   constructor(registry: Registry) {
@@ -63,6 +64,12 @@ class ExternalFilterMetrics {
     this.unknownPods = new Counter({
       name: 'llm_extproc_external_filter_unknown_pods_total',
       help: 'Pods an external filter kept that were not among the candidates sent (ignored).',
+      labelNames: ['plugin'] as const,
+      registers: [registry],
+    });
+    this.failedOpen = new Counter({
+      name: 'llm_extproc_external_filter_fail_open_total',
+      help: 'Requests that went on with every candidate because the external filter failed or its circuit was open, and it is fail_open.',
       labelNames: ['plugin'] as const,
       registers: [registry],
     });
@@ -99,6 +106,7 @@ export class ExternalHttpFilter implements Filter {
   private readonly results: Record<CallResult, Counter.Internal>;
   private readonly seconds: Histogram.Internal<'plugin'>;
   private readonly unknownPods: Counter.Internal;
+  private readonly failedOpen: Counter.Internal;
   private readonly circuitOpen: Gauge.Internal<'plugin'>;
   private unknownLogged = false;
 
@@ -116,6 +124,7 @@ export class ExternalHttpFilter implements Filter {
     this.results = Object.fromEntries(RESULTS.map((result) => [result, metrics.calls.labels({ plugin, result })])) as Record<CallResult, Counter.Internal>;
     this.seconds = metrics.seconds.labels({ plugin });
     this.unknownPods = metrics.unknownPods.labels({ plugin });
+    this.failedOpen = metrics.failedOpen.labels({ plugin });
     this.circuitOpen = metrics.circuitOpen.labels({ plugin });
     this.circuitOpen.set(0);
   }
@@ -194,7 +203,10 @@ export class ExternalHttpFilter implements Filter {
   }
 
   private failed(candidates: readonly Endpoint[], reason: string): readonly Endpoint[] {
-    if (this.config.failOpen) return candidates;
+    if (this.config.failOpen) {
+      this.failedOpen.inc();
+      return candidates;
+    }
     throw new PluginError(this.name, `external filter "${this.name}" failed: ${reason}`);
   }
 
