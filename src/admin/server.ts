@@ -1,10 +1,12 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
 import type { Hono } from 'hono';
 import type { Logger } from 'pino';
 import type { EndpointRegistry } from '../discovery/registry.js';
 import type { Metrics } from '../metrics.js';
+import { createHttpServer } from '../tls/http.js';
+import type { CertificateWatcher } from '../tls/watcher.js';
 import { isStatusPath } from './status/app.js';
 
 export interface AdminDependencies {
@@ -16,6 +18,8 @@ export interface AdminDependencies {
   log: Logger;
   /** The status page app (src/admin/status), served beside the routes here. */
   status?: Hono;
+  /** HTTPS with this certificate (followed as it rotates); plain HTTP when absent. */
+  tls?: CertificateWatcher | undefined;
 }
 
 /** `starting` until the first discovery/probe round has finished; `draining` from the stop signal on. */
@@ -29,13 +33,13 @@ export class AdminServer {
   constructor(private readonly deps: AdminDependencies) {
     // Not overriding the process's global Request/Response: other parts (fetch clients) use them.
     this.status = deps.status && getRequestListener(deps.status.fetch, { overrideGlobalObjects: false });
-    this.server = createServer((req, res) => {
+    this.server = createHttpServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => {
         deps.log.error({ err, path: req.url }, 'admin request failed');
         if (!res.headersSent) sendJson(res, 500, { error: { message: 'internal error', type: 'internal_error', code: 'internal_error' } });
         else res.destroy();
       });
-    });
+    }, deps.tls);
   }
 
   async start(host: string, port: number): Promise<number> {

@@ -17,6 +17,9 @@ import { parseExternalFilters } from '../scheduling/filters/external-http-config
 import type { RoutingLogic } from '../scheduling/pickers.js';
 import { buildChain, type ChainSpec } from '../scheduling/plugins.js';
 import { Scheduler } from '../scheduling/scheduler.js';
+import { grpcServerCredentials } from '../tls/grpc.js';
+import type { TlsFiles } from '../tls/material.js';
+import { CertificateWatcher, type TlsPort } from '../tls/watcher.js';
 import { type DiscoveryOptions, type RunningDiscovery, startDiscovery } from './discovery.js';
 import { LlmRouter } from './llm-router.js';
 import { ConfigReloader, type ConfigSnapshot, type LiveTargets, loadFiles, loadSnapshot, type ReloadOutcome } from './reload.js';
@@ -69,7 +72,25 @@ export async function startService(config: Config, log: Logger, options: Service
     () => grpc?.activeStreams ?? 0,
     () => discovery?.staleSince(),
   );
-  discovery = await startDiscovery(config, mappings, endpoints, metrics.registry, log, options);
+  // The TLS files are checked before anything starts: a bad one is a start-up error.
+  const watchTls = async (files: TlsFiles | undefined, port: TlsPort) => {
+    if (!files) return undefined;
+    for (const result of ['ok', 'failed'] as const) metrics.tlsReloads.inc({ port, result }, 0);
+    return CertificateWatcher.start(files, { port, log, onReload: (result) => metrics.tlsReloads.inc({ port, result }) });
+  };
+  const grpcTls = await watchTls(config.tls, 'grpc');
+  const adminTls = await watchTls(config.adminTls, 'admin').catch((err: unknown) => {
+    grpcTls?.close();
+    throw err;
+  });
+  const closeTls = () => {
+    grpcTls?.close();
+    adminTls?.close();
+  };
+  discovery = await startDiscovery(config, mappings, endpoints, metrics.registry, log, options).catch((err: unknown) => {
+    closeTls();
+    throw err;
+  });
   const { source, serviceAddresses } = discovery;
   const passive = new PassiveHealth(endpoints, passiveOptions(config), () => metrics.ejections.inc(), log);
   let externalFilters: ExternalHttpFilter[] = [];
@@ -124,6 +145,7 @@ export async function startService(config: Config, log: Logger, options: Service
       maxBodyBytes: config.maxBodyBytes,
       destinationHeader: config.destinationHeader,
       routedToHeader: config.routedToHeader,
+      credentials: grpcTls && grpcServerCredentials(grpcTls),
     },
     router,
     {
@@ -166,20 +188,24 @@ export async function startService(config: Config, log: Logger, options: Service
   // Ready = the source has its first picture (above) and every endpoint in it has been probed once.
   const readiness = (): Readiness => (grpc.draining ? 'draining' : prober.completedRounds > 0 ? 'ready' : 'starting');
   const status = statusApp({ endpoints, decisions, log, mappings: () => mappings.mappings.map((mapping) => ({ ...mapping, source: 'route-config' })) });
-  const admin = new AdminServer({ metrics, endpoints, readiness, discoveryStaleSince: () => discovery.staleSince(), log, status });
+  const admin = new AdminServer({ metrics, endpoints, readiness, discoveryStaleSince: () => discovery.staleSince(), log, status, tls: adminTls });
 
   const grpcPort = await grpc.start().catch(async (err: unknown) => {
     await discovery.stop();
+    closeTls();
     throw listenFailure({ host: '--host', port: '--port' }, config.host, config.port, err);
   });
   const adminPort = await admin.start(config.adminHost, config.adminPort).catch(async (err: unknown) => {
     await Promise.all([grpc.stop(), discovery.stop()]); // already running: they would keep the process alive
+    closeTls();
     throw listenFailure({ host: '--admin-host', port: '--admin-port' }, config.adminHost, config.adminPort, err);
   });
   log.info(
     {
       grpcPort,
       adminPort,
+      grpcTls: grpcTls ? (grpcTls.current.ca ? 'mtls' : 'tls') : 'off',
+      adminTls: adminTls ? 'https' : 'off',
       discovery: source.name,
       routingLogic: scheduler.pickerName,
       filters: chain.filters.map((filter) => `${filter.name} (${filter.type})`),
@@ -214,6 +240,7 @@ export async function startService(config: Config, log: Logger, options: Service
       for (const filter of externalFilters) filter.close();
       // Last: /health answers until the drain is over.
       await admin.stop();
+      closeTls();
     },
   };
 }
