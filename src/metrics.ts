@@ -91,6 +91,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly tlsReloads = new Counter({
+    name: 'llm_extproc_tls_reloads_total',
+    help: "Reloads of a TLS port's certificate files after they changed, by port (grpc, admin) and result: ok, or failed (the last good certificate kept serving).",
+    labelNames: ['port', 'result'] as const,
+    registers: [this.registry],
+  });
+
   /** Counter children by model, then engine, so the hot path skips label hashing and key building. */
   private readonly routedChildren = new ByModelAndEngine<Counter.Internal>();
   private readonly usageChildren = new ByModelAndEngine<UsageSeries>();

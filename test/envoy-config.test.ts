@@ -22,6 +22,7 @@ import type { Enum, Field, MapField, Type } from 'protobufjs';
 import protobuf from 'protobufjs';
 import YAML from 'yaml';
 import { parseConfig } from '../src/config/config.js';
+import { SERVER_NAME } from './support/tls-certs.js';
 import { fullName, ProtoSet, REPO_ROOT, XDS_INCLUDE_DIRS } from './support/xds-protos.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -552,6 +553,7 @@ function seconds(v: unknown): number {
 
 const MIB = 1024 * 1024;
 const BODY_LIMIT = 32 * MIB; // llm-extproc's default request body limit
+const UPSTREAM_TLS = 'envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext';
 const SAFE_RETRY_ON = new Set(['connect-failure', 'refused-stream', 'reset-before-request']);
 
 // ---------------------------------------------------------------------------------------------
@@ -562,6 +564,7 @@ describe('envoy configs decode strictly against Envoy protos', () => {
   it('finds the configs', () => {
     assert.ok(CONFIG_FILES.includes('envoy.yaml'), 'envoy/envoy.yaml missing');
     assert.ok(CONFIG_FILES.includes('envoy-full-duplex.yaml'), 'envoy/envoy-full-duplex.yaml missing');
+    assert.ok(CONFIG_FILES.includes('envoy-tls.yaml'), 'envoy/envoy-tls.yaml missing');
   });
 
   for (const file of CONFIG_FILES) {
@@ -700,6 +703,29 @@ describe('envoy configs decode strictly against Envoy protos', () => {
     };
     assert.deepEqual(strip(readConfig('envoy-full-duplex.yaml')), strip(readConfig('envoy.yaml')));
   });
+
+  it('envoy-tls.yaml is envoy.yaml plus mTLS to the ext_proc cluster', () => {
+    const cfg = readConfig('envoy-tls.yaml');
+    const transport = at(cluster(cfg, 'ext_proc'), 'transport_socket');
+    assert.equal(at(transport, 'name'), 'envoy.transport_sockets.tls');
+    const tls = at(transport, 'typed_config');
+    assert.equal(at(tls, '@type'), `type.googleapis.com/${UPSTREAM_TLS}`);
+    assert.ok(validate(cfg).anyTypes.has(UPSTREAM_TLS), 'the UpstreamTlsContext was not decoded');
+    // The name llm-extproc's certificate carries (as in the TLS tests), sent as SNI and required.
+    assert.equal(at(tls, 'sni'), SERVER_NAME);
+    const common = at(tls, 'common_tls_context');
+    assert.deepEqual(at(common, 'validation_context', 'match_typed_subject_alt_names'), [{ san_type: 'DNS', matcher: { exact: SERVER_NAME } }]);
+    assert.deepEqual(at(common, 'alpn_protocols'), ['h2'], "Node's HTTP/2 server needs ALPN h2");
+    const files = [
+      at(common, 'validation_context', 'trusted_ca', 'filename'),
+      at(common, 'tls_certificates', 0, 'certificate_chain', 'filename'),
+      at(common, 'tls_certificates', 0, 'private_key', 'filename'),
+    ];
+    for (const file of files) assert.match(String(file), /^\/etc\/llm-extproc\/tls\//);
+    const plain = structuredClone(cfg);
+    delete cluster(plain, 'ext_proc').transport_socket;
+    assert.deepEqual(plain, readConfig('envoy.yaml'));
+  });
 });
 
 describe('strict decoder catches mistakes', () => {
@@ -806,6 +832,16 @@ describe('strict decoder catches mistakes', () => {
       JSON.stringify(d.issues, null, 1),
     );
     assert.deepEqual(d.deprecated, ['static_resources.clusters[1].max_requests_per_connection']);
+  });
+
+  it("decodes envoy-tls.yaml's UpstreamTlsContext field by field", () => {
+    const cfg = readConfig('envoy-tls.yaml');
+    const validation = at(cluster(cfg, 'ext_proc'), 'transport_socket', 'typed_config', 'common_tls_context', 'validation_context') as JsonObject;
+    validation.trusted_cert = validation.trusted_ca;
+    delete validation.trusted_ca;
+    const issues = validate(cfg).issues;
+    assert.equal(issues.length, 1, JSON.stringify(issues));
+    assert.match(issues[0]!.message, /unknown field "trusted_cert" in envoy\.extensions\.transport_sockets\.tls\.v3\.CertificateValidationContext/);
   });
 
   it('rejects FULL_DUPLEX_STREAMED misspelt as a newer enum value, and values out of range', () => {

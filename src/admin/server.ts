@@ -1,7 +1,9 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createAdaptorServer } from '@hono/node-server';
+import { getRequestListener } from '@hono/node-server';
 import type { Hono } from 'hono';
+import { createHttpServer } from '../tls/http.js';
+import type { CertificateWatcher } from '../tls/watcher.js';
 import { type AdminDependencies, buildAdminApp } from './app.js';
 
 export type { AdminDependencies } from './app.js';
@@ -12,13 +14,17 @@ export class AdminServer {
   readonly app: Hono;
   private server: Server | undefined;
 
-  constructor(deps: AdminDependencies) {
+  constructor(
+    deps: AdminDependencies,
+    /** HTTPS with this certificate (followed as it rotates); plain HTTP when absent. */
+    private readonly tls?: CertificateWatcher,
+  ) {
     this.app = buildAdminApp(deps);
   }
 
   /** Listens; the port bound (the one asked for, or the one chosen for 0). */
   async start(host: string, port: number): Promise<number> {
-    this.server = await listen(this.app, host, port);
+    this.server = await listen(this.app, host, port, this.tls);
     return (this.server.address() as AddressInfo).port;
   }
 
@@ -30,11 +36,11 @@ export class AdminServer {
   }
 }
 
-/** The one place the HTTP server is made (a TLS `createServer` option goes here). */
-async function listen(app: Hono, host: string, port: number): Promise<Server> {
+/** The one place the HTTP(S) server is made. */
+async function listen(app: Hono, host: string, port: number, tls: CertificateWatcher | undefined): Promise<Server> {
   // overrideGlobalObjects stays on (the default): hono/body-limit re-wraps the adapter's requests
   // with the global Request, which fails on Node's own class (measured: chunked DELETE → 500).
-  const server = createAdaptorServer({ fetch: app.fetch, hostname: host, port }) as Server;
+  const server = createHttpServer(getRequestListener(app.fetch), tls);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

@@ -22,6 +22,9 @@ import { parseExternalFilters } from '../scheduling/filters/external-http-config
 import type { RoutingLogic } from '../scheduling/pickers.js';
 import { buildChain, type ChainSpec } from '../scheduling/plugins.js';
 import { Scheduler } from '../scheduling/scheduler.js';
+import { grpcServerCredentials } from '../tls/grpc.js';
+import type { TlsFiles } from '../tls/material.js';
+import { CertificateWatcher, type TlsPort } from '../tls/watcher.js';
 import { type DiscoveryOptions, type RunningDiscovery, startDiscovery } from './discovery.js';
 import { LlmRouter } from './llm-router.js';
 import { ConfigReloader, type ConfigSnapshot, type LiveTargets, loadFiles, loadSnapshot, type ReloadOutcome } from './reload.js';
@@ -68,12 +71,31 @@ export async function startService(config: Config, log: Logger, options: Service
     () => grpc?.activeStreams ?? 0,
     () => discovery?.staleSince(),
   );
-  discovery = await startDiscovery(config, mappings.mappings, endpoints, metrics.registry, log, options);
+  // The TLS files are checked before anything starts: a bad one is a start-up error.
+  const watchTls = async (files: TlsFiles | undefined, port: TlsPort) => {
+    if (!files) return undefined;
+    for (const result of ['ok', 'failed'] as const) metrics.tlsReloads.inc({ port, result }, 0);
+    return CertificateWatcher.start(files, { port, log, onReload: (result) => metrics.tlsReloads.inc({ port, result }) });
+  };
+  const grpcTls = await watchTls(config.tls, 'grpc');
+  const adminTls = await watchTls(config.adminTls, 'admin').catch((err: unknown) => {
+    grpcTls?.close();
+    throw err;
+  });
+  const closeTls = () => {
+    grpcTls?.close();
+    adminTls?.close();
+  };
+  discovery = await startDiscovery(config, mappings.mappings, endpoints, metrics.registry, log, options).catch((err: unknown) => {
+    closeTls();
+    throw err;
+  });
   const { source, services } = discovery;
   // Routes-file and admin mappings, one table the scheduler reads; the state file adds the saved ones.
   const liveMappings = new LiveMappings(mappings.mappings);
   const mappingAdmin = new MappingAdmin(liveMappings, services, config.stateFile === undefined ? undefined : new StateFile(config.stateFile, log), log);
   await mappingAdmin.restore().catch(async (err: unknown) => {
+    closeTls();
     await discovery.stop();
     throw err;
   });
@@ -130,6 +152,7 @@ export async function startService(config: Config, log: Logger, options: Service
       maxBodyBytes: config.maxBodyBytes,
       destinationHeader: config.destinationHeader,
       routedToHeader: config.routedToHeader,
+      credentials: grpcTls && grpcServerCredentials(grpcTls),
     },
     router,
     {
@@ -178,30 +201,37 @@ export async function startService(config: Config, log: Logger, options: Service
     // owned_by undefined (any engine) rather than the API's null.
     mappings: () => listedMappings(mappingAdmin, endpoints).map((mapping) => ({ ...mapping, owned_by: mapping.owned_by ?? undefined })),
   });
-  const admin = new AdminServer({
-    metrics,
-    endpoints,
-    readiness,
-    discoveryStaleSince: () => discovery.staleSince(),
-    mappings: mappingAdmin,
-    discover: () => prober.probeNow(),
-    writes,
-    status,
-    log,
-  });
+  const admin = new AdminServer(
+    {
+      metrics,
+      endpoints,
+      readiness,
+      discoveryStaleSince: () => discovery.staleSince(),
+      mappings: mappingAdmin,
+      discover: () => prober.probeNow(),
+      writes,
+      status,
+      log,
+    },
+    adminTls,
+  );
 
   const grpcPort = await grpc.start().catch(async (err: unknown) => {
     await discovery.stop();
+    closeTls();
     throw listenFailure({ host: '--host', port: '--port' }, config.host, config.port, err);
   });
   const adminPort = await admin.start(config.adminHost, config.adminPort).catch(async (err: unknown) => {
     await Promise.all([grpc.stop(), discovery.stop()]); // already running: they would keep the process alive
+    closeTls();
     throw listenFailure({ host: '--admin-host', port: '--admin-port' }, config.adminHost, config.adminPort, err);
   });
   log.info(
     {
       grpcPort,
       adminPort,
+      grpcTls: grpcTls ? (grpcTls.current.ca ? 'mtls' : 'tls') : 'off',
+      adminTls: adminTls ? 'https' : 'off',
       discovery: source.name,
       routingLogic: scheduler.pickerName,
       filters: chain.filters.map((filter) => `${filter.name} (${filter.type})`),
@@ -236,6 +266,7 @@ export async function startService(config: Config, log: Logger, options: Service
       for (const filter of externalFilters) filter.close();
       // Last: /health answers until the drain is over.
       await admin.stop();
+      closeTls();
     },
   };
 }

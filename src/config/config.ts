@@ -5,6 +5,7 @@ import { hostProblem } from '../net-address.js';
 import { type BucketSettings, type RateLimits, TENANT_HEADER } from '../protection/rate-limit.js';
 import { type InputLimits, MAX_NAME_LIMIT_BYTES } from '../request/limits.js';
 import { ROUTING_LOGICS, type RoutingLogic } from '../scheduling/pickers.js';
+import type { TlsFiles } from '../tls/material.js';
 import { DESTINATION_HEADER, HEADER_NAME, ROUTED_TO_HEADER } from '../wire-names.js';
 import { ConfigError } from './errors.js';
 import { envName, type FileSettings, readConfigFile, readEnv, type SettingShapes, type SettingValue } from './sources.js';
@@ -67,6 +68,11 @@ export interface Config {
   adminInsecureWrites: boolean;
   /** Where admin-added mappings are kept across restarts; undefined = not kept. */
   stateFile: string | undefined;
+  // --- TLS ---
+  /** The gRPC port's certificate (and client CA for mTLS); plaintext when undefined. */
+  tls: TlsFiles | undefined;
+  /** The admin port's certificate; plain HTTP when undefined. */
+  adminTls: TlsFiles | undefined;
 }
 
 export const SERVICE_DISCOVERIES = ['static', 'k8s'] as const;
@@ -193,6 +199,12 @@ const FLAGS = {
   'admin-token-file': ['string', undefined, 'file holding the admin token (surrounding white space trimmed)'],
   'admin-insecure-writes': ['boolean', false, 'accept admin writes without a token when none is configured (else they answer 403)'],
   'state-file': ['string', undefined, 'JSON file where mappings added through the admin API survive restarts (written atomically)'],
+  // --- TLS ---
+  'tls-cert': ['string', undefined, 'PEM certificate (chain) of the gRPC port: ext_proc over TLS; reloaded when the file changes'],
+  'tls-key': ['string', undefined, 'PEM private key of --tls-cert'],
+  'tls-client-ca': ['string', undefined, 'PEM CA certificate(s): the gRPC port requires a client certificate issued by them (mTLS with Envoy)'],
+  'admin-tls-cert': ['string', undefined, 'PEM certificate (chain) of the admin port: HTTPS; reloaded when the file changes'],
+  'admin-tls-key': ['string', undefined, 'PEM private key of --admin-tls-cert'],
   demo: ['boolean', false, 'start built-in simulated vLLM and SGLang backends and route to them'],
   config: [
     'string',
@@ -356,6 +368,7 @@ function validate(settings: EffectiveSettings): Config {
   const given = (name: FlagName) => settings.values.get(name)?.value as string | undefined;
   const text = (name: FlagName) => (given(name) ?? defaultOf(name)) as string;
   const isSet = (name: FlagName) => settings.values.has(name);
+  const origin = (name: FlagName) => settings.values.get(name)?.origin ?? `--${name}`;
   const flag = (name: FlagName) => settings.values.get(name)?.value === true;
 
   const serviceDiscovery = oneOf('service-discovery', text('service-discovery'), SERVICE_DISCOVERIES);
@@ -436,6 +449,8 @@ function validate(settings: EffectiveSettings): Config {
     printConfig: flag('print-config'),
     warnings: settings.unknownEnv.map((variable) => `${variable} is not a setting: ignored (settings: docs/configuration.md)`),
     ...adminApi(given, flag('admin-insecure-writes')),
+    tls: tlsFiles(given, origin, 'tls-cert', 'tls-key', 'tls-client-ca'),
+    adminTls: tlsFiles(given, origin, 'admin-tls-cert', 'admin-tls-key'),
   };
 }
 
@@ -560,6 +575,32 @@ function kubernetesDiscovery(discovery: ServiceDiscovery, given: (name: FlagName
     port = { number };
   }
   return { namespace, labelSelector: (given('k8s-label-selector') ?? FLAGS['k8s-label-selector'][1]).trim(), port };
+}
+
+/**
+ * A certificate needs its key and the reverse; a client CA needs both. The files are read at start
+ * (src/tls/material.ts), whose errors name where each path was set (`origin`).
+ */
+function tlsFiles(
+  given: (name: FlagName) => string | undefined,
+  origin: (name: FlagName) => string,
+  cert: FlagName,
+  key: FlagName,
+  clientCa?: FlagName,
+): TlsFiles | undefined {
+  const [certPath, keyPath, caPath] = [given(cert), given(key), clientCa && given(clientCa)];
+  if (certPath === undefined && keyPath === undefined) {
+    if (caPath !== undefined)
+      throw new ConfigError(`--${clientCa}`, `needs --${cert} and --${key}`, `give the port's certificate and key too, or drop --${clientCa}`);
+    return undefined;
+  }
+  if (certPath === undefined) throw new ConfigError(`--${key}`, `needs --${cert}`, `give the certificate file of the key, or drop --${key}`);
+  if (keyPath === undefined) throw new ConfigError(`--${cert}`, `needs --${key}`, `give the private key file of the certificate, or drop --${cert}`);
+  return {
+    cert: { path: certPath, flag: origin(cert) },
+    key: { path: keyPath, flag: origin(key) },
+    clientCa: caPath === undefined || clientCa === undefined ? undefined : { path: caPath, flag: origin(clientCa) },
+  };
 }
 
 function oneOf<T extends string>(flag: FlagName, value: string, allowed: readonly T[]): T {

@@ -20,6 +20,8 @@ export interface ExtProcServerOptions extends StreamSettings {
   maxReceiveMessageBytes: number;
   /** How long a stop waits for open streams before cutting them. */
   drainTimeoutMs: number;
+  /** TLS (src/tls/grpc.ts); plaintext when absent. */
+  credentials?: grpc.ServerCredentials | undefined;
 }
 
 /** Decides whether a new ext_proc stream may open beside the open ones (load shedding). */
@@ -95,8 +97,10 @@ export class ExtProcServer {
   /** Rejects with a BindError when the address cannot be bound. */
   async start(): Promise<number> {
     this.boundPort = await new Promise<number>((resolve, reject) => {
-      this.server.bindAsync(joinHostPort(this.options.host, this.options.port), grpc.ServerCredentials.createInsecure(), (err, port) =>
-        err ? reject(bindError(err)) : resolve(port),
+      this.server.bindAsync(
+        joinHostPort(this.options.host, this.options.port),
+        this.options.credentials ?? grpc.ServerCredentials.createInsecure(),
+        (err, port) => (err ? reject(bindError(err)) : resolve(port)),
       );
     });
     this.setServing('liveness', true);

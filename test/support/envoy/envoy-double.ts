@@ -22,6 +22,7 @@
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
+import type { ConnectionOptions } from 'node:tls';
 import { EXT_PROC_METHOD_PATH } from '../../../src/extproc/proto.js';
 import type { CommonResponse__Output } from '../../../src/generated/envoy/service/ext_proc/v3/CommonResponse.js';
 import {
@@ -85,6 +86,8 @@ export interface EnvoyDoubleOptions {
   exchangeTimeoutMs?: number;
   /** `:authority` on the ext_proc gRPC stream (Envoy: the cluster name). Default 'ext_proc'. */
   grpcAuthority?: string;
+  /** The ext_proc cluster's `transport_socket` (UpstreamTlsContext): TLS to the ext_proc server. Default plaintext. */
+  extProcTls?: ConnectionOptions;
   /** Refuse (503) ORIGINAL_DST destinations outside 127.0.0.0/8 and ::1. Default true. */
   loopbackOnly?: boolean;
   /**
@@ -1272,7 +1275,7 @@ function boundedStatus(s: GrpcH2Stream): Promise<GrpcCallStatus | undefined> {
 
 // ---------------------------------------------------------------------------------------------
 
-type ResolvedOptions = Required<Omit<EnvoyDoubleOptions, 'processingMode'>>;
+type ResolvedOptions = Required<Omit<EnvoyDoubleOptions, 'processingMode' | 'extProcTls'>> & Pick<EnvoyDoubleOptions, 'extProcTls'>;
 
 /** The Envoy double. See the module comment. */
 export class EnvoyDouble {
@@ -1311,6 +1314,7 @@ export class EnvoyDouble {
       routeTimeoutMs: options.routeTimeoutMs ?? 15000,
       exchangeTimeoutMs: options.exchangeTimeoutMs ?? 30000,
       grpcAuthority: options.grpcAuthority ?? 'ext_proc',
+      extProcTls: options.extProcTls,
       loopbackOnly: options.loopbackOnly ?? true,
       headerValueField: options.headerValueField ?? 'raw_value',
     };
@@ -1331,7 +1335,7 @@ export class EnvoyDouble {
     if (!p) {
       if (c) this.retired.push(c); // GOAWAY / failure: Envoy opens a new connection
       this.conns[i] = undefined;
-      p = GrpcH2Connection.connect(this.opts.extProcTarget, { authority: this.opts.grpcAuthority })
+      p = GrpcH2Connection.connect(this.opts.extProcTarget, { authority: this.opts.grpcAuthority, tls: this.opts.extProcTls })
         .then(
           (n) => {
             this.conns[i] = n;

@@ -11,6 +11,7 @@
  */
 import http2 from 'node:http2';
 import net from 'node:net';
+import tls from 'node:tls';
 
 const {
   HTTP2_HEADER_METHOD,
@@ -87,6 +88,8 @@ export interface GrpcH2ConnectionOptions {
   maxSessionMemoryMb?: number;
   /** Connect timeout; default 5000 ms. */
   connectTimeoutMs?: number;
+  /** Connect over TLS (Envoy's UpstreamTlsContext): CA, SNI (`servername`), client certificate. */
+  tls?: tls.ConnectionOptions;
 }
 
 /** Maps an HTTP/2 RST_STREAM code to a gRPC status, like gRPC clients do. */
@@ -424,7 +427,7 @@ export class GrpcH2Connection {
     this.session = session;
     this.baseHeaders = {
       [HTTP2_HEADER_METHOD]: 'POST',
-      [HTTP2_HEADER_SCHEME]: 'http',
+      [HTTP2_HEADER_SCHEME]: opts.tls ? 'https' : 'http',
       [HTTP2_HEADER_AUTHORITY]: opts.authority ?? target,
       [HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc',
       [HTTP2_HEADER_TE]: 'trailers',
@@ -454,13 +457,14 @@ export class GrpcH2Connection {
   /** Opens the connection (resolves once the HTTP/2 session is connected). */
   static connect(target: string, opts: GrpcH2ConnectionOptions = {}): Promise<GrpcH2Connection> {
     return new Promise((resolve, reject) => {
-      const session = http2.connect(`http://${target}`, {
+      const session = http2.connect(`${opts.tls ? 'https' : 'http'}://${target}`, {
         maxSessionMemory: opts.maxSessionMemoryMb ?? 64,
         settings: { enablePush: false },
         // Own socket so Nagle can be turned off (Envoy sets TCP_NODELAY on upstream connections).
         createConnection: () => {
           const i = target.lastIndexOf(':');
-          return net.connect({ host: target.slice(0, i), port: Number(target.slice(i + 1)), noDelay: true });
+          const address = { host: target.slice(0, i), port: Number(target.slice(i + 1)), noDelay: true };
+          return opts.tls ? tls.connect({ ...address, ALPNProtocols: ['h2'], ...opts.tls }) : net.connect(address);
         },
       });
       const conn = new GrpcH2Connection(target, session, opts);
