@@ -62,14 +62,15 @@ export const SCAN_SLICE_BYTES = 256 * 1024;
 /** Deeper nesting below the top-level object is refused. */
 const MAX_DEPTH = 256;
 
-const QUOTE = 0x22;
-const BACKSLASH = 0x5c;
-const OPEN_BRACE = 0x7b;
-const CLOSE_BRACE = 0x7d;
-const OPEN_BRACKET = 0x5b;
-const CLOSE_BRACKET = 0x5d;
-const COLON = 0x3a;
-const COMMA = 0x2c;
+/** JSON's structural bytes (shared with usage/json-usage.ts). */
+export const QUOTE = 0x22;
+export const BACKSLASH = 0x5c;
+export const OPEN_BRACE = 0x7b;
+export const CLOSE_BRACE = 0x7d;
+export const OPEN_BRACKET = 0x5b;
+export const CLOSE_BRACKET = 0x5d;
+export const COLON = 0x3a;
+export const COMMA = 0x2c;
 const MINUS = 0x2d;
 const PLUS = 0x2b;
 const POINT = 0x2e;

@@ -1,18 +1,21 @@
-import { isWhitespace, oddBackslashesBefore } from '../request/json-scan.js';
+import {
+  BACKSLASH,
+  CLOSE_BRACE,
+  CLOSE_BRACKET,
+  COLON,
+  COMMA,
+  isWhitespace,
+  OPEN_BRACE,
+  OPEN_BRACKET,
+  oddBackslashesBefore,
+  QUOTE,
+} from '../request/json-scan.js';
 import { compareWithName, EQUAL } from '../request/json-string.js';
 import { readUsage, type SkipListener, type TokenUsage, type UsageReader } from './usage.js';
 
 /** A top-level `usage` value longer than this is not read (OpenAI's, with its details, is under 1 KiB). */
 export const MAX_USAGE_BYTES = 64 * 1024;
 
-const QUOTE = 0x22;
-const BACKSLASH = 0x5c;
-const OPEN_BRACE = 0x7b;
-const CLOSE_BRACE = 0x7d;
-const OPEN_BRACKET = 0x5b;
-const CLOSE_BRACKET = 0x5d;
-const COLON = 0x3a;
-const COMMA = 0x2c;
 const USAGE = Buffer.from('usage');
 /** Escapes take at most 6 bytes per byte of the name, so a longer key cannot be `usage`. */
 const MAX_KEY_BYTES = USAGE.length * 6;
