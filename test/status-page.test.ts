@@ -154,6 +154,15 @@ const OPTIONS = { maxClients: 2, minIntervalMs: 5, tickMs: 60_000, heartbeatMs: 
 const bodyOf = (payload: string) => JSON.parse(payload).v as number;
 
 describe('StatusEvents', () => {
+  // The hub's timers are unref'd (they must not keep a stopping service alive); in the service the
+  // admin server holds the event loop open, here this does. Without it Node 22's runner sees an
+  // empty loop while a test awaits the coalescing timer and cancels the file.
+  let loop: NodeJS.Timeout;
+  before(() => {
+    loop = setInterval(() => {}, 60_000);
+  });
+  after(() => clearInterval(loop));
+
   it('sends a snapshot on connect, then one per burst of changes, and none when nothing changed', async () => {
     const src = testSource('{"v":1}');
     const hub = new StatusEvents(src.source, OPTIONS);
