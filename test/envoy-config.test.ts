@@ -21,7 +21,6 @@ import { describe, it } from 'node:test';
 import type { Enum, Field, MapField, Type } from 'protobufjs';
 import protobuf from 'protobufjs';
 import YAML from 'yaml';
-import { parseConfig } from '../src/config/config.js';
 import { SERVER_NAME } from './support/tls-certs.js';
 import { fullName, ProtoSet, REPO_ROOT, XDS_INCLUDE_DIRS } from './support/xds-protos.js';
 
@@ -878,22 +877,12 @@ describe('allow-list of names newer than the grpc-js-xds protos', () => {
   });
 });
 
-describe('container files', () => {
-  const compose = YAML.parse(readFileSync(path.join(REPO_ROOT, 'docker-compose.yaml'), 'utf8'), { uniqueKeys: true }) as unknown;
-  const dockerfile = readFileSync(path.join(REPO_ROOT, 'Dockerfile'), 'utf8');
-  /** The runtime stage's `ENV name=value` lines. */
-  const imageEnv = () => {
-    const runtime = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
-    return Object.fromEntries([...runtime.matchAll(/^ENV\s+([A-Z_][A-Z0-9_]*)=(\S+)$/gm)].map((m) => [m[1]!, m[2]!]));
-  };
+describe("docker-compose's Envoy", () => {
+  const compose = YAML.parse(readFileSync(path.join(REPO_ROOT, 'docker-compose.yaml'), 'utf8'), { uniqueKeys: true, merge: true }) as unknown;
 
-  it("docker-compose runs Envoy in llm-extproc's network namespace with a valid config", () => {
+  it("runs in llm-extproc's network namespace with a config this file decodes (test/container-files.test.ts checks the rest)", () => {
     const envoy = at(compose, 'services', 'envoy');
     assert.equal(at(envoy, 'network_mode'), 'service:llm-extproc');
-    const extproc = parseConfig(list(at(compose, 'services', 'llm-extproc'), 'command').map(String), imageEnv())!;
-    assert.equal(extproc.demo, true);
-    assert.equal(extproc.adminHost, '0.0.0.0', "the image's env opens the admin port to the published port and kubelet");
-    assert.equal(extproc.host, '127.0.0.1', 'ext_proc listens on loopback only: Envoy shares the namespace (docs/trust-boundary.md)');
     const command = list(envoy, 'command').map(String);
     const configPath = command[command.indexOf('-c') + 1] ?? '';
     const file = path.basename(configPath.replace(/\$\{ENVOY_CONFIG:-([^}]+)\}/, '$1'));
@@ -904,14 +893,5 @@ describe('container files', () => {
       const fragment: unknown = YAML.parse(command[i + 1] ?? '');
       assert.deepEqual(validate(fragment).issues, []);
     }
-  });
-
-  it('Dockerfile builds on node:24 and runs the service as non-root', () => {
-    const froms = [...dockerfile.matchAll(/^FROM\s+(\S+)/gm)].map((m) => m[1]);
-    assert.ok(froms.length >= 2 && froms.every((f) => /^node:24(\b|-)/.test(f ?? '')), `FROM lines: ${froms.join(', ')}`);
-    assert.match(dockerfile, /npm ci --omit=dev/);
-    assert.match(dockerfile, /^USER\s+node\b/m);
-    assert.match(dockerfile, /^EXPOSE\s+50051\s+8081\b/m);
-    assert.match(dockerfile, /^ENTRYPOINT\s+\["node",\s*"dist\/src\/main\.js"\]/m);
   });
 });
