@@ -3,6 +3,8 @@
  * /admin/api/endpoints) and the decision the status snapshot recorded (GET /admin/api/status).
  * Only the fields read here are typed; the shapes are src/admin/api-routes.ts and src/admin/status.
  */
+import http from 'node:http';
+import https from 'node:https';
 
 /** An endpoint as GET /admin/api/endpoints lists it. */
 export interface AdminEndpoint {
@@ -76,10 +78,26 @@ export class AdminClient {
     };
   }
 
-  private async get<T>(path: string): Promise<T> {
-    const response = await fetch(new URL(path, this.base), { signal: AbortSignal.timeout(ADMIN_TIMEOUT_MS) });
-    if (!response.ok) throw new Error(`GET ${path} answered ${response.status}`);
-    return (await response.json()) as T;
+  /** node:http rather than fetch, which refuses some ports an admin port may have (its "bad ports"). */
+  private get<T>(path: string): Promise<T> {
+    const url = new URL(path, this.base);
+    return new Promise((resolve, reject) => {
+      const request = (url.protocol === 'https:' ? https : http).get(url, { timeout: ADMIN_TIMEOUT_MS }, (response) => {
+        const parts: Buffer[] = [];
+        response.on('data', (chunk: Buffer) => parts.push(chunk));
+        response.on('end', () => {
+          if (response.statusCode !== 200) return reject(new Error(`GET ${path} answered ${response.statusCode}`));
+          try {
+            resolve(JSON.parse(Buffer.concat(parts).toString()) as T);
+          } catch {
+            reject(new Error(`GET ${path} answered something other than JSON`));
+          }
+        });
+        response.on('error', reject);
+      });
+      request.on('timeout', () => request.destroy(new Error(`no answer within ${ADMIN_TIMEOUT_MS} ms`)));
+      request.on('error', reject);
+    });
   }
 }
 
@@ -88,11 +106,7 @@ export function adminBase(value: string): string {
   return /^https?:\/\//.test(value) ? value : `http://${value}`;
 }
 
-/** A failed admin call in a few words (fetch hides the system error in `cause`). */
+/** A failed admin call in a few words: the system error's code when there is one. */
 export function adminFailure(err: unknown): string {
-  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-  if (cause?.code) return cause.code;
-  if (cause?.message) return cause.message;
-  if ((err as Error).name === 'TimeoutError') return `no answer within ${ADMIN_TIMEOUT_MS} ms`;
-  return (err as Error).message;
+  return (err as NodeJS.ErrnoException).code ?? (err as Error).message;
 }
