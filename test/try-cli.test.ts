@@ -1,11 +1,15 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type CommandIo, tryCommand } from '../src/try/command.js';
 import { ExtProcClient } from '../src/try/extproc-client.js';
-import { type Cluster, DEFAULT_PODS, QWEN, startCluster } from './support/harness.js';
+import { type Cluster, DEFAULT_PODS, QWEN, startCluster, withCluster } from './support/harness.js';
+import { makeCa, SERVER_NAME } from './support/tls-certs.js';
 
 const CLI = fileURLToPath(new URL('../src/try/cli.js', import.meta.url));
 /** Generous: a child starts in ~200 ms, but CI machines are slow and test files run side by side. */
@@ -219,5 +223,40 @@ describe('npm run try without llm-extproc', () => {
     assert.equal(code, 2);
     assert.equal(stdout, '');
     assert.match(stderr, /^llm-extproc-try: llm-extproc is not reachable at 127\.0\.0\.1:9 \(ECONNREFUSED\); start it with `npm start -- --demo`[^\n]*\n$/);
+  });
+});
+
+describe('npm run try over mTLS', () => {
+  it('routes with --ca, --cert, --key and --server-name; without a client certificate the handshake fails (exit 2)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'try-tls-'));
+    try {
+      const ca = await makeCa(dir, 'ca');
+      const [server, client] = await Promise.all([ca.issue('server'), ca.issue('client')]);
+      const flags = [`--tls-cert=${server.certFile}`, `--tls-key=${server.keyFile}`, `--tls-client-ca=${ca.certFile}`];
+      const envoyTls = { ca: ca.cert, cert: client.cert, key: client.key, servername: SERVER_NAME };
+      await withCluster({ pods: DEFAULT_PODS.slice(2, 3), flags, envoy: { extProcTls: envoyTls } }, async (cluster) => {
+        const base = [
+          '--target',
+          `127.0.0.1:${cluster.service.grpcPort}`,
+          '--admin',
+          `127.0.0.1:${cluster.service.adminPort}`,
+          '--ca',
+          ca.certFile,
+          '--server-name',
+          SERVER_NAME,
+        ];
+        const mtls = await run([...base, '--cert', client.certFile, '--key', client.keyFile]);
+        assert.equal(mtls.code, 0, mtls.stderr.text);
+        assert.equal(routedTo(mtls.stdout.text), cluster.pods[0]!.address);
+        const anonymous = await run(base);
+        assert.equal(anonymous.code, 2);
+        assert.match(
+          anonymous.stderr.text,
+          /^llm-extproc-try: llm-extproc at 127\.0\.0\.1:\d+ refused the TLS handshake \(tlsv13 alert certificate required\); check --ca[^\n]*\n$/,
+        );
+      });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -158,7 +158,9 @@ async function forward(continued: Continued, destination: string, options: TryOp
 function failure(err: unknown, target: string): TryFailure {
   if (err instanceof TryFailure) return err;
   if (err instanceof GrpcStatusError && err.unreachable) {
-    const cause = /\b(E[A-Z]{3,})\b/.exec(err.details)?.[1] ?? err.details;
+    const tls = /SSL routines:[^:]*:([^:]+)/.exec(err.details)?.[1];
+    if (tls) return new TryFailure(`llm-extproc at ${target} refused the TLS handshake (${tls}); check --ca, --cert, --key and --server-name`, 2);
+    const cause = /\b(E[A-Z]{3,})\b/.exec(err.details)?.[1] ?? err.details.replace(/^No connection established\. Last error: /, '').split(/\s+\(|\n/)[0];
     return new TryFailure(`llm-extproc is not reachable at ${target} (${cause}); start it with \`npm start -- --demo\`, or point --target at it`, 2);
   }
   if (err instanceof GrpcStatusError) {
