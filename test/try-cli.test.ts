@@ -252,7 +252,7 @@ describe('npm run try over mTLS', () => {
         assert.equal(anonymous.code, 2);
         assert.match(
           anonymous.stderr.text,
-          /^llm-extproc-try: llm-extproc at 127\.0\.0\.1:\d+ refused the TLS handshake \(tlsv13 alert certificate required\); check --ca[^\n]*\n$/,
+          /^llm-extproc-try: llm-extproc at 127\.0\.0\.1:\d+ refused the TLS handshake \([^)\n]*certificate required\); check --ca[^\n]*\n$/,
         );
       });
     } finally {
