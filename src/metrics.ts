@@ -98,6 +98,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly routeNameUnknown = new Counter({
+    name: 'llm_extproc_route_name_unknown_total',
+    help: 'Requests whose Envoy route name (attribute xds.route_name) is not in the routes file, so they were matched by path_prefix.',
+    registers: [this.registry],
+  });
+
   /** Counter children by model, then engine, so the hot path skips label hashing and key building. */
   private readonly routedChildren = new ByModelAndEngine<Counter.Internal>();
   private readonly usageChildren = new ByModelAndEngine<UsageSeries>();

@@ -21,6 +21,11 @@ import { describe, it } from 'node:test';
 import type { Enum, Field, MapField, Type } from 'protobufjs';
 import protobuf from 'protobufjs';
 import YAML from 'yaml';
+import { parseConfig } from '../src/config/config.js';
+import { ROUTE_NAME_ATTRIBUTE } from '../src/extproc/attributes.js';
+import { STREAMED_CHUNK_BYTES } from '../src/extproc/responses.js';
+import { validateRoutes } from '../src/routing/routes.js';
+import { MAX_TIMEOUT_MS as MAX_EXTERNAL_FILTER_TIMEOUT_MS } from '../src/scheduling/filters/external-http-config.js';
 import { SERVER_NAME } from './support/tls-certs.js';
 import { fullName, ProtoSet, REPO_ROOT, XDS_INCLUDE_DIRS } from './support/xds-protos.js';
 
@@ -542,7 +547,19 @@ function socket(addr: unknown): string {
 }
 
 function routes(cfg: unknown): JsonObject[] {
-  return list(hcm(cfg), 'route_config', 'virtual_hosts').flatMap((vh) => list(vh, 'routes') as JsonObject[]);
+  return virtualHosts(cfg).flatMap((vh) => list(vh, 'routes') as JsonObject[]);
+}
+
+/** The request body Envoy buffers at most (BUFFERED): every route's request_body_buffer_limit if all set one, else the listener's. */
+function bufferLimit(cfg: unknown): number {
+  const listener = named(list(cfg, 'static_resources', 'listeners'), 'llm');
+  const routeLimits = routes(cfg).map((r) => r.request_body_buffer_limit);
+  if (routeLimits.every((v) => v !== undefined)) return Math.min(...routeLimits.map(Number));
+  return Number(listener.per_connection_buffer_limit_bytes ?? MIB);
+}
+
+function virtualHosts(cfg: unknown): JsonObject[] {
+  return list(hcm(cfg), 'route_config', 'virtual_hosts') as JsonObject[];
 }
 
 function seconds(v: unknown): number {
@@ -551,7 +568,12 @@ function seconds(v: unknown): number {
 }
 
 const MIB = 1024 * 1024;
-const BODY_LIMIT = 32 * MIB; // llm-extproc's default request body limit
+/** llm-extproc's defaults (a backend is required): what a config must agree with when llm-extproc runs without other flags. */
+const DEFAULTS = parseConfig(['--static-hosts=127.0.0.1:8000'], {})!;
+/** Room a BUFFERED body's gRPC message needs above the body (framing, attributes): --grpc-max-receive-size's rule. */
+const GRPC_HEADROOM = MIB;
+/** The shipped routes file, whose names the Envoy routes share. */
+const SHIPPED_ROUTES = validateRoutes(JSON.parse(readFileSync(path.join(REPO_ROOT, 'config', 'routes.json'), 'utf8')), 'config/routes.json');
 const UPSTREAM_TLS = 'envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext';
 const SAFE_RETRY_ON = new Set(['connect-failure', 'refused-stream', 'reset-before-request']);
 
@@ -564,6 +586,7 @@ describe('envoy configs decode strictly against Envoy protos', () => {
     assert.ok(CONFIG_FILES.includes('envoy.yaml'), 'envoy/envoy.yaml missing');
     assert.ok(CONFIG_FILES.includes('envoy-full-duplex.yaml'), 'envoy/envoy-full-duplex.yaml missing');
     assert.ok(CONFIG_FILES.includes('envoy-tls.yaml'), 'envoy/envoy-tls.yaml missing');
+    assert.ok(CONFIG_FILES.includes('envoy-service.yaml'), 'envoy/envoy-service.yaml missing');
   });
 
   for (const file of CONFIG_FILES) {
@@ -590,13 +613,15 @@ describe('envoy configs decode strictly against Envoy protos', () => {
       const listener = named(list(cfg, 'static_resources', 'listeners'), 'llm');
       assert.equal(socket(at(listener, 'address')), '0.0.0.0:8080');
 
-      // ext_proc cluster: STATIC 127.0.0.1:50051 over HTTP/2, recycled connections, big breakers, gRPC health.
+      // ext_proc cluster: llm-extproc's default --port (sidecar: STATIC loopback; Service: STRICT_DNS
+      // by the short name, see envoy-service.yaml) over HTTP/2, recycled connections, big breakers, gRPC health.
       const ep = cluster(cfg, 'ext_proc');
-      assert.equal(ep.type, 'STATIC');
       const eps = list(ep, 'load_assignment', 'endpoints', 0, 'lb_endpoints');
+      const extProcHost = ep.type === 'STRICT_DNS' ? 'vllm-extproc' : '127.0.0.1';
+      assert.ok(ep.type === 'STATIC' || ep.type === 'STRICT_DNS', `ext_proc cluster type ${String(ep.type)}`);
       assert.deepEqual(
         eps.map((e) => socket(at(e, 'endpoint', 'address'))),
-        ['127.0.0.1:50051'],
+        [`${extProcHost}:${DEFAULTS.port}`],
       );
       const hpoKey = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
       const hpo = at(ep, 'typed_extension_protocol_options', hpoKey);
@@ -614,26 +639,29 @@ describe('envoy configs decode strictly against Envoy protos', () => {
         }
       }
 
-      // Upstream: ORIGINAL_DST by our header.
+      // Upstream: ORIGINAL_DST by llm-extproc's default --destination-header.
       const od = cluster(cfg, 'llm_original_dst');
       assert.equal(od.type, 'ORIGINAL_DST');
       assert.equal(od.lb_policy, 'CLUSTER_PROVIDED');
       assert.deepEqual(at(od, 'original_dst_lb_config'), {
         use_http_header: true,
-        http_header_name: 'x-gateway-destination-endpoint',
+        http_header_name: DEFAULTS.destinationHeader,
       });
 
-      // Every route goes to a defined cluster, without a timeout, with only safe retries.
+      // Every route goes to a defined cluster, without a timeout, with only safe retries (its own or its virtual host's).
       const clusterNames = new Set(list(cfg, 'static_resources', 'clusters').map((c) => at(c, 'name')));
-      const rs = routes(cfg);
-      assert.ok(rs.length > 0);
-      for (const r of rs) {
-        assert.ok(clusterNames.has(at(r, 'route', 'cluster')), 'route to an unknown cluster');
-        assert.equal(at(r, 'route', 'cluster'), 'llm_original_dst');
-        assert.equal(seconds(at(r, 'route', 'timeout')), 0, 'route timeout must be disabled for streaming');
-        assert.ok(seconds(at(r, 'route', 'idle_timeout')) >= 600);
-        const retryOn = String(at(r, 'route', 'retry_policy', 'retry_on')).split(',');
-        for (const cond of retryOn) assert.ok(SAFE_RETRY_ON.has(cond.trim()), `unsafe retry_on ${cond}`);
+      for (const vh of virtualHosts(cfg)) {
+        const rs = list(vh, 'routes') as JsonObject[];
+        assert.ok(rs.length > 0);
+        for (const r of rs) {
+          assert.ok(clusterNames.has(at(r, 'route', 'cluster')), 'route to an unknown cluster');
+          assert.equal(at(r, 'route', 'cluster'), 'llm_original_dst');
+          assert.equal(seconds(at(r, 'route', 'timeout')), 0, 'route timeout must be disabled for streaming');
+          assert.ok(seconds(at(r, 'route', 'idle_timeout')) >= 600);
+          const retry = (at(r, 'route') as JsonObject).retry_policy ?? at(vh, 'retry_policy');
+          const retryOn = String(at(retry, 'retry_on')).split(',');
+          for (const cond of retryOn) assert.ok(SAFE_RETRY_ON.has(cond.trim()), `unsafe retry_on ${cond}`);
+        }
       }
       assert.ok(seconds(at(hcm(cfg), 'stream_idle_timeout')) >= 600);
 
@@ -641,7 +669,7 @@ describe('envoy configs decode strictly against Envoy protos', () => {
       const names = httpFilters(cfg).map((f) => f.name);
       assert.deepEqual(names, ['envoy.filters.http.header_mutation', 'envoy.filters.http.ext_proc', 'envoy.filters.http.router']);
       const removed = list(named(httpFilters(cfg), 'envoy.filters.http.header_mutation'), 'typed_config', 'mutations', 'request_mutations');
-      assert.deepEqual(removed, [{ remove: 'x-gateway-destination-endpoint' }]);
+      assert.deepEqual(removed, [{ remove: DEFAULTS.destinationHeader }]);
 
       // ext_proc filter.
       const x = extProc(cfg);
@@ -649,6 +677,14 @@ describe('envoy configs decode strictly against Envoy protos', () => {
       assert.ok(clusterNames.has('ext_proc'));
       assert.equal(x.failure_mode_allow, false);
       assert.ok(seconds(at(x, 'message_timeout')) >= 5, 'message_timeout must be raised from 200ms');
+      assert.ok(
+        seconds(at(x, 'message_timeout')) * 1000 > MAX_EXTERNAL_FILTER_TIMEOUT_MS,
+        "message_timeout must outlast llm-extproc's longest external filter timeout, so llm-extproc answers before Envoy's 504",
+      );
+      // Envoy's receive limit (unset = unlimited) must take llm-extproc's largest answer, a streamed body chunk.
+      const maxReceive = (at(x, 'grpc_service', 'envoy_grpc') as JsonObject).max_receive_message_length;
+      if (maxReceive !== undefined)
+        assert.ok(Number(maxReceive) >= STREAMED_CHUNK_BYTES + 1024, `max_receive_message_length ${String(maxReceive)} is too small`);
       assert.deepEqual(at(x, 'metadata_options', 'receiving_namespaces', 'untyped'), ['envoy.lb']);
       assert.equal(x.mutation_rules, undefined, 'default mutation rules expected');
       const mode = at(x, 'processing_mode');
@@ -662,9 +698,13 @@ describe('envoy configs decode strictly against Envoy protos', () => {
         }
       }
       if (at(mode, 'request_body_mode') === 'BUFFERED') {
-        const routeLimits = rs.map((r) => Number(r.request_body_buffer_limit ?? 0));
-        const limit = Math.max(Number(listener.per_connection_buffer_limit_bytes ?? MIB), Math.min(...routeLimits) || 0);
-        assert.ok(limit >= BODY_LIMIT, `BUFFERED needs a buffer limit >= 32 MiB, got ${limit}`);
+        // Envoy holds the whole body and sends it as one gRPC message: it must fit both of llm-extproc's limits.
+        const limit = bufferLimit(cfg);
+        assert.ok(limit >= DEFAULTS.maxBodyBytes, `BUFFERED needs a buffer limit >= --max-body-size (${DEFAULTS.maxBodyBytes}), got ${limit}`);
+        assert.ok(
+          limit + GRPC_HEADROOM <= DEFAULTS.grpcMaxReceiveBytes,
+          `a ${limit}-byte body would exceed --grpc-max-receive-size (${DEFAULTS.grpcMaxReceiveBytes})`,
+        );
       }
 
       // Runtime flags.
@@ -673,6 +713,38 @@ describe('envoy configs decode strictly against Envoy protos', () => {
       assert.equal(at(staticLayer, 'envoy.reloadable_features.ext_proc_graceful_grpc_close'), true);
       assert.equal(at(staticLayer, 'envoy.reloadable_features.ext_proc_stream_close_optimization'), false);
     });
+
+    it(`${file}: route names shared with the routes file, sent as xds.route_name`, () => {
+      const cfg = readConfig(file);
+      assert.deepEqual(list(extProc(cfg), 'request_attributes'), [ROUTE_NAME_ATTRIBUTE]);
+      const shipped = new Map(SHIPPED_ROUTES.map((r) => [r.name, r]));
+      for (const r of routes(cfg)) {
+        const name = String(at(r, 'name'));
+        const entry = shipped.get(name);
+        assert.ok(entry, `Envoy route ${name} is not in config/routes.json (${[...shipped.keys()].join(', ')})`);
+        // Same prefix, so an llm-extproc that gets no name (older Envoy) picks the same entry.
+        assert.equal(at(r, 'match', 'prefix'), entry.path_prefix, `route ${name}: Envoy's prefix differs from path_prefix`);
+      }
+    });
+
+    it(`${file}: access log on stdout shows the decision and why Envoy answered itself`, () => {
+      const log = list(hcm(readConfig(file)), 'access_log');
+      assert.equal(log.length, 1);
+      assert.equal(at(log, 0, 'typed_config', '@type'), 'type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog');
+      const fields = Object.values(at(log, 0, 'typed_config', 'log_format', 'json_format') as JsonObject).map(String);
+      for (const command of [
+        `%REQ(${DEFAULTS.destinationHeader})%`,
+        '%REQ(x-request-id)%',
+        '%UPSTREAM_HOST%',
+        '%RESPONSE_FLAGS%',
+        '%RESPONSE_CODE_DETAILS%',
+        '%RESPONSE_CODE%',
+        '%DURATION%',
+        '%ROUTE_NAME%',
+      ]) {
+        assert.ok(fields.includes(command), `${file}: access log lacks ${command}`);
+      }
+    });
   }
 
   it('envoy.yaml buffers the request body with a 32 MiB limit', () => {
@@ -680,7 +752,7 @@ describe('envoy configs decode strictly against Envoy protos', () => {
     const mode = at(extProc(cfg), 'processing_mode');
     assert.equal(at(mode, 'request_body_mode'), 'BUFFERED');
     const listener = named(list(cfg, 'static_resources', 'listeners'), 'llm');
-    assert.ok(Number(at(listener, 'per_connection_buffer_limit_bytes')) >= BODY_LIMIT);
+    assert.ok(Number(at(listener, 'per_connection_buffer_limit_bytes')) >= DEFAULTS.maxBodyBytes);
   });
 
   it('envoy-full-duplex.yaml streams the request body full duplex with trailers SEND', () => {
@@ -724,6 +796,51 @@ describe('envoy configs decode strictly against Envoy protos', () => {
     const plain = structuredClone(cfg);
     delete cluster(plain, 'ext_proc').transport_socket;
     assert.deepEqual(plain, readConfig('envoy.yaml'));
+  });
+});
+
+describe('envoy-service.yaml (llm-extproc behind the Service vllm-extproc)', () => {
+  const cfg = readConfig('envoy-service.yaml');
+  const ep = cluster(cfg, 'ext_proc');
+
+  it('resolves the short Service name with STRICT_DNS, so it works in whichever namespace Envoy and the Service share', () => {
+    assert.equal(ep.type, 'STRICT_DNS');
+    const address = String(at(ep, 'load_assignment', 'endpoints', 0, 'lb_endpoints', 0, 'endpoint', 'address', 'socket_address', 'address'));
+    assert.equal(address, 'vllm-extproc');
+    assert.ok(!address.includes('.'), 'a dotted name pins a namespace and walks every search domain first');
+    assert.equal(ep.dns_lookup_family, 'V4_PREFERRED');
+  });
+
+  it('pings its HTTP/2 connections to llm-extproc pods', () => {
+    const keepalive = at(
+      ep,
+      'typed_extension_protocol_options',
+      'envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
+      'explicit_http_config',
+      'http2_protocol_options',
+      'connection_keepalive',
+    );
+    assert.ok(seconds(at(keepalive, 'interval')) > 0 && seconds(at(keepalive, 'timeout')) > 0);
+  });
+
+  it('is envoy.yaml apart from the ext_proc cluster, whose settings are otherwise the same', () => {
+    const local = readConfig('envoy.yaml');
+    const service = structuredClone(cfg);
+    const [localEp, serviceEp] = [cluster(local, 'ext_proc'), cluster(service, 'ext_proc')];
+    for (const c of [localEp, serviceEp]) {
+      delete c.type;
+      delete c.load_assignment;
+    }
+    delete serviceEp.dns_lookup_family;
+    const h2 = at(
+      serviceEp,
+      'typed_extension_protocol_options',
+      'envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
+      'explicit_http_config',
+      'http2_protocol_options',
+    ) as JsonObject;
+    delete h2.connection_keepalive;
+    assert.deepEqual(service, local);
   });
 });
 
@@ -795,7 +912,8 @@ describe('strict decoder catches mistakes', () => {
   it('rejects two members of a oneof and missing required fields', () => {
     const cfg = base();
     const route = routes(cfg)[0]!;
-    (route.route as JsonObject).cluster_header = 'x-cluster';
+    // A copy: the route action is a YAML alias shared by every route.
+    route.route = { ...(route.route as JsonObject), cluster_header: 'x-cluster' };
     const x = extProc(cfg);
     x.grpc_service = { envoy_grpc: {} };
     const issues = validate(cfg).issues;

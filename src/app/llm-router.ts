@@ -15,6 +15,7 @@ import {
   scanRoutingKeysSliced,
   screenRequestHead,
 } from '../request/routing-request.js';
+import { UnknownRouteNames } from '../routing/route-names.js';
 import type { RouteTable } from '../routing/routes.js';
 import type { Scheduler } from '../scheduling/scheduler.js';
 import type { ScheduleResult } from '../scheduling/types.js';
@@ -58,6 +59,7 @@ export class LlmRouter implements RequestRouter {
   private readonly protection: RouterProtection;
   private readonly decisions: DecisionSink | undefined;
   private readonly usage: UsageAccounting;
+  private readonly unknownRouteNames: UnknownRouteNames;
 
   constructor(deps: LlmRouterDependencies) {
     this.routes = deps.routes;
@@ -69,9 +71,12 @@ export class LlmRouter implements RequestRouter {
     this.protection = deps.protection ?? { inputLimits: DEFAULT_INPUT_LIMITS };
     this.decisions = deps.decisions;
     this.usage = new UsageAccounting(deps.metrics, deps.log);
+    this.unknownRouteNames = new UnknownRouteNames(deps.metrics.routeNameUnknown, deps.log);
   }
 
   screen(request: HttpRequestHead): LocalReply | undefined {
+    // Here, on the head, so that every request with a name the routes file lacks counts, whatever its outcome.
+    this.unknownRouteNames.check(request.routeName, this.routes());
     try {
       screenRequestHead(request.headers, this.protection.inputLimits);
       return undefined;
@@ -99,7 +104,7 @@ export class LlmRouter implements RequestRouter {
   private route(request: HttpRequestView, scan: ScanResult | undefined): RouteDecision | Promise<RouteDecision> {
     let routing: RoutingRequest;
     try {
-      routing = readRoutingRequest(request.headers, scan, this.routes(), request.requestId, this.protection.inputLimits);
+      routing = readRoutingRequest(request.headers, scan, this.routes(), request.requestId, this.protection.inputLimits, request.routeName);
     } catch (err) {
       if (!(err instanceof RequestError)) throw err;
       return { kind: 'reply', reply: this.refuse(err, request, undefined, undefined) };

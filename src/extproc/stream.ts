@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { HeaderValue__Output } from '../generated/envoy/config/core/v3/HeaderValue.js';
 import type { ProcessingRequest__Output } from '../generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
 import { REQUEST_ID_HEADER } from '../wire-names.js';
+import { envoyRouteName } from './attributes.js';
 import type { OutgoingResponse } from './encoded.js';
 import { type HeaderValueField, RequestHeaders, responseStatus } from './headers.js';
 import {
@@ -76,6 +77,8 @@ export class ExtProcStream {
   private headers: RequestHeaders | undefined;
   private headerValueField: HeaderValueField = 'raw_value';
   private requestId = '';
+  /** Envoy's matched route (attribute `xds.route_name` on request_headers), if configured and named. */
+  private routeName: string | undefined;
   private startedAt = 0;
   private bodyChunks: Buffer[] = [];
   private bodyBytes = 0;
@@ -129,6 +132,7 @@ export class ExtProcStream {
 
     switch (message.request) {
       case 'request_headers':
+        this.routeName = envoyRouteName(message);
         this.onRequestHeaders(message.request_headers!.headers?.headers ?? [], !!message.request_headers!.end_of_stream);
         return;
       case 'request_body':
@@ -260,7 +264,7 @@ export class ExtProcStream {
   }
 
   private head(): HttpRequestHead {
-    return { headers: this.headers!, requestId: this.requestId };
+    return { headers: this.headers!, requestId: this.requestId, routeName: this.routeName };
   }
 
   private expectRouted(what: string): boolean {
@@ -280,7 +284,7 @@ export class ExtProcStream {
    * or the request_body answer (BUFFERED). In FULL_DUPLEX the body is echoed after the headers.
    */
   private decide(body: Buffer | undefined, phase: 'request_headers' | 'request_body', trailersFollow = false, bodyPartial = false): void {
-    const view = new StreamRequestView(this.headers!, body, bodyPartial, this.requestId, isVisible(this.responseBodyMode));
+    const view = new StreamRequestView(this.headers!, body, bodyPartial, this.requestId, this.routeName, isVisible(this.responseBodyMode));
     let decision: RouteDecision | Promise<RouteDecision>;
     try {
       decision = this.router.decide(view);
@@ -405,6 +409,7 @@ class StreamRequestView implements HttpRequestView {
     readonly body: Buffer | undefined,
     readonly bodyPartial: boolean,
     readonly requestId: string,
+    readonly routeName: string | undefined,
     readonly responseBodyVisible: boolean,
   ) {}
 

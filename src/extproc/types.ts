@@ -7,6 +7,8 @@ export type BodySendMode = 'NONE' | 'STREAMED' | 'BUFFERED' | 'BUFFERED_PARTIAL'
 export interface HttpRequestHead {
   headers: RequestHeaders;
   requestId: string;
+  /** The Envoy route the request matched (request attribute `xds.route_name`), when Envoy sends it. */
+  routeName?: string | undefined;
 }
 
 /** The HTTP request as the ext_proc layer hands it to the router. */

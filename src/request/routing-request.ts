@@ -79,7 +79,9 @@ export function screenRequestHead(headers: RequestHeaders, limits: InputLimits):
 }
 
 /**
- * Builds the RoutingRequest from the headers and, when there is a body, its scan. Throws
+ * Builds the RoutingRequest from the headers and, when there is a body, its scan. The route is the
+ * one Envoy named (`envoyRouteName`, attribute `xds.route_name`) if the table has it, else the
+ * longest path prefix match. Throws
  * RequestError: 400 for a body that is not a JSON object or names no usable model; 413 for a
  * partial body (BUFFERED_PARTIAL at Envoy's buffer limit) whose part names no model.
  */
@@ -89,12 +91,13 @@ export function readRoutingRequest(
   routes: RouteTable,
   requestId: string,
   limits: InputLimits = DEFAULT_INPUT_LIMITS,
+  envoyRouteName?: string,
 ): RoutingRequest {
   const method = headers.get(':method') ?? 'GET';
   const fullPath = headers.get(':path') ?? '/';
   const queryStart = fullPath.indexOf('?');
   const path = queryStart === -1 ? fullPath : fullPath.slice(0, queryStart);
-  const route = routes.match(path);
+  const route = routes.resolve(envoyRouteName, path);
 
   let model: string | undefined;
   let ownedBy: string | undefined;

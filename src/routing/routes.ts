@@ -23,12 +23,18 @@ function routeError(message: string, hint = ROUTE_SHAPE_HINT): ConfigError {
   return new ConfigError(FLAG, message, hint);
 }
 
-/** Routes ordered so that the longest matching prefix wins. */
+/**
+ * The routes by name, and ordered so that the longest matching prefix wins. A route's name is the
+ * contract with Envoy: a named Envoy route (sent as attribute `xds.route_name`) selects the entry of
+ * the same name; the path prefix is the fallback when Envoy sends no name or one this table lacks.
+ */
 export class RouteTable {
   private readonly routes: readonly Route[];
+  private readonly named: ReadonlyMap<string, Route>;
 
   constructor(routes: readonly Route[] = []) {
     this.routes = [...routes].sort((a, b) => b.path_prefix.length - a.path_prefix.length);
+    this.named = new Map(routes.map((route) => [route.name, route]));
   }
 
   match(path: string): Route | undefined {
@@ -36,6 +42,15 @@ export class RouteTable {
       if (path.startsWith(route.path_prefix)) return route;
     }
     return undefined;
+  }
+
+  byName(name: string): Route | undefined {
+    return this.named.get(name);
+  }
+
+  /** The route named `envoyRouteName` if this table has it, else the one `path` matches. */
+  resolve(envoyRouteName: string | undefined, path: string): Route | undefined {
+    return (envoyRouteName === undefined ? undefined : this.named.get(envoyRouteName)) ?? this.match(path);
   }
 
   list(): readonly Route[] {

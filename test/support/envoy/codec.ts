@@ -7,7 +7,7 @@ import { extProcPackageDefinition } from '../../../src/extproc/proto.js';
 import type { HeaderMap, HeaderMap__Output } from '../../../src/generated/envoy/config/core/v3/HeaderMap.js';
 import type { ProcessingRequest, ProcessingRequest__Output } from '../../../src/generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
 import type { ProcessingResponse, ProcessingResponse__Output } from '../../../src/generated/envoy/service/ext_proc/v3/ProcessingResponse.js';
-import type { Struct__Output } from '../../../src/generated/google/protobuf/Struct.js';
+import type { Struct, Struct__Output } from '../../../src/generated/google/protobuf/Struct.js';
 import type { Value__Output } from '../../../src/generated/google/protobuf/Value.js';
 
 export type { ProcessingRequest, ProcessingRequest__Output, ProcessingResponse, ProcessingResponse__Output };
@@ -115,6 +115,15 @@ export function fromHeaderMap(m: HeaderMap__Output | undefined, field: HeaderVal
     else out.set(k, [v]);
   }
   return out;
+}
+
+/** Flat attribute values → google.protobuf.Struct (camelCase inside: proto-loader drops snake_case keys). */
+export function toStruct(values: Record<string, string | number | boolean>): Struct {
+  const fields: Struct['fields'] = {};
+  for (const [k, v] of Object.entries(values)) {
+    fields[k] = typeof v === 'string' ? { stringValue: v } : typeof v === 'number' ? { numberValue: v } : { boolValue: v };
+  }
+  return { fields };
 }
 
 /** google.protobuf.Struct (camelCase inside, as proto-loader gives it) → plain JS. */

@@ -14,7 +14,8 @@
  * Not emulated (knowingly): the GRPC body mode, mode_override
  * (allow_mode_override is false), send_body_without_waiting_for_header_response, observability
  * mode, failure_mode_allow (always fail-closed), route_cache_action / cluster_header routing,
- * StreamedImmediateResponse (treated as spurious), attributes / metadata_context forwarding,
+ * StreamedImmediateResponse (treated as spurious), metadata_context forwarding, evaluating
+ * request_attributes (a request carries their values: DownstreamRequest.attributes),
  * header count/size limits, the 1.37 early stream close (we close at the end of the exchange, i.e.
  * runtime `ext_proc_stream_close_optimization: false` / pre-1.37 behaviour).
  */
@@ -23,6 +24,7 @@ import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
+import { EXT_PROC_FILTER_NAME } from '../../../src/extproc/attributes.js';
 import { EXT_PROC_METHOD_PATH } from '../../../src/extproc/proto.js';
 import type { CommonResponse__Output } from '../../../src/generated/envoy/service/ext_proc/v3/CommonResponse.js';
 import {
@@ -38,6 +40,7 @@ import {
   structToJs,
   toHeaderMap,
   toHeaderRecord,
+  toStruct,
 } from './codec.js';
 import { type GrpcCallStatus, GrpcCode, GrpcH2Connection, type GrpcH2ConnectionStats, type GrpcH2Stream, zeroConnectionStats } from './grpc-h2.js';
 import { applyHeaderMutation, MutationError, type MutationStats } from './mutation.js';
@@ -112,6 +115,12 @@ export interface DownstreamRequest {
   authority?: string;
   /** Called with each response body chunk as the downstream client would receive it. */
   onResponseChunk?: (chunk: Buffer) => void;
+  /**
+   * What Envoy evaluated for the filter's `request_attributes`, by attribute name (e.g.
+   * `{'xds.route_name': 'chat-route'}`): sent as `attributes['envoy.filters.http.ext_proc']` on the
+   * request_headers message (§1.2 field 9).
+   */
+  attributes?: Record<string, string | number | boolean>;
 }
 
 /** What the downstream client got, plus what the double saw on the way. */
@@ -326,6 +335,8 @@ export class Exchange {
   private send(kind: keyof ProcessingRequest & string, body: ProcessingRequest[keyof ProcessingRequest]): void {
     if (this.closed) return;
     const msg: ProcessingRequest = { [kind]: body } as ProcessingRequest;
+    // Envoy evaluates request_attributes once and sends them with the first request message, the headers.
+    if (kind === 'request_headers' && this.req.attributes) msg.attributes = { [EXT_PROC_FILTER_NAME]: toStruct(this.req.attributes) };
     if (this.firstMessage) {
       this.firstMessage = false;
       // §1.2 field 11: protocol_config only in the first message (Envoy ≥1.34).
