@@ -5,6 +5,7 @@
  */
 import http from 'node:http';
 import https from 'node:https';
+import type { DecisionView } from '../admin/status/decision-log.js';
 
 /** An endpoint as GET /admin/api/endpoints lists it. */
 export interface AdminEndpoint {
@@ -17,16 +18,8 @@ export interface AdminEndpoint {
   in_flight: number;
 }
 
-/** A routed request as the status snapshot lists it (src/admin/status/decision-log.ts). */
-export interface AdminDecision {
-  at: number;
-  model: string;
-  owned_by: string | null;
-  endpoint: string;
-  picker: string;
-  in_flight: number;
-  engine_queue: number | null;
-}
+/** A routed request as the status snapshot lists it (the type only: the shape is the server's own). */
+export type AdminDecision = DecisionView;
 
 interface StatusSnapshot {
   totals: { routed: number };
