@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { MappedServices } from '../app/discovery.js';
-import type { ConfigError } from '../config/errors.js';
-import type { LiveMappings, ServiceMapping, SourcedMapping } from '../routing/mappings.js';
+import { ConfigError } from '../config/errors.js';
+import { type LiveMappings, mappingKey, type ServiceMapping, type SourcedMapping } from '../routing/mappings.js';
 import type { StateFile } from './state-file.js';
 
 /** What an add or a remove came to; the routes turn each kind into an answer. */
@@ -68,6 +68,49 @@ export class MappingAdmin {
     this.services.release(removed.service_name);
     this.log.info({ ...removed }, 'admin mapping removed');
     return { kind: 'done', mapping: existing };
+  }
+
+  /**
+   * A reload's new routes-file mappings: follows their services and returns the function that
+   * swaps them in (and releases the old ones' services). Rejects with a ConfigError, following
+   * nothing, when one collides with an admin mapping or names an endpoint group that does not
+   * exist; a Kubernetes Service that does not exist (yet) is only logged, as at start.
+   */
+  async prepareFileMappings(mappings: readonly ServiceMapping[], source: string): Promise<() => void> {
+    const admin = new Set(this.live.admin.map((mapping) => mappingKey(mapping.model, mapping.owned_by)));
+    const taken = mappings.findIndex((mapping) => admin.has(mappingKey(mapping.model, mapping.owned_by)));
+    if (taken >= 0) {
+      const { model, owned_by } = mappings[taken]!;
+      throw new ConfigError(
+        '--route-config',
+        `${source}: mappings[${taken}] maps ${model} (${owned_by ?? 'any engine'}), which the admin API has mapped`,
+        'DELETE /admin/api/routing that mapping first, or leave it out of the file',
+      );
+    }
+    const followed: ServiceMapping[] = [];
+    const releaseAll = (list: readonly ServiceMapping[]) => {
+      for (const mapping of list) this.services.release(mapping.service_name);
+    };
+    try {
+      for (const [index, mapping] of mappings.entries()) {
+        const problem = await this.services.follow(mapping.service_name);
+        followed.push(mapping);
+        if (problem === undefined) continue;
+        if (this.services.kind === 'endpoint group')
+          throw new ConfigError('--route-config', `${source}: mappings[${index}]: ${problem}`, 'prefix its backends in --static-hosts');
+        this.log.warn({ ...mapping }, `routes-file mapping: ${problem} (yet)`);
+      }
+    } catch (err) {
+      releaseAll(followed);
+      throw err instanceof ConfigError
+        ? err
+        : new ConfigError('--route-config', `${source}: cannot follow the mappings' Services: ${(err as Error).message}`, 'check the API server and RBAC');
+    }
+    return () => {
+      const before = this.live.file;
+      this.live.replaceFile(mappings);
+      releaseAll(before);
+    };
   }
 
   /**

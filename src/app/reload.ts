@@ -22,8 +22,8 @@ export interface ConfigSnapshot {
   values: ReadonlyMap<string, string>;
 }
 
-/** File contents a reload applies, next to LIVE_SETTINGS. `mappings` waits for a restart. */
-const LIVE_CONTENTS: ReadonlySet<string> = new Set(['routes', 'scheduling']);
+/** File contents a reload applies, next to LIVE_SETTINGS. */
+const LIVE_CONTENTS: ReadonlySet<string> = new Set(['routes', 'mappings', 'scheduling']);
 
 export type ReloadOutcome = 'applied' | 'unchanged' | 'rejected';
 
@@ -33,7 +33,7 @@ export type ReloadOutcome = 'applied' | 'unchanged' | 'rejected';
  * must not fail, so a reload is all or nothing.
  */
 export interface LiveTargets {
-  prepare(next: ConfigSnapshot, changed: ReadonlySet<string>): () => void;
+  prepare(next: ConfigSnapshot, changed: ReadonlySet<string>): (() => void) | Promise<() => void>;
 }
 
 /** Reads the route file and the scheduling chain the settings name. */
@@ -135,7 +135,7 @@ export class ConfigReloader {
       next = this.keepRestartOnly(await loadSnapshot(this.argv, this.env, this.running.config));
       changed = new Set([...next.values].filter(([name, value]) => this.running.values.get(name) !== value).map(([name]) => name));
       if (changed.size === 0) return 'unchanged';
-      apply = this.targets.prepare(next, changed);
+      apply = await this.targets.prepare(next, changed);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       this.metrics.configReloads.inc({ result: 'failed' });

@@ -165,10 +165,19 @@ export async function startService(config: Config, log: Logger, options: Service
   const prober = new Prober(endpoints, proberOptions(config), metrics, log);
   const scraper = new LoadScraper(endpoints, scraperOptions(config), metrics.registry, log);
   const live: LiveTargets = {
-    prepare(next, changed) {
+    async prepare(next, changed) {
       const has = (...names: string[]) => names.some((name) => changed.has(name));
       const rebuilt = has('routing-logic', 'scheduling') ? makeChain(next.files.chainSpec, next.config.routingLogic) : undefined;
+      let swapMappings: (() => void) | undefined;
+      try {
+        if (has('mappings'))
+          swapMappings = await mappingAdmin.prepareFileMappings(next.files.routes.mappings.mappings, next.config.routeConfig ?? '--route-config');
+      } catch (err) {
+        for (const filter of rebuilt?.created ?? []) filter.close();
+        throw err;
+      }
       return () => {
+        swapMappings?.();
         if (has('log-level')) log.level = next.config.logLevel;
         if (has('routes')) routes = next.files.routes.routes;
         if (rebuilt) {

@@ -106,8 +106,19 @@ export class LiveMappings {
   private added: readonly ServiceMapping[] = [];
   private current: MappingTable;
 
-  constructor(private readonly fromFile: readonly ServiceMapping[]) {
+  constructor(private fromFile: readonly ServiceMapping[]) {
     this.current = new MappingTable(fromFile);
+  }
+
+  /** The routes file's mappings in force. */
+  get file(): readonly ServiceMapping[] {
+    return this.fromFile;
+  }
+
+  /** The routes file changed (a reload); the caller has checked that no key collides with an admin mapping. */
+  replaceFile(mappings: readonly ServiceMapping[]): void {
+    this.fromFile = mappings;
+    this.swap(this.added);
   }
 
   /** See MappingTable.servicesFor; answered from the table in force now. */
