@@ -92,6 +92,26 @@ describe('active health', () => {
     assert.equal(endpoint.lastError, 'GET /health: answered 500');
   });
 
+  it('tells state listeners of health flips and the end of an ejection, not of probes that confirm the state', async () => {
+    const pod = await backend('127.0.0.86');
+    const { registry, prober, endpoint } = proberFor(pod.address, { unhealthyThreshold: 1 });
+    const told: string[] = [];
+    registry.onStateChange((changed) => told.push(`${changed.address} ${changed.usable ? 'usable' : 'out'}`));
+    await prober.probeAll();
+    await prober.probeAll();
+    assert.deepEqual(told, [`${pod.address} usable`], 'the first pass changes health; the second confirms it');
+    pod.state.status = 503;
+    await prober.probeAll();
+    await prober.probeAll();
+    assert.deepEqual(told.slice(1), [`${pod.address} out`]);
+    pod.state.status = 200;
+    await prober.probeAll();
+    endpoint.health.ejected = true;
+    endpoint.health.ejectedUntil = performance.now() - 1;
+    await prober.probeAll();
+    assert.deepEqual(told.slice(2), [`${pod.address} usable`, `${pod.address} usable`], 'back to healthy, then the ejection over');
+  });
+
   it('an unhealthy endpoint returns after --healthy-threshold successes in a row (no flapping)', async () => {
     const pod = await backend('127.0.0.84');
     const { prober, endpoint } = proberFor(pod.address, { unhealthyThreshold: 1, healthyThreshold: 2 });
@@ -115,7 +135,7 @@ describe('active health', () => {
     await prober.probeAll();
     endpoint.health.ejected = true;
     endpoint.health.ejectedUntil = performance.now() + 60_000;
-    registry.usabilityChanged();
+    registry.usabilityChanged(endpoint);
     await prober.probeAll();
     assert.equal(endpoint.usable, false, 'still within the back-off');
     endpoint.health.ejectedUntil = performance.now() - 1;

@@ -38,6 +38,7 @@ export class EndpointRegistry implements EndpointSink {
    */
   private readonly departed = new Map<string, Endpoint>();
   private readonly listeners: MembershipListener[] = [];
+  private readonly stateListeners: ((endpoint: Endpoint) => void)[] = [];
   private byModel = new Map<string, CandidateSet>();
   /** model → owned_by → endpoints; nested so a lookup never builds a key string. */
   private byModelAndEngine = new Map<string, Map<string, CandidateSet>>();
@@ -45,6 +46,11 @@ export class EndpointRegistry implements EndpointSink {
   private engines = new Set<string>();
   /** Set when models, membership or health changed; the index is rebuilt on the next read. */
   private stale = false;
+
+  /** Told when an endpoint's health, ejection or models change (not on every probe that confirms them). */
+  onStateChange(listener: (endpoint: Endpoint) => void): void {
+    this.stateListeners.push(listener);
+  }
 
   onMembership(listener: MembershipListener): void {
     this.listeners.push(listener);
@@ -103,13 +109,14 @@ export class EndpointRegistry implements EndpointSink {
   /** Records what a probe learned; ignored for an endpoint removed meanwhile. */
   update(endpoint: Endpoint, change: { models?: readonly ModelCard[]; healthy?: boolean; error?: string }): void {
     if (this.endpoints.get(endpoint.address) !== endpoint) return;
+    let changed = false;
     if (change.models) {
-      if (!sameModels(endpoint.models, change.models)) this.stale = true;
+      if (!sameModels(endpoint.models, change.models)) changed = true;
       endpoint.models = change.models;
     }
     if (change.healthy !== undefined && change.healthy !== endpoint.healthy) {
       endpoint.healthy = change.healthy;
-      this.stale = true;
+      changed = true;
     }
     if (change.healthy) {
       endpoint.lastSeen = new Date();
@@ -117,11 +124,17 @@ export class EndpointRegistry implements EndpointSink {
     } else if (change.error !== undefined) {
       endpoint.lastError = change.error;
     }
+    if (changed) this.stateChanged(endpoint);
   }
 
-  /** Passive ejection started or ended: the usable subsets change. */
-  usabilityChanged(): void {
+  /** Passive ejection of `endpoint` started or ended: the usable subsets change. */
+  usabilityChanged(endpoint: Endpoint): void {
+    this.stateChanged(endpoint);
+  }
+
+  private stateChanged(endpoint: Endpoint): void {
     this.stale = true;
+    for (const listener of this.stateListeners) listener(endpoint);
   }
 
   /** Endpoints serving `model` (of engine `ownedBy` when given), all and healthy. */

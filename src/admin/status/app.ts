@@ -25,8 +25,10 @@ export function statusApp(deps: StatusDependencies, options: Partial<StatusEvent
   const body = () => JSON.stringify(statusSnapshot(deps));
   const settings = { ...DEFAULT_EVENTS_OPTIONS, ...options };
   const events = new StatusEvents({ body, subscribe: (onChange) => deps.decisions.subscribe(onChange) }, settings);
-  // Joins and departures are announced; the registry has no way to unsubscribe, and with no client it costs a check.
+  // Joins, departures, health and ejections are announced (load and in-flight counts come with the
+  // tick); the registry has no way to unsubscribe, and with no client a change costs a check.
   deps.endpoints.onMembership({ added: events.changed, removed: events.changed });
+  deps.endpoints.onStateChange(events.changed);
 
   const app = new Hono();
   // Answers of this app are OpenAI-style JSON errors like every other admin answer.

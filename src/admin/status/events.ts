@@ -13,7 +13,7 @@ export interface StatusEventsOptions {
   maxClients: number;
   /** At most one snapshot per this many ms, however often things change. */
   minIntervalMs: number;
-  /** How often to look for changes nobody announces (probe verdicts, scraped load, in-flight counts). */
+  /** How often to look for changes nobody announces (scraped load, in-flight counts). */
   tickMs: number;
   heartbeatMs: number;
 }

@@ -66,7 +66,7 @@ export class PassiveHealth {
     const ejectionMs = this.ejectionMs(health.ejections);
     health.ejected = true;
     health.ejectedUntil = now + ejectionMs;
-    this.registry.usabilityChanged();
+    this.registry.usabilityChanged(endpoint);
     this.onEjection(endpoint);
     this.log.warn(
       { endpoint: endpoint.address, name: endpoint.name, failures: health.requestFailures, last, ejectionSeconds: ejectionMs / 1000 },

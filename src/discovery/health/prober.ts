@@ -138,7 +138,7 @@ export class Prober {
       health.ejected = false;
       health.requestFailures = 0;
       health.returnedAt = performance.now();
-      this.registry.usabilityChanged();
+      this.registry.usabilityChanged(endpoint);
       this.log.info({ endpoint: endpoint.address, name: endpoint.name }, 'ejection over and the probe passed: back in rotation');
     }
     this.registry.update(endpoint, { models, healthy });
