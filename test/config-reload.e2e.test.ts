@@ -176,3 +176,24 @@ describe('config reload under live traffic', () => {
     assert.equal(await reloads('ok'), okBefore);
   });
 });
+
+describe('config reload with an external filter in the chain', () => {
+  it('a changed chain builds new external filters without registering their series twice', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'llm-extproc-reload-external-'));
+    const file = join(dir, 'llm-extproc.yaml');
+    const chain = (timeoutMs: number) =>
+      `scheduling:\n  filters:\n    - {type: external-http, name: gate, parameters: {url: "http://127.0.0.9:9/x", timeout_ms: ${timeoutMs}, fail_open: true}}\n`;
+    await writeFile(file, chain(50));
+    const cluster = await startCluster({ flags: [`--config=${file}`] });
+    try {
+      await writeFile(file, chain(60));
+      assert.ok(['applied', 'unchanged'].includes(await cluster.service.reload()), 'the watcher may have applied it first');
+      const reloads = (await cluster.service.metrics.registry.getSingleMetric('llm_extproc_config_reloads_total')!.get()).values;
+      assert.equal(reloads.find((value) => value.labels.result === 'ok')?.value, 1);
+      const answer = await cluster.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN }) });
+      assert.equal(answer.status, 200, 'the new (fail-open) filter runs');
+    } finally {
+      await cluster.close();
+    }
+  });
+});

@@ -4,7 +4,6 @@ import { type Config, effectiveSettings, LIVE_SETTINGS, SECRET_SETTINGS, setting
 import { ConfigError } from '../config/errors.js';
 import { FileChangeWatcher } from '../config/watch.js';
 import type { Metrics } from '../metrics.js';
-import { MappingTable } from '../routing/mappings.js';
 import { loadRouteConfig, type RouteConfig, RouteTable } from '../routing/routes.js';
 import { type ChainSpec, loadChainSpec, PRESET_CHAIN, validateChainSpec } from '../scheduling/plugins.js';
 
@@ -38,7 +37,7 @@ export interface LiveTargets {
 
 /** Reads the route file and the scheduling chain the settings name. */
 export async function loadFiles(config: Config): Promise<LoadedFiles> {
-  const routes = config.routeConfig ? await loadRouteConfig(config.routeConfig) : { routes: new RouteTable(), mappings: new MappingTable() };
+  const routes = config.routeConfig ? await loadRouteConfig(config.routeConfig) : { routes: new RouteTable(), mappings: [] };
   let chainSpec = PRESET_CHAIN;
   if (config.schedulingConfig) chainSpec = await loadChainSpec(config.schedulingConfig);
   else if (config.schedulingSection) chainSpec = validateChainSpec(config.schedulingSection.document, config.schedulingSection.source);
@@ -60,7 +59,7 @@ export async function loadSnapshot(
   const files = await loadFiles(config);
   const values = new Map(settingRows(settings).map((row) => [row.name, JSON.stringify(row.value ?? null)]));
   values.set('routes', JSON.stringify(files.routes.routes.list()));
-  values.set('mappings', JSON.stringify(files.routes.mappings.mappings));
+  values.set('mappings', JSON.stringify(files.routes.mappings));
   values.set('scheduling', JSON.stringify(files.chainSpec));
   return { config, files, values };
 }
@@ -109,7 +108,11 @@ export class ConfigReloader {
       files,
       (changed) => {
         this.log.info({ files: changed }, 'configuration files changed: reloading');
-        void this.reload();
+        // Only a bug gets here (mistakes are ConfigErrors, answered in reloadNow): kept, not fatal.
+        this.reload().catch((err: unknown) => {
+          this.metrics.configReloads.inc({ result: 'failed' });
+          this.log.error({ err }, 'configuration reload failed unexpectedly: the running configuration stays');
+        });
       },
       (err, directory) => this.log.warn({ err, directory }, 'cannot watch configuration files any more: changes need a restart'),
     );

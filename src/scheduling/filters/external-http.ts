@@ -36,9 +36,16 @@ export function createExternalFilters(
   options: ExternalFilterOptions = {},
 ): ExternalHttpFilter[] {
   if (configs.length === 0) return [];
-  const metrics = new ExternalFilterMetrics(registry);
+  // One set of series per registry: a reload that rebuilds the chain makes new filters, not new series.
+  let metrics = metricsByRegistry.get(registry);
+  if (!metrics) {
+    metrics = new ExternalFilterMetrics(registry);
+    metricsByRegistry.set(registry, metrics);
+  }
   return configs.map((config) => new ExternalHttpFilter(config, log, metrics, options));
 }
+
+const metricsByRegistry = new WeakMap<Registry, ExternalFilterMetrics>();
 
 class ExternalFilterMetrics {
   readonly calls: Counter<'plugin' | 'result'>;
