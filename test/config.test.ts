@@ -10,6 +10,7 @@ import { type Config, parseConfig } from '../src/config/config.js';
 import { ConfigError } from '../src/config/errors.js';
 import { parseStaticHost, resolveStaticHosts, staticModelCards } from '../src/discovery/static.js';
 import { createLogger } from '../src/log.js';
+import { MappingTable } from '../src/routing/mappings.js';
 import { loadRouteConfig } from '../src/routing/routes.js';
 import { startSimulator } from '../src/simulator/simulator.js';
 import { EnvoyDouble, type EnvoyResponse } from './support/envoy/envoy-double.js';
@@ -308,14 +309,20 @@ describe('route config files', () => {
         '  - {model: qwen, service_name: qwen-any}',
       ].join('\n'),
     );
-    const { mappings, routes } = await loadRouteConfig(join(dir, 'routes.yaml'));
+    const loaded = await loadRouteConfig(join(dir, 'routes.yaml'));
+    const { routes } = loaded;
+    const mappings = new MappingTable(loaded.mappings);
     assert.equal(routes.list().length, 0);
     assert.deepEqual(mappings.servicesFor('meta-llama/Llama-3.2-1B-Instruct', 'vllm'), ['ms-llama-32-1b-llm-d-modelservice-decode']);
     assert.deepEqual(mappings.servicesFor('meta-llama/Llama-3.2-1B-Instruct', undefined), ['ms-llama-32-1b-llm-d-modelservice-decode', 'llama-sglang']);
     assert.equal(mappings.servicesFor('meta-llama/Llama-3.2-1B-Instruct', 'trtllm'), undefined, 'no mapping for that engine: not pinned');
     assert.deepEqual(mappings.servicesFor('qwen', 'sglang'), ['qwen-any'], 'an any-engine mapping covers every engine');
     assert.equal(mappings.servicesFor('other', undefined), undefined);
-    assert.deepEqual(mappings.services(), ['llama-sglang', 'ms-llama-32-1b-llm-d-modelservice-decode', 'qwen-any']);
+    assert.deepEqual([...new Set(loaded.mappings.map((mapping) => mapping.service_name))].sort(), [
+      'llama-sglang',
+      'ms-llama-32-1b-llm-d-modelservice-decode',
+      'qwen-any',
+    ]);
   });
   it('the example config/routes.json shipped with the project loads', async () => {
     const { routes: table } = await loadRouteConfig(fileURLToPath(new URL('../../config/routes.json', import.meta.url)));

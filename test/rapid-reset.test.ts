@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { extProcPackageDefinition } from '../src/extproc/proto.js';
+import { extProcService } from '../src/extproc/proto.js';
 import type { ProcessingRequest__Output } from '../src/generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
 import { EnvoyDouble } from './support/envoy/envoy-double.js';
 import { type Cluster, chatBody, JSON_HEADERS, QWEN, startCluster } from './support/harness.js';
@@ -52,10 +52,7 @@ describe("Envoy's END_STREAM + RST_STREAM close over one long-lived connection",
 
   it("the same load does trip Node's limiter on a grpc-js server without the fix (so the test above can fail)", async () => {
     const server = new grpc.Server();
-    const definition = grpc.loadPackageDefinition(extProcPackageDefinition()) as unknown as {
-      envoy: { service: { ext_proc: { v3: { ExternalProcessor: grpc.ServiceClientConstructor } } } };
-    };
-    server.addService(definition.envoy.service.ext_proc.v3.ExternalProcessor.service, {
+    server.addService(extProcService().service, {
       Process: (call: grpc.ServerDuplexStream<ProcessingRequest__Output, object>) => {
         call.on('data', (message: ProcessingRequest__Output) => {
           if (message.request === 'request_headers') call.write({ request_headers: {} });

@@ -5,6 +5,7 @@ import type { Endpoint } from '../discovery/endpoint.js';
 import type { EndpointRegistry } from '../discovery/registry.js';
 import type { Metrics } from '../metrics.js';
 import type { SourcedMapping } from '../routing/mappings.js';
+import { freshMetrics } from '../scheduling/scorers/engine-figures.js';
 import { guardWrite, type WritePolicy } from './auth.js';
 import { discoveredServices, servicesObject } from './discovered.js';
 import { badRequest, conflict, errorResponse, notFound } from './errors.js';
@@ -120,7 +121,7 @@ function endpointView(endpoint: Endpoint) {
       last_seen: endpoint.lastSeen?.toISOString() ?? null,
     },
     in_flight: endpoint.inFlight,
-    load: load ? { ...load.metrics, update_time: load.updateTime.toISOString(), fresh: performance.now() < load.freshUntil } : null,
+    load: load ? { ...load.metrics, update_time: load.updateTime.toISOString(), fresh: freshMetrics(endpoint, performance.now()) !== undefined } : null,
     age_seconds: Math.floor((Date.now() - endpoint.discoveredAt) / 1000),
   };
 }

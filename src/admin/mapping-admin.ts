@@ -71,10 +71,10 @@ export class MappingAdmin {
   }
 
   /**
-   * A reload's new routes-file mappings: follows their services and returns the function that
-   * swaps them in (and releases the old ones' services). Rejects with a ConfigError, following
-   * nothing, when one collides with an admin mapping or names an endpoint group that does not
-   * exist; a Kubernetes Service that does not exist (yet) is only logged, as at start.
+   * The routes file's mappings (at start, and after each change): follows their services and
+   * returns the function that swaps them in (and releases the old ones' services). Rejects with a
+   * ConfigError, following nothing, when one collides with an admin mapping or names an endpoint
+   * group that does not exist; a Kubernetes Service that does not exist (yet) is only logged.
    */
   async prepareFileMappings(mappings: readonly ServiceMapping[], source: string): Promise<() => void> {
     const admin = new Set(this.live.admin.map((mapping) => mappingKey(mapping.model, mapping.owned_by)));
@@ -87,24 +87,39 @@ export class MappingAdmin {
         'DELETE /admin/api/routing that mapping first, or leave it out of the file',
       );
     }
-    const followed: ServiceMapping[] = [];
+    // Followed all at once (each waits for its Service's first list); every follow is released on failure.
+    const followed = await Promise.allSettled(mappings.map((mapping) => this.services.follow(mapping.service_name)));
     const releaseAll = (list: readonly ServiceMapping[]) => {
       for (const mapping of list) this.services.release(mapping.service_name);
     };
-    try {
-      for (const [index, mapping] of mappings.entries()) {
-        const problem = await this.services.follow(mapping.service_name);
-        followed.push(mapping);
-        if (problem === undefined) continue;
-        if (this.services.kind === 'endpoint group')
-          throw new ConfigError('--route-config', `${source}: mappings[${index}]: ${problem}`, 'prefix its backends in --static-hosts');
-        this.log.warn({ ...mapping }, `routes-file mapping: ${problem} (yet)`);
+    const fail = (err: ConfigError): never => {
+      releaseAll(mappings.filter((_, index) => followed[index]!.status === 'fulfilled'));
+      throw err;
+    };
+    for (const [index, outcome] of followed.entries()) {
+      const mapping = mappings[index]!;
+      if (outcome.status === 'rejected') {
+        const err = outcome.reason as Error;
+        fail(
+          err instanceof ConfigError
+            ? err
+            : new ConfigError('--route-config', `${source}: cannot follow the mappings' Services: ${err.message}`, 'check the API server and RBAC'),
+        );
       }
-    } catch (err) {
-      releaseAll(followed);
-      throw err instanceof ConfigError
-        ? err
-        : new ConfigError('--route-config', `${source}: cannot follow the mappings' Services: ${(err as Error).message}`, 'check the API server and RBAC');
+      const problem = (outcome as PromiseFulfilledResult<string | undefined>).value;
+      if (problem === undefined) continue;
+      const what = `mapping of ${mapping.model} (${mapping.owned_by ?? 'any engine'})`;
+      if (this.services.kind === 'endpoint group') {
+        fail(
+          new ConfigError(
+            '--route-config',
+            `${source}: the ${what}: ${problem}`,
+            `prefix its backends in --static-hosts, e.g. ${mapping.service_name}=10.0.0.1:8000`,
+          ),
+        );
+      }
+      // A Service may be created after llm-extproc: its requests answer 503 until then.
+      this.log.warn({ model: mapping.model, owned_by: mapping.owned_by, service: mapping.service_name }, `routes-file ${what}: ${problem} (yet)`);
     }
     return () => {
       const before = this.live.file;

@@ -1,14 +1,12 @@
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Config } from '../config/config.js';
-import { ConfigError } from '../config/errors.js';
 import type { EndpointIdentity } from '../discovery/endpoint.js';
 import type { EndpointRegistry } from '../discovery/registry.js';
 import type { KubernetesSourceOptions, ServiceEndpoints } from '../discovery/sources/kubernetes.js';
 import { StaticSource } from '../discovery/sources/static.js';
 import { resolveStaticHosts, type StaticHost, staticModelCards } from '../discovery/static.js';
 import type { DiscoverySource } from '../discovery/types.js';
-import type { ServiceMapping } from '../routing/mappings.js';
 
 /** Discovery as the service runs it: the source of backends and what mappings' `service_name` resolves to. */
 export interface RunningDiscovery {
@@ -45,14 +43,12 @@ export interface DiscoveryOptions {
 }
 
 /**
- * Starts the source --service-discovery names and waits for its first complete picture and for the
- * endpoints of every Service or group the routes file maps. A source that cannot get it rejects
- * with a ConfigError naming what is wrong, and so does a mapping naming an endpoint group that no
- * --static-hosts entry is in: a start-up error, exit 2.
+ * Starts the source --service-discovery names and waits for its first complete picture. A source
+ * that cannot get it rejects with a ConfigError naming what is wrong: a start-up error, exit 2.
+ * The Services or groups that mappings name are followed through `services` (MappingAdmin).
  */
 export async function startDiscovery(
   config: Config,
-  fileMappings: readonly ServiceMapping[],
   endpoints: EndpointRegistry,
   metricsRegistry: Registry,
   log: Logger,
@@ -90,22 +86,7 @@ export async function startDiscovery(
   };
   source.start(endpoints);
   try {
-    const followed = Promise.all(fileMappings.map(async (mapping) => ({ mapping, problem: await services.follow(mapping.service_name) })));
-    followed.catch(() => {}); // awaited below, unless the source fails first
     await source.synced;
-    for (const { mapping, problem } of await followed) {
-      if (problem === undefined) continue;
-      const what = `mapping of ${mapping.model} (${mapping.owned_by ?? 'any engine'})`;
-      if (services.kind === 'endpoint group') {
-        throw new ConfigError(
-          '--route-config',
-          `${config.routeConfig}: the ${what}: ${problem}`,
-          `prefix its backends in --static-hosts, e.g. ${mapping.service_name}=10.0.0.1:8000`,
-        );
-      }
-      // A Service may be created after llm-extproc: its requests answer 503 until then.
-      log.warn({ model: mapping.model, owned_by: mapping.owned_by, service: mapping.service_name }, `routes-file ${what}: ${problem} (yet)`);
-    }
   } catch (err) {
     await running.stop();
     throw err;

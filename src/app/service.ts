@@ -18,7 +18,7 @@ import { RateLimiter } from '../protection/rate-limit.js';
 import { StreamShedding } from '../protection/shedding.js';
 import { LiveMappings } from '../routing/mappings.js';
 import { createExternalFilters, type ExternalHttpFilter } from '../scheduling/filters/external-http.js';
-import { parseExternalFilters } from '../scheduling/filters/external-http-config.js';
+import { type ExternalFilterConfig, parseExternalFilters } from '../scheduling/filters/external-http-config.js';
 import type { RoutingLogic } from '../scheduling/pickers.js';
 import { buildChain, type ChainSpec } from '../scheduling/plugins.js';
 import { Scheduler } from '../scheduling/scheduler.js';
@@ -86,36 +86,41 @@ export async function startService(config: Config, log: Logger, options: Service
     grpcTls?.close();
     adminTls?.close();
   };
-  discovery = await startDiscovery(config, mappings.mappings, endpoints, metrics.registry, log, options).catch((err: unknown) => {
+  discovery = await startDiscovery(config, endpoints, metrics.registry, log, options).catch((err: unknown) => {
     closeTls();
     throw err;
   });
   const { source, services } = discovery;
   // Routes-file and admin mappings, one table the scheduler reads; the state file adds the saved ones.
-  const liveMappings = new LiveMappings(mappings.mappings);
+  const liveMappings = new LiveMappings([]);
   const mappingAdmin = new MappingAdmin(liveMappings, services, config.stateFile === undefined ? undefined : new StateFile(config.stateFile, log), log);
-  await mappingAdmin.restore().catch(async (err: unknown) => {
+  try {
+    (await mappingAdmin.prepareFileMappings(mappings, config.routeConfig ?? '--route-config'))();
+    await mappingAdmin.restore();
+  } catch (err) {
     closeTls();
     await discovery.stop();
     throw err;
-  });
+  }
   const passive = new PassiveHealth(endpoints, passiveOptions(config), () => metrics.ejections.inc(), log);
-  let externalFilters: ExternalHttpFilter[] = [];
   /** Builds a chain; the external filters it creates are returned for closing when it is replaced. */
   const makeChain = (spec: ChainSpec, routingLogic: RoutingLogic) => {
-    const created: ExternalHttpFilter[] = [];
-    const chain = buildChain(spec, routingLogic, {
-      fromEnv: externalConfigs,
-      create: (configs) => {
-        created.push(...createExternalFilters(configs, log, metrics.registry, { destinationHeader: config.destinationHeader }));
-        return created;
-      },
-    });
-    return { chain, created };
+    let created: ExternalHttpFilter[] = [];
+    const create = (configs: readonly ExternalFilterConfig[]) => {
+      created = createExternalFilters(configs, log, metrics.registry, { destinationHeader: config.destinationHeader });
+      return created;
+    };
+    try {
+      const chain = buildChain(spec, routingLogic, { fromEnv: externalConfigs, create });
+      return { chain, created };
+    } catch (err) {
+      // A mistake found after the filters were made (a later plugin): theirs are closed here.
+      for (const filter of created) filter.close();
+      throw err;
+    }
   };
-  const built = makeChain(files.chainSpec, config.routingLogic);
-  const chain = built.chain;
-  externalFilters = built.created;
+  const { chain, created } = makeChain(files.chainSpec, config.routingLogic);
+  let externalFilters = created;
   const scheduler = new Scheduler(endpoints, chain, {
     onOutcome: (endpoint, outcome) => passive.record(endpoint, outcome),
     pins: { mappings: liveMappings, addresses: (name) => services.addresses(name) },
@@ -170,8 +175,7 @@ export async function startService(config: Config, log: Logger, options: Service
       const rebuilt = has('routing-logic', 'scheduling') ? makeChain(next.files.chainSpec, next.config.routingLogic) : undefined;
       let swapMappings: (() => void) | undefined;
       try {
-        if (has('mappings'))
-          swapMappings = await mappingAdmin.prepareFileMappings(next.files.routes.mappings.mappings, next.config.routeConfig ?? '--route-config');
+        if (has('mappings')) swapMappings = await mappingAdmin.prepareFileMappings(next.files.routes.mappings, next.config.routeConfig ?? '--route-config');
       } catch (err) {
         for (const filter of rebuilt?.created ?? []) filter.close();
         throw err;
@@ -200,7 +204,7 @@ export async function startService(config: Config, log: Logger, options: Service
       };
     },
   };
-  const reloader = initial && options.argv ? new ConfigReloader(options.argv, env, initial, live, metrics, log) : undefined;
+  const reloader = initial && new ConfigReloader(options.argv!, env, initial, live, metrics, log);
   // Ready = the source has its first picture (above) and every endpoint in it has been probed once.
   const readiness = (): Readiness => (grpc.draining ? 'draining' : prober.completedRounds > 0 ? 'ready' : 'starting');
   const status = statusApp({

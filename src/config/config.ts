@@ -730,11 +730,12 @@ function requestHeaderName(flag: FlagName, value: string): string {
   return name;
 }
 
+/** A header llm-extproc sets: Envoy refuses ext_proc mutations of x-envoy-* ones. */
 function headerName(flag: FlagName, value: string): string {
-  const name = value.trim().toLowerCase();
-  const hint = `e.g. the default ${FLAGS[flag][1]}`;
-  if (!HEADER_NAME.test(name)) throw new ConfigError(`--${flag}`, `"${value}" is not a valid header name`, hint);
-  if (name.startsWith('x-envoy-')) throw new ConfigError(`--${flag}`, `"${value}": Envoy refuses ext_proc mutations of x-envoy-* headers`, hint);
+  const name = requestHeaderName(flag, value);
+  if (name.startsWith('x-envoy-')) {
+    throw new ConfigError(`--${flag}`, `"${value}": Envoy refuses ext_proc mutations of x-envoy-* headers`, `e.g. the default ${FLAGS[flag][1]}`);
+  }
   return name;
 }
 

@@ -26,7 +26,7 @@ export interface SettingShape {
 
 export type SettingShapes = Readonly<Record<string, SettingShape>>;
 
-export const ENV_PREFIX = 'LLM_EXTPROC_';
+const ENV_PREFIX = 'LLM_EXTPROC_';
 
 /** The top-level key of the config file that holds the scheduling chain (--scheduling-config's format). */
 export const SCHEDULING_KEY = 'scheduling';

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { type FSWatcher, readFileSync, watch } from 'node:fs';
-import { basename, dirname, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 
 /** Editors and `kubectl` write a file in several steps; changes this close together make one reload. */
 const SETTLE_MS = 200;
@@ -29,11 +29,6 @@ export class FileChangeWatcher {
       watcher.on('error', (err) => this.onError(err, directory));
       this.watchers.push(watcher);
     }
-  }
-
-  /** The watched files, by name, for logs. */
-  get files(): string[] {
-    return [...this.hashes.keys()].map((path) => basename(path));
   }
 
   close(): void {

@@ -52,7 +52,7 @@ interface Identity {
 const SEPARATOR = /^---[ \t]*\n/m;
 
 /** The text of each document of a multi-document file; joined with "---\n" they give the file back. */
-export function splitDocuments(text: string): string[] {
+function splitDocuments(text: string): string[] {
   return text.split(SEPARATOR);
 }
 

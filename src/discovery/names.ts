@@ -1,5 +1,5 @@
 /** Kubernetes Service names, and so endpoint group names, are DNS-1035 labels. */
-const DNS_1035_LABEL = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
+export const DNS_1035_LABEL = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 /** Why `name` cannot name a Service or an endpoint group, or undefined when it can. */
 export function groupNameProblem(name: string): string | undefined {

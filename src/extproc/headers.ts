@@ -72,8 +72,7 @@ export function responseStatus(list: readonly HeaderValue__Output[]): number | u
   for (const header of list) {
     if (header.key !== ':status') continue;
     const text = header.raw_value && header.raw_value.length > 0 ? header.raw_value.toString('latin1') : (header.value ?? '');
-    const status = /^\d{3}$/.test(text) ? Number(text) : NaN;
-    return Number.isNaN(status) ? undefined : status;
+    return /^\d{3}$/.test(text) ? Number(text) : undefined;
   }
   return undefined;
 }

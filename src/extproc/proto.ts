@@ -1,4 +1,5 @@
 import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 
 /** Directory holding llm-extproc's own copies of Envoy's protos. */
@@ -26,4 +27,15 @@ let cached: protoLoader.PackageDefinition | undefined;
 export function extProcPackageDefinition(): protoLoader.PackageDefinition {
   cached ??= protoLoader.loadSync(EXT_PROC_PROTO, LOADER_OPTIONS);
   return cached;
+}
+
+/**
+ * The ExternalProcessor service as grpc-js loads it: `.service` for a server, `new` for a client.
+ * `T` narrows the constructor to a generated client type.
+ */
+export function extProcService<T = grpc.ServiceClientConstructor>(): T {
+  const definition = grpc.loadPackageDefinition(extProcPackageDefinition()) as unknown as {
+    envoy: { service: { ext_proc: { v3: { ExternalProcessor: T } } } };
+  };
+  return definition.envoy.service.ext_proc.v3.ExternalProcessor;
 }

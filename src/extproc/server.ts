@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { ExternalProcessorHandlers } from '../generated/envoy/service/ext_proc/v3/ExternalProcessor.js';
 import { joinHostPort } from '../net-address.js';
 import { serializeOutgoing } from './encoded.js';
-import { EXT_PROC_SERVICE, extProcPackageDefinition } from './proto.js';
+import { EXT_PROC_SERVICE, extProcService } from './proto.js';
 import { DestinationAnswers } from './responses.js';
 import { type ExtProcCall, ExtProcStream, type StreamObserver, type StreamSettings } from './stream.js';
 import type { RequestRouter } from './types.js';
@@ -67,9 +67,6 @@ export class ExtProcServer {
     if (!raiseStreamResetLimits(this.server)) {
       log.warn('this grpc-js version hides its HTTP/2 server options: Envoy-style stream resets may trigger GOAWAY');
     }
-    const definition = grpc.loadPackageDefinition(extProcPackageDefinition()) as unknown as {
-      envoy: { service: { ext_proc: { v3: { ExternalProcessor: grpc.ServiceClientConstructor } } } };
-    };
     const answers = new DestinationAnswers(options.destinationHeader, options.routedToHeader);
     const handlers: ExternalProcessorHandlers = {
       Process: (call) => {
@@ -84,7 +81,7 @@ export class ExtProcServer {
         new ExtProcStream(call as unknown as ExtProcCall, router, options, answers, observer, log);
       },
     };
-    const service = definition.envoy.service.ext_proc.v3.ExternalProcessor.service;
+    const service = extProcService().service;
     // Answers encoded ahead of time are written as they are (see encoded.ts).
     const process = { ...service.Process!, responseSerialize: serializeOutgoing };
     this.server.addService({ ...service, Process: process }, handlers);

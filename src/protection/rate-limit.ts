@@ -10,7 +10,7 @@ export interface BucketSettings {
   burst: number;
 }
 
-export const LIMIT_KINDS = ['model', 'owned_by', 'tenant'] as const;
+const LIMIT_KINDS = ['model', 'owned_by', 'tenant'] as const;
 /** What a bucket is keyed by; also the `limit` label of llm_extproc_rate_limited_total. */
 export type LimitKind = (typeof LIMIT_KINDS)[number];
 
@@ -86,7 +86,9 @@ export class RateLimiter {
     const held: Held[] = [];
     for (const store of this.stores.values()) {
       const key = store.kind === 'model' ? model : store.kind === 'owned_by' ? ownedBy : headers.get(this.tenantHeader) || undefined;
-      if (key !== undefined) held.push({ store, key, bucket: store.bucket(key, now) });
+      if (key === undefined) continue;
+      const stored = storedKey(key);
+      held.push({ store, key, stored, bucket: store.bucket(stored, now) });
     }
     // The limit that frees last sets retry-after: a request waiting less would be refused again.
     let refusing: Held | undefined;
@@ -99,7 +101,7 @@ export class RateLimiter {
       }
     }
     if (refusing === undefined) {
-      for (const { store, key, bucket } of held) store.take(key, bucket, now);
+      for (const { store, stored, bucket } of held) store.take(stored, bucket, now);
       return undefined;
     }
     this.options.limited?.(refusing.store.kind);
@@ -109,7 +111,9 @@ export class RateLimiter {
 
 interface Held {
   store: BucketStore;
+  /** As the request carries it (for the message), and as the store keys it. */
   key: string;
+  stored: string;
   bucket: TokenBucket;
 }
 
@@ -138,17 +142,17 @@ class BucketStore {
     this.buckets = new TtlLru(maxKeys, Math.max(1, Math.ceil((settings.burst / settings.rate) * 1000)));
   }
 
-  /** The key's bucket refilled to `now`; a new (full) one is stored only when a token is taken. */
-  bucket(key: string, now: number): TokenBucket {
-    const bucket = this.buckets.get(storedKey(key), now);
+  /** The bucket of `stored` (a storedKey) refilled to `now`; a new (full) one is stored only when a token is taken. */
+  bucket(stored: string, now: number): TokenBucket {
+    const bucket = this.buckets.get(stored, now);
     if (bucket === undefined) return new TokenBucket(this.settings.burst, now);
     bucket.refill(this.settings, now);
     return bucket;
   }
 
-  take(key: string, bucket: TokenBucket, now: number): void {
+  take(stored: string, bucket: TokenBucket, now: number): void {
     bucket.tokens -= 1;
-    this.buckets.set(storedKey(key), bucket, now);
+    this.buckets.set(stored, bucket, now);
   }
 }
 

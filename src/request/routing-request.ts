@@ -118,8 +118,9 @@ export function readRoutingRequest(
   model ||= modelHeader(headers, limits) || route?.model;
 
   if (ownedBy === undefined) {
-    ownedBy = headEngine(headers, fullPath, queryStart, limits);
-    if (ownedBy !== undefined) ownedBySource = headers.get(OWNED_BY_HEADER) ? 'header' : 'query';
+    const head = headEngine(headers, fullPath, queryStart, limits);
+    ownedBy = head?.value;
+    ownedBySource = head?.source;
   }
   if (ownedBy === undefined && route?.owned_by) {
     ownedBy = route.owned_by;
@@ -144,13 +145,18 @@ function modelHeader(headers: RequestHeaders, limits: InputLimits): string | und
   return bounded(headers.get(MODEL_HEADER), `header ${MODEL_HEADER}`, limits.maxModelBytes, 'invalid_model');
 }
 
-/** The engine selector of the header, else of the query (`queryStart` -1: none); undefined when neither names one. */
-function headEngine(headers: RequestHeaders, fullPath: string, queryStart: number, limits: InputLimits): string | undefined {
+/** The engine selector of the header, else of the query (`queryStart` -1: none), and which; undefined when neither names one. */
+function headEngine(
+  headers: RequestHeaders,
+  fullPath: string,
+  queryStart: number,
+  limits: InputLimits,
+): { value: string; source: 'header' | 'query' } | undefined {
   const header = headers.get(OWNED_BY_HEADER);
-  if (header) return bounded(header, `header ${OWNED_BY_HEADER}`, limits.maxOwnedByBytes, 'invalid_owned_by');
+  if (header) return { value: bounded(header, `header ${OWNED_BY_HEADER}`, limits.maxOwnedByBytes, 'invalid_owned_by'), source: 'header' };
   if (queryStart === -1) return undefined;
   const query = new URLSearchParams(fullPath.slice(queryStart + 1)).get(OWNED_BY_QUERY);
-  return query ? bounded(query, `query ${OWNED_BY_QUERY}`, limits.maxOwnedByBytes, 'invalid_owned_by') : undefined;
+  return query ? { value: bounded(query, `query ${OWNED_BY_QUERY}`, limits.maxOwnedByBytes, 'invalid_owned_by'), source: 'query' } : undefined;
 }
 
 /** A wanted body key's string (undefined when absent or null); 400 for another type or one over `limit` bytes. */

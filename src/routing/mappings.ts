@@ -46,11 +46,6 @@ export class MappingTable {
     const engines = this.byEngine.get(model);
     return engines?.get(ownedBy) ?? engines?.get('');
   }
-
-  /** Every Service some mapping names. */
-  services(): string[] {
-    return [...new Set(this.mappings.map((mapping) => mapping.service_name))].sort();
-  }
 }
 
 export function validateMappings(list: unknown, source: string): ServiceMapping[] {

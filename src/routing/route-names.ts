@@ -3,7 +3,7 @@ import { clip } from '../request/limits.js';
 import type { RouteTable } from './routes.js';
 
 /** Distinct unknown names logged per route table; more are only counted. */
-export const MAX_LOGGED_UNKNOWN_ROUTE_NAMES = 64;
+const MAX_LOGGED_UNKNOWN_ROUTE_NAMES = 64;
 
 /**
  * Notices route names Envoy sends (attribute `xds.route_name`) that the routes file lacks: a

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../config/errors.js';
-import { MappingTable, validateMappings } from './mappings.js';
+import { type ServiceMapping, validateMappings } from './mappings.js';
 
 /**
  * One entry of the route file (seed 004's routes.json): requests whose path starts with
@@ -61,7 +61,7 @@ export class RouteTable {
 /** What a route file holds: path routes and (model, owned_by) → Service mappings. */
 export interface RouteConfig {
   routes: RouteTable;
-  mappings: MappingTable;
+  mappings: readonly ServiceMapping[];
 }
 
 /** Loads a route file: a JSON or YAML array of routes, or an object with `routes` and/or `mappings`. */
@@ -87,10 +87,10 @@ export async function loadRouteConfig(file: string): Promise<RouteConfig> {
     if (unknown !== undefined) throw routeError(`${file}: "${unknown}" is not a known section (routes, mappings)`);
     return {
       routes: new RouteTable(record.routes === undefined ? [] : validateRoutes(record.routes, file)),
-      mappings: new MappingTable(record.mappings === undefined ? [] : validateMappings(record.mappings, file)),
+      mappings: record.mappings === undefined ? [] : validateMappings(record.mappings, file),
     };
   }
-  return { routes: new RouteTable(validateRoutes(document, file)), mappings: new MappingTable() };
+  return { routes: new RouteTable(validateRoutes(document, file)), mappings: [] };
 }
 
 export function validateRoutes(list: unknown, source: string): Route[] {

@@ -4,13 +4,13 @@ import type { TlsMaterial } from './material.js';
 import type { CertificateWatcher } from './watcher.js';
 
 /** `https.createServer` options for a certificate set (with a client CA: client certificates required). */
-export function httpsOptions(material: TlsMaterial): ServerOptions {
+function httpsOptions(material: TlsMaterial): ServerOptions {
   const { cert, key, ca } = material;
   return ca ? { cert, key, ca, requestCert: true, rejectUnauthorized: true } : { cert, key };
 }
 
 /** New TLS connections to `server` get each certificate the watcher loads; open ones keep theirs. */
-export function followRotation(server: { setSecureContext(options: ServerOptions): void }, watcher: CertificateWatcher): void {
+function followRotation(server: { setSecureContext(options: ServerOptions): void }, watcher: CertificateWatcher): void {
   watcher.subscribe((material) => server.setSecureContext(httpsOptions(material)));
 }
 

@@ -1,6 +1,5 @@
-import { type FSWatcher, watch } from 'node:fs';
-import { dirname } from 'node:path';
 import type { Logger } from 'pino';
+import { FileChangeWatcher } from '../config/watch.js';
 import { loadTlsMaterial, TlsFileError, type TlsFiles, type TlsMaterial } from './material.js';
 
 /** Which port a watcher serves, as the logs and `llm_extproc_tls_reloads_total{port}` name it. */
@@ -17,16 +16,14 @@ export interface WatcherOptions {
 }
 
 /**
- * The current certificate of a TLS port, kept in step with its files. The directories holding
- * them are watched (not the files: cert-manager's Secret volumes swap a `..data` symlink, and an
- * editor or `mv` replaces the file, both of which a watch on the file itself would miss). A change
- * is read and checked in full; only a working set replaces the current one, so a half-written or
+ * The current certificate of a TLS port, kept in step with its files (watched as FileChangeWatcher
+ * does: their directories, so cert-manager's `..data` symlink swaps and `mv` count). A change is
+ * read and checked in full; only a working set replaces the current one, so a half-written or
  * broken file leaves the port serving its last good certificate.
  */
 export class CertificateWatcher {
-  private readonly watchers: FSWatcher[] = [];
+  private readonly watcher: FileChangeWatcher;
   private readonly listeners = new Set<(material: TlsMaterial) => void>();
-  private timer: NodeJS.Timeout | undefined;
   /** Reloads run one after the other. */
   private reloads: Promise<unknown> = Promise.resolve();
 
@@ -41,14 +38,12 @@ export class CertificateWatcher {
     private readonly options: WatcherOptions,
   ) {
     const paths = [files.cert, files.key, files.clientCa].flatMap((file) => (file ? [file.path] : []));
-    for (const dir of new Set(paths.map((path) => dirname(path)))) {
-      // Not persistent: the servers keep the process alive, a watch must not.
-      const watcher = watch(dir, { persistent: false }, () => this.changed());
-      watcher.on('error', (err) =>
-        options.log.warn({ port: options.port, dir, err: err.message }, `cannot watch ${dir}: TLS files there are no longer reloaded`),
-      );
-      this.watchers.push(watcher);
-    }
+    this.watcher = new FileChangeWatcher(
+      paths,
+      () => void this.reload(),
+      (err, dir) => options.log.warn({ port: options.port, dir, err: err.message }, `cannot watch ${dir}: TLS files there are no longer reloaded`),
+      options.settleMs ?? 100,
+    );
   }
 
   get current(): TlsMaterial {
@@ -69,15 +64,8 @@ export class CertificateWatcher {
   }
 
   close(): void {
-    clearTimeout(this.timer);
-    for (const watcher of this.watchers) watcher.close();
+    this.watcher.close();
     this.listeners.clear();
-  }
-
-  private changed(): void {
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.reload(), this.options.settleMs ?? 100);
-    this.timer.unref();
   }
 
   private async readAgain(): Promise<ReloadResult | 'unchanged'> {

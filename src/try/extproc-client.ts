@@ -6,7 +6,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { EnumTypeDefinition } from '@grpc/proto-loader';
-import { extProcPackageDefinition } from '../extproc/proto.js';
+import { extProcPackageDefinition, extProcService } from '../extproc/proto.js';
 import type { ExternalProcessorClient } from '../generated/envoy/service/ext_proc/v3/ExternalProcessor.js';
 import type { ProcessingRequest } from '../generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
 import type { ProcessingResponse__Output } from '../generated/envoy/service/ext_proc/v3/ProcessingResponse.js';
@@ -52,9 +52,6 @@ export class ExtProcClient {
   private readonly client: ExternalProcessorClient;
 
   constructor(options: ExtProcClientOptions) {
-    const definition = grpc.loadPackageDefinition(extProcPackageDefinition()) as unknown as {
-      envoy: { service: { ext_proc: { v3: { ExternalProcessor: ExternalProcessorConstructor } } } };
-    };
     const { tls } = options;
     const credentials = tls ? grpc.credentials.createSsl(tls.ca ?? null, tls.key ?? null, tls.cert ?? null) : grpc.credentials.createInsecure();
     const channelOptions: grpc.ChannelOptions = {
@@ -63,7 +60,8 @@ export class ExtProcClient {
       'grpc.max_send_message_length': -1,
       ...(tls?.serverName ? { 'grpc.ssl_target_name_override': tls.serverName, 'grpc.default_authority': tls.serverName } : {}),
     };
-    this.client = new definition.envoy.service.ext_proc.v3.ExternalProcessor(options.target, credentials, channelOptions);
+    const ExternalProcessor = extProcService<ExternalProcessorConstructor>();
+    this.client = new ExternalProcessor(options.target, credentials, channelOptions);
   }
 
   /**

@@ -14,7 +14,7 @@ import { compareWithName, EQUAL } from '../request/json-string.js';
 import { readUsage, type SkipListener, type TokenUsage, type UsageReader } from './usage.js';
 
 /** A top-level `usage` value longer than this is not read (OpenAI's, with its details, is under 1 KiB). */
-export const MAX_USAGE_BYTES = 64 * 1024;
+const MAX_USAGE_BYTES = 64 * 1024;
 
 const USAGE = Buffer.from('usage');
 /** Escapes take at most 6 bytes per byte of the name, so a longer key cannot be `usage`. */

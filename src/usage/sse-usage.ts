@@ -1,7 +1,7 @@
 import { readUsage, type SkipListener, type TokenUsage, type UsageReader } from './usage.js';
 
 /** An SSE event's data longer than this is dropped, not buffered (a usage chunk is a few hundred bytes). */
-export const MAX_EVENT_BYTES = 1024 * 1024;
+const MAX_EVENT_BYTES = 1024 * 1024;
 
 const LF = 0x0a;
 const CR = 0x0d;

@@ -11,11 +11,6 @@ export type { MappingView, StatusDependencies } from './snapshot.js';
 export const STATUS_API = '/admin/api/status';
 const EVENTS = `${STATUS_API}/events`;
 
-/** Whether the status app serves `path` (for a server that mounts it beside routes of its own). */
-export function isStatusPath(path: string): boolean {
-  return path === '/' || path === STATUS_API || path === EVENTS;
-}
-
 /**
  * The live status page: `GET /` (the page), `GET /admin/api/status` (the JSON snapshot it renders)
  * and `GET /admin/api/status/events` (the same snapshots as server-sent events). Read-only and

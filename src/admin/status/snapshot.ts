@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Endpoint } from '../../discovery/endpoint.js';
 import type { EndpointRegistry } from '../../discovery/registry.js';
+import { freshMetrics } from '../../scheduling/scorers/engine-figures.js';
 import type { DecisionLog, DecisionView, RefusalView } from './decision-log.js';
 
 /** A routing mapping and where it came from (route file, admin API, ...). */
@@ -91,7 +92,7 @@ function endpointStatus(endpoint: Endpoint): EndpointStatus {
             waiting: metrics.waiting_queue_size,
             kv_cache_percent: metrics.kv_cache_usage_percent,
             scraped_at: endpoint.load.updateTime.getTime(),
-            fresh: performance.now() <= endpoint.load.freshUntil,
+            fresh: freshMetrics(endpoint, performance.now()) !== undefined,
           }
         : null,
     last_seen: endpoint.lastSeen?.getTime() ?? null,

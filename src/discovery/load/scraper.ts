@@ -74,7 +74,6 @@ export class LoadScraper {
   private readonly pending = new Set<Promise<void>>();
   private readonly limiter: Limiter;
   private options: LoadScraperOptions;
-  private timeoutMs: number;
   private readonly scrapes: Counter<'result'>;
   private timer: NodeJS.Timeout | undefined;
   private round: Promise<void> | undefined;
@@ -90,7 +89,6 @@ export class LoadScraper {
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`LoadScraper: concurrency must be a positive integer, got ${concurrency}`);
     this.limiter = new Limiter(concurrency);
     this.options = options;
-    this.timeoutMs = Math.min(options.timeoutMs, options.intervalMs);
 
     this.scrapes = new Counter({
       name: 'llm_extproc_engine_scrapes_total',
@@ -136,10 +134,7 @@ export class LoadScraper {
 
   /** Scrapes every endpoint now and then every interval; resolves when the first round has ended. */
   start(): Promise<void> {
-    if (!this.timer) {
-      this.timer = setInterval(() => this.tick(), this.options.intervalMs);
-      this.timer.unref();
-    }
+    if (!this.timer) this.schedule();
     return this.scrapeAll();
   }
 
@@ -148,12 +143,13 @@ export class LoadScraper {
     checkTimes(options);
     const intervalChanged = options.intervalMs !== this.options.intervalMs;
     this.options = { ...options, concurrency: this.options.concurrency };
-    this.timeoutMs = Math.min(options.timeoutMs, options.intervalMs);
-    if (this.timer && intervalChanged) {
-      clearInterval(this.timer);
-      this.timer = setInterval(() => this.tick(), options.intervalMs);
-      this.timer.unref();
-    }
+    if (this.timer && intervalChanged) this.schedule();
+  }
+
+  private schedule(): void {
+    clearInterval(this.timer);
+    this.timer = setInterval(() => this.tick(), this.options.intervalMs);
+    this.timer.unref();
   }
 
   /** No more scrapes; resolves once those under way have ended (within the timeout). */
@@ -238,7 +234,10 @@ export class LoadScraper {
   private async fetchLoad(endpoint: Endpoint): Promise<Outcome> {
     let body: Buffer;
     try {
-      body = await probeGet(endpoint.baseUrl, '/metrics', { timeoutMs: this.timeoutMs, maxBytes: MAX_METRICS_ANSWER_BYTES });
+      body = await probeGet(endpoint.baseUrl, '/metrics', {
+        timeoutMs: Math.min(this.options.timeoutMs, this.options.intervalMs),
+        maxBytes: MAX_METRICS_ANSWER_BYTES,
+      });
     } catch (err) {
       if (err instanceof ProbeError) return { result: RESULT_OF_FAILURE[err.failure], reason: err.message };
       return { result: 'transport_error', reason: `GET /metrics: ${(err as Error).message}` };

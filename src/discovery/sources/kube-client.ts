@@ -75,12 +75,7 @@ export function loadKubeConnection(given: KubeConfig | undefined, environment: K
 function inCluster(host: string, port: string, root: string): KubeConfig {
   const scheme = port === '80' || port === '8080' || port === '8001' ? 'http' : 'https';
   const kc = new KubeConfig();
-  let namespace: string | undefined;
-  try {
-    namespace = readFileSync(`${root}${SERVICE_ACCOUNT_DIR}/namespace`, 'utf8').trim() || undefined;
-  } catch {
-    namespace = undefined;
-  }
+  // The context names no namespace: every call passes one (resolveNamespace reads the service account's).
   kc.loadFromOptions({
     clusters: [
       {
@@ -91,7 +86,7 @@ function inCluster(host: string, port: string, root: string): KubeConfig {
       },
     ],
     users: [{ name: 'inClusterUser', authProvider: { name: 'tokenFile', config: { tokenFile: `${root}${SERVICE_ACCOUNT_DIR}/token` } } }],
-    contexts: [{ name: 'inClusterContext', cluster: 'inCluster', user: 'inClusterUser', namespace }],
+    contexts: [{ name: 'inClusterContext', cluster: 'inCluster', user: 'inClusterUser' }],
     currentContext: 'inClusterContext',
   });
   return kc;

@@ -4,6 +4,7 @@ import type { Registry } from 'prom-client';
 import type { KubernetesDiscoveryConfig } from '../../config/config.js';
 import type { ConfigError } from '../../config/errors.js';
 import { joinHostPort } from '../../net-address.js';
+import { DNS_1035_LABEL } from '../names.js';
 import {
   classifyFailure,
   type KubeConnection,
@@ -29,9 +30,7 @@ export type ServiceLookup =
 
 /** Why `name` cannot be a Service name (a DNS-1035 label), or undefined when it can. */
 export function serviceNameProblem(name: string): string | undefined {
-  return /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/.test(name)
-    ? undefined
-    : `"${name}" is not a Service name: at most 63 lower-case letters, digits and "-", starting with a letter`;
+  return DNS_1035_LABEL.test(name) ? undefined : `"${name}" is not a Service name: at most 63 lower-case letters, digits and "-", starting with a letter`;
 }
 
 interface WatchedService {

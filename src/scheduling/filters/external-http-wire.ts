@@ -18,22 +18,13 @@ export const MAX_ANSWER_BYTES = 1024 * 1024;
 
 /**
  * `{"sched_context": {"request": {...}, "pods": [all]}, "pods": [candidates]}`. Each endpoint's
- * JSON is built once per call, so a candidate also in `sched_context.pods` costs one serialisation.
+ * JSON comes from podJson's cache, so a pod in both lists costs no second serialisation.
  * `omitHeader` (the destination header llm-extproc itself sets) is not sent.
  */
 export function requestBody(request: SchedulingRequest, candidates: readonly Endpoint[], prompt: string, omitHeader: string): string {
-  const pods = new Map<Endpoint, string>();
   const list = (endpoints: readonly Endpoint[]): string => {
     let out = '[';
-    for (let i = 0; i < endpoints.length; i++) {
-      const endpoint = endpoints[i]!;
-      let json = pods.get(endpoint);
-      if (json === undefined) {
-        json = podJson(endpoint);
-        pods.set(endpoint, json);
-      }
-      out += i === 0 ? json : `,${json}`;
-    }
+    for (let i = 0; i < endpoints.length; i++) out += i === 0 ? podJson(endpoints[i]!) : `,${podJson(endpoints[i]!)}`;
     return `${out}]`;
   };
   const sent = {

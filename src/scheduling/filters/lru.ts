@@ -64,14 +64,6 @@ export class TtlLru<V> {
     entries.set(key, { value, expiresAt });
   }
 
-  delete(key: string): boolean {
-    return this.entries.delete(key);
-  }
-
-  clear(): void {
-    this.entries.clear();
-  }
-
   /** Drops the expired entries, which are all at the front. */
   private dropExpired(now: number): void {
     const entries = this.entries;

@@ -83,6 +83,8 @@ import type { Endpoint } from '../../discovery/endpoint.js';
 import { SCAN_SLICE_BYTES, type ScanResult, scanTopLevel, scanTopLevelSliced, WantedKeys } from '../../request/json-scan.js';
 import { needsSlicedScan } from '../../request/routing-request.js';
 import { HEADER_NAME } from '../../wire-names.js';
+import { SCHEDULING_CONFIG_FLAG } from '../plugin-params.js';
+import { freshMetrics } from '../scorers/engine-figures.js';
 import type { Filter, PickListener, SchedulingRequest } from '../types.js';
 import { TtlLru } from './lru.js';
 
@@ -186,12 +188,10 @@ export class SessionAffinityFilter implements Filter, PickListener {
 
   private overloaded(endpoint: Endpoint, now: number): boolean {
     if (endpoint.inFlight > this.options.maxInFlight) return true;
-    const load = endpoint.load;
-    return load !== undefined && now <= load.freshUntil && load.metrics.waiting_queue_size > this.options.maxWaiting;
+    return (freshMetrics(endpoint, now)?.waiting_queue_size ?? 0) > this.options.maxWaiting;
   }
 }
 
-const FLAG = '--scheduling-config';
 const PARAMETERS = ['source', 'header', 'max_sessions', 'ttl', 'max_in_flight', 'max_waiting'] as const;
 const SOURCES: readonly SessionKeySource[] = ['header', 'body_user'];
 const MAX_SESSIONS_LIMIT = 10_000_000;
@@ -206,7 +206,7 @@ const MAX_THRESHOLD = 1_000_000;
  */
 export function createSessionAffinity(parameters: Record<string, unknown>, name: string = SESSION_AFFINITY_TYPE, clock?: () => number): SessionAffinityFilter {
   const fail = (message: string, hint: string): never => {
-    throw new ConfigError(FLAG, `${SESSION_AFFINITY_TYPE} "${name}": ${message}`, hint);
+    throw new ConfigError(SCHEDULING_CONFIG_FLAG, `${SESSION_AFFINITY_TYPE} "${name}": ${message}`, hint);
   };
   for (const key of Object.keys(parameters)) {
     if (!(PARAMETERS as readonly string[]).includes(key)) fail(`unknown parameter "${key}"`, `use ${PARAMETERS.join(', ')}`);
