@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
@@ -9,6 +8,7 @@ import { service as healthService } from 'grpc-health-check';
 import { EXT_PROC_SERVICE } from '../src/extproc/proto.js';
 import { HEALTH_SERVICES } from '../src/extproc/server.js';
 import { type Simulator, startSimulator } from '../src/simulator/simulator.js';
+import { freePort } from './support/child.js';
 import { EnvoyDouble } from './support/envoy/envoy-double.js';
 import { startExtProcServer } from './support/extproc-server.js';
 import { chatBody, JSON_HEADERS, QWEN } from './support/harness.js';
@@ -19,14 +19,6 @@ const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
 /** A child process is slow on a loaded machine, and slowest at its first requests (JIT, loading): wait generously. */
 const CHILD = { timeoutMs: 30_000 };
 const MESSAGE_TIMEOUT_MS = 10_000;
-
-async function freePort(host: string): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, host, resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 interface LogLine {
   msg: string;

@@ -1,8 +1,6 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtemp, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:net';
+import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -12,49 +10,20 @@ import { parseConfig } from '../src/config/config.js';
 import { ConfigError } from '../src/config/errors.js';
 import { logGrpcJsTo } from '../src/extproc/grpc-log.js';
 import { createLogger } from '../src/log.js';
+import { CHILD_TIMEOUT_MS, freePort, occupy, release, runNode, spawnNode } from './support/child.js';
 import { FakeKubeApiServer, statusObject } from './support/kube-api-server.js';
 import { until } from './support/wait.js';
 
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
-/** Generous: a child starts in ~100 ms, but CI machines are slow and these run side by side. */
-const CHILD_TIMEOUT_MS = 20_000;
-
-/** A node:net server on `host` (port 0 = any free one), holding the port so llm-extproc cannot have it. */
-async function occupy(host: string, port = 0): Promise<{ server: Server; port: number }> {
-  const server = createServer();
-  server.listen(port, host);
-  await once(server, 'listening');
-  return { server, port: (server.address() as { port: number }).port };
-}
-
-async function release(server: Server): Promise<void> {
-  await new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve())));
-}
-
-/** A port nothing listens on (the kernel's pick, released again). */
-async function freePort(host: string): Promise<number> {
-  const { server, port } = await occupy(host);
-  await release(server);
-  return port;
-}
 
 /** Fails unless `host:port` can be bound, i.e. nothing is left listening there. */
 async function assertFree(host: string, port: number): Promise<void> {
   await release((await occupy(host, port)).server);
 }
 
-/** Runs main.js until it exits and its stderr has ended; SIGKILL after CHILD_TIMEOUT_MS. */
-async function run(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number | null; stderr: string }> {
-  const child = spawn(process.execPath, [MAIN, '--log-level=warn', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env });
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_MS);
-  try {
-    const [code] = (await once(child, 'close')) as [number | null];
-    return { code, stderr };
-  } finally {
-    clearTimeout(timer);
-  }
+/** Runs main.js until it exits (SIGKILL after CHILD_TIMEOUT_MS). */
+function run(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number | null; stderr: string }> {
+  return runNode([MAIN, '--log-level=warn', ...args], { env });
 }
 
 /** Exit 2 and exactly one line on stderr: `llm-extproc: <flag>: <message> (hint: ...)`, no stack trace. */
@@ -183,20 +152,10 @@ describe('start-up mistakes with --service-discovery=k8s: one line, exit 2', { c
   });
 
   it('control: the same kube config and a namespace it may read starts (and is stopped)', async () => {
-    const child = spawn(process.execPath, [MAIN, '--log-level=info', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: env({ KUBECONFIG: kubeconfig }) });
-    let stdout = '';
-    child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_MS);
-    await until(
-      'llm-extproc listening',
-      () => stdout,
-      (text) => text.includes('llm-extproc listening'),
-      { timeoutMs: CHILD_TIMEOUT_MS },
-    );
+    const child = spawnNode([MAIN, '--log-level=info', ...args], { env: env({ KUBECONFIG: kubeconfig }) });
+    await until('llm-extproc listening', child.stdout, (text) => text.includes('llm-extproc listening'), { timeoutMs: CHILD_TIMEOUT_MS });
     child.kill('SIGTERM');
-    const [code] = (await once(child, 'close')) as [number | null];
-    clearTimeout(timer);
-    assert.equal(code, 0);
+    assert.equal((await child.closed).code, 0);
   });
 });
 

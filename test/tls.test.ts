@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { get as httpGet } from 'node:http';
@@ -17,13 +16,13 @@ import { ConfigError } from '../src/config/errors.js';
 import { createLogger } from '../src/log.js';
 import { loadTlsMaterial } from '../src/tls/material.js';
 import { CertificateWatcher, type ReloadResult, type TlsPort } from '../src/tls/watcher.js';
+import { runNode } from './support/child.js';
 import { EnvoyDouble } from './support/envoy/envoy-double.js';
 import { captureLogs, chatBody, JSON_HEADERS, QWEN, withCluster } from './support/harness.js';
 import { type Issued, makeCa, SERVER_NAME, SecretDir, type TestCa } from './support/tls-certs.js';
 import { until } from './support/wait.js';
 
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
-const CHILD_TIMEOUT_MS = 20_000;
 const BACKEND = '--static-hosts=127.0.0.1:9';
 /** Rotation is seen within a debounce (100 ms) plus a file read; generous for a loaded machine. */
 const ROTATION = { timeoutMs: 15_000 };
@@ -144,18 +143,16 @@ describe('TLS start-up checks: each mistake is a ConfigError naming its flag', (
 
   it('the process exits 2 with one line for a key that does not match, or a client CA alone', async () => {
     const runMain = async (args: string[]) => {
-      const child = spawn(
-        process.execPath,
-        [MAIN, '--log-level=warn', '--host=127.0.0.1', '--port=0', '--admin-host=127.0.0.1', '--admin-port=0', BACKEND, ...args],
-        {
-          stdio: ['ignore', 'ignore', 'pipe'],
-        },
-      );
-      let stderr = '';
-      child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-      const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_MS);
-      const [code] = (await once(child, 'close')) as [number | null];
-      clearTimeout(timer);
+      const { code, stderr } = await runNode([
+        MAIN,
+        '--log-level=warn',
+        '--host=127.0.0.1',
+        '--port=0',
+        '--admin-host=127.0.0.1',
+        '--admin-port=0',
+        BACKEND,
+        ...args,
+      ]);
       return { code, lines: stderr.trim().split('\n') };
     };
     const [mismatch, caAlone] = await Promise.all([runMain(tlsFlags({ ...server, keyFile: stranger.keyFile })), runMain([`--tls-client-ca=${ca.certFile}`])]);

@@ -1,6 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type CommandIo, tryCommand } from '../src/try/command.js';
 import { ExtProcClient } from '../src/try/extproc-client.js';
+import { runNode } from './support/child.js';
 import { type Cluster, DEFAULT_PODS, QWEN, startCluster, withCluster } from './support/harness.js';
 import { makeCa, SERVER_NAME } from './support/tls-certs.js';
 
@@ -38,20 +37,9 @@ async function run(argv: string[]): Promise<{ code: number; stdout: Capture; std
   return { code, ...io };
 }
 
-/** Runs the built CLI as a child process until it exits; SIGKILL after CHILD_TIMEOUT_MS. */
-async function runChild(argv: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_MS);
-  try {
-    const [code] = (await once(child, 'close')) as [number | null];
-    return { code, stdout, stderr };
-  } finally {
-    clearTimeout(timer);
-  }
+/** Runs the built CLI as a child process until it exits (SIGKILL after CHILD_TIMEOUT_MS). */
+function runChild(argv: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return runNode([CLI, ...argv], { timeoutMs: CHILD_TIMEOUT_MS });
 }
 
 /** The destination the text output names. */
