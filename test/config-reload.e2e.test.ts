@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type Cluster, captureLogs, chatBody, JSON_HEADERS, QWEN, startCluster } from './support/harness.js';
+import { metricValue } from './support/metrics.js';
 import { until } from './support/wait.js';
 
 /**
@@ -44,10 +45,7 @@ describe('config reload under live traffic', () => {
   let routesFile: string;
   const logs = captureLogs();
 
-  const reloads = async (result: 'ok' | 'failed') => {
-    const metric = (await cluster.service.metrics.registry.getSingleMetric('llm_extproc_config_reloads_total')!.get()).values;
-    return metric.find((value) => value.labels.result === result)?.value ?? 0;
-  };
+  const reloads = (result: 'ok' | 'failed') => metricValue(cluster.service.metrics.registry, 'llm_extproc_config_reloads_total', { result });
   const configHash = async () => (await cluster.service.metrics.registry.getSingleMetric('llm_extproc_config_info')!.get()).values[0]!.labels.hash;
   /** A request without a model on the custom path: routed only while the custom route exists. */
   const custom = () =>
@@ -188,8 +186,7 @@ describe('config reload with an external filter in the chain', () => {
     try {
       await writeFile(file, chain(60));
       assert.ok(['applied', 'unchanged'].includes(await cluster.service.reload()), 'the watcher may have applied it first');
-      const reloads = (await cluster.service.metrics.registry.getSingleMetric('llm_extproc_config_reloads_total')!.get()).values;
-      assert.equal(reloads.find((value) => value.labels.result === 'ok')?.value, 1);
+      assert.equal(await metricValue(cluster.service.metrics.registry, 'llm_extproc_config_reloads_total', { result: 'ok' }), 1);
       const answer = await cluster.envoy.request({ method: 'POST', path: '/v1/chat/completions', headers: JSON_HEADERS, body: chatBody({ model: QWEN }) });
       assert.equal(answer.status, 200, 'the new (fail-open) filter runs');
     } finally {

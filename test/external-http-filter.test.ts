@@ -15,6 +15,7 @@ import { requestBody } from '../src/scheduling/filters/external-http-wire.js';
 import { promptOf } from '../src/scheduling/filters/prompt.js';
 import { PluginError, type SchedulingRequest } from '../src/scheduling/types.js';
 import { captureLogs } from './support/harness.js';
+import { metricBy, metricValue } from './support/metrics.js';
 import { defer, until } from './support/wait.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -127,18 +128,8 @@ function schedulingRequest(fields: Partial<SchedulingRequest> = {}): SchedulingR
 
 const names = (list: readonly Endpoint[]) => list.map((e) => e.name);
 
-async function counts(registry: Registry): Promise<Record<string, number>> {
-  const out: Record<string, number> = {};
-  for (const { labels, value } of (await registry.getSingleMetric('llm_extproc_external_filter_calls_total')!.get()).values) {
-    if (value > 0) out[String(labels.result)] = value;
-  }
-  return out;
-}
-
-async function metricValue(registry: Registry, name: string, suffix = ''): Promise<number> {
-  const values = (await registry.getSingleMetric(name)!.get()).values as { value: number; metricName?: string }[];
-  return values.find((v) => suffix === '' || v.metricName === name + suffix)?.value ?? 0;
-}
+/** Calls by result (zero results left out). */
+const counts = (registry: Registry) => metricBy(registry, 'llm_extproc_external_filter_calls_total', 'result', { dropZero: true });
 
 // ---------------------------------------------------------------------------------------------
 
@@ -448,7 +439,7 @@ describe('external HTTP filter: answers', () => {
     const { filter, registry } = setup(config(p.url));
     await filter.filter(schedulingRequest(), PODS);
     await filter.filter(schedulingRequest(), PODS);
-    assert.equal(await metricValue(registry, 'llm_extproc_external_filter_duration_seconds', '_count'), 2);
+    assert.equal(await metricValue(registry, 'llm_extproc_external_filter_duration_seconds', {}, '_count'), 2);
   });
 });
 

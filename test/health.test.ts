@@ -10,11 +10,10 @@ import type { RequestOutcome } from '../src/extproc/types.js';
 import { createLogger } from '../src/log.js';
 import { Metrics } from '../src/metrics.js';
 import { Lease } from '../src/scheduling/ledger.js';
-import { OK_OUTCOME } from './support/endpoints.js';
+import { card, OK_OUTCOME } from './support/endpoints.js';
 
 const silent = createLogger('silent');
 const MODELS = JSON.stringify({ object: 'list', data: [{ id: 'm', object: 'model', created: 1, owned_by: 'vllm' }] });
-const card = (id: string): ModelCard => ({ id, object: 'model', created: 0, owned_by: 'vllm', root: null, parent: null });
 
 /** A backend whose every answer `status()` decides; it records the paths asked for. */
 async function backend(host: string) {

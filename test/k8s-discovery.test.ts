@@ -16,6 +16,7 @@ import { createLogger } from '../src/log.js';
 import { captureLogs } from './support/harness.js';
 import { FakeKubeApiServer, type KubeObject, statusObject } from './support/kube-api-server.js';
 import { DECODE, pod, RecordingSink } from './support/kube-fixtures.js';
+import { metricValue } from './support/metrics.js';
 import { until } from './support/wait.js';
 import { REPO_ROOT } from './support/xds-protos.js';
 
@@ -73,11 +74,6 @@ async function setup(
 
 function logged(logs: Setup['logs'], msg: string, fields: Record<string, unknown> = {}): Record<string, unknown>[] {
   return logs.lines.filter((line) => line.msg === msg && Object.entries(fields).every(([k, v]) => line[k] === v));
-}
-
-async function metric(registry: Registry, name: string, labels: Record<string, string>): Promise<number> {
-  const values = (await registry.getSingleMetric(name)?.get())?.values ?? [];
-  return values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l))?.value ?? 0;
 }
 
 const has = (sink: RecordingSink, address: string) => () => sink.endpoints.has(address);
@@ -325,8 +321,8 @@ describe('Kubernetes pod discovery: the watch survives the API server', () => {
 
     assert.equal(api.listsAnswered('pods'), 1, 'both resumed from the resourceVersion they had');
     assert.deepEqual(sink.changes, ['+10.1.0.1:8000', '+10.1.0.2:8000', '+10.1.0.3:8000'], 'nothing blinked out');
-    assert.equal(await metric(registry, 'llm_extproc_k8s_watch_restarts_total', { resource: 'pods', cause: 'closed' }), 1);
-    assert.equal(await metric(registry, 'llm_extproc_k8s_watch_restarts_total', { resource: 'pods', cause: 'error' }), 1);
+    assert.equal(await metricValue(registry, 'llm_extproc_k8s_watch_restarts_total', { resource: 'pods', cause: 'closed' }), 1);
+    assert.equal(await metricValue(registry, 'llm_extproc_k8s_watch_restarts_total', { resource: 'pods', cause: 'error' }), 1);
   });
 
   it('410 Gone on an open watch: relist, and reconcile (vanished pods leave, changed ones change, the rest do not blink)', async (t) => {
@@ -350,7 +346,7 @@ describe('Kubernetes pod discovery: the watch survives the API server', () => {
     assert.ok(!sink.changes.includes('-10.2.0.1:8000'), 'the pod that stayed never left');
     assert.ok(sink.changes.indexOf('-10.2.0.3:8000') < sink.changes.indexOf('+10.2.0.4:8000'));
     assert.equal(logged(logs, 'endpoint left', { pod: 'vanishes', reason: 'pod gone (deleted while not watching)' }).length, 1);
-    assert.equal(await metric(registry, 'llm_extproc_k8s_watch_restarts_total', { resource: 'pods', cause: 'expired' }), 1);
+    assert.equal(await metricValue(registry, 'llm_extproc_k8s_watch_restarts_total', { resource: 'pods', cause: 'expired' }), 1);
 
     api.put('pods', pod('after', { ip: '10.2.0.6' }));
     await until('the watch after the relist works', has(sink, '10.2.0.6:8000'), yes);
@@ -447,8 +443,8 @@ describe('Kubernetes pod discovery: the watch survives the API server', () => {
     assert.deepEqual(sink.addresses(), ['10.4.0.1:8000', '10.4.0.2:8000']);
     assert.equal(api.watchesAccepted('pods'), 1, 'the same watch carried on');
 
-    assert.equal(await metric(registry, 'llm_extproc_k8s_watch_anomalies_total', { resource: 'pods', reason: 'malformed' }), 6);
-    assert.equal(await metric(registry, 'llm_extproc_k8s_watch_anomalies_total', { resource: 'pods', reason: 'unknown_object' }), 1);
+    assert.equal(await metricValue(registry, 'llm_extproc_k8s_watch_anomalies_total', { resource: 'pods', reason: 'malformed' }), 6);
+    assert.equal(await metricValue(registry, 'llm_extproc_k8s_watch_anomalies_total', { resource: 'pods', reason: 'unknown_object' }), 1);
     const ignored = logs.lines.filter((l) => String(l.msg).startsWith('ignored:')).map((l) => String(l.msg));
     assert.equal(ignored.length, 7);
     assert.ok(ignored.some((m) => m.includes('ADDED watch event without an object')));
@@ -469,7 +465,7 @@ describe('Kubernetes pod discovery: the watch survives the API server', () => {
     };
     api.injectWatchLine('pods', JSON.stringify({ type: 'MODIFIED', object: stranger }));
     await until('the stranger', has(sink, '10.4.1.1:8000'), yes);
-    assert.equal(await metric(registry, 'llm_extproc_k8s_watch_anomalies_total', { resource: 'pods', reason: 'unknown_object' }), 1);
+    assert.equal(await metricValue(registry, 'llm_extproc_k8s_watch_anomalies_total', { resource: 'pods', reason: 'unknown_object' }), 1);
   });
 
   it('bookmarks are asked for, and move the resourceVersion a re-watch resumes from', async (t) => {

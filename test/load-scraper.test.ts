@@ -11,6 +11,7 @@ import { createLogger } from '../src/log.js';
 import { type Simulator, startSimulator } from '../src/simulator/simulator.js';
 import { upsertAll } from './support/endpoints.js';
 import { captureLogs } from './support/harness.js';
+import { metricBy } from './support/metrics.js';
 import { type Deferred, defer, until } from './support/wait.js';
 
 /** Fixture files live in the source tree (tests run from dist/test). */
@@ -119,19 +120,10 @@ function setup(addresses: string[], options: Partial<LoadScraperOptions> = {}, l
 }
 
 /** `llm_extproc_engine_scrapes_total` by result (zero results left out). */
-async function results(metrics: Registry): Promise<Record<string, number>> {
-  const counter = metrics.getSingleMetric('llm_extproc_engine_scrapes_total')!;
-  const out: Record<string, number> = {};
-  for (const { labels, value } of (await counter.get()).values) if (value > 0) out[String(labels.result)] = value;
-  return out;
-}
+const results = (metrics: Registry) => metricBy(metrics, 'llm_extproc_engine_scrapes_total', 'result', { dropZero: true });
 
 /** Per-endpoint gauge values by endpoint address. */
-async function gauge(metrics: Registry, name: string): Promise<Record<string, number>> {
-  const out: Record<string, number> = {};
-  for (const { labels, value } of (await metrics.getSingleMetric(name)!.get()).values) out[String(labels.endpoint)] = value;
-  return out;
-}
+const gauge = (metrics: Registry, name: string) => metricBy(metrics, name, 'endpoint');
 
 function loadOf(setup: Setup, address: string) {
   return setup.registry.get(address)!.load;

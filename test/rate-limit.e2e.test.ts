@@ -5,29 +5,26 @@ import { parseConfig } from '../src/config/config.js';
 import { ConfigError } from '../src/config/errors.js';
 import { createLogger } from '../src/log.js';
 import { TENANT_HEADER } from '../src/protection/rate-limit.js';
-import { type Simulator, startSimulator } from '../src/simulator/simulator.js';
 import type { EnvoyDouble } from './support/envoy/envoy-double.js';
-import { captureLogs, chatBody, JSON_HEADERS, QWEN, startBehindEnvoy } from './support/harness.js';
+import { type Cluster, captureLogs, chatBody, JSON_HEADERS, QWEN, startCluster } from './support/harness.js';
 
 describe('rate limits, end to end through the Envoy double', () => {
   const clock = { ms: 0 };
   const logs = captureLogs();
-  let pod: Simulator;
+  let cluster: Cluster;
   let service: Service;
   let envoy: EnvoyDouble;
 
   before(async () => {
-    pod = await startSimulator({ engine: 'vllm', models: [QWEN], host: '127.0.0.182', port: 0, timeToFirstTokenMs: 1, interTokenMs: 1 });
-    ({ service, envoy } = await startBehindEnvoy([`--static-hosts=${pod.address}`, '--rate-limit-model=1/2', '--rate-limit-tenant=0.25'], {
+    cluster = await startCluster({
+      pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.182' }],
+      flags: ['--rate-limit-model=1/2', '--rate-limit-tenant=0.25'],
       log: createLogger('debug', logs.stream),
       now: () => clock.ms,
-    }));
+    });
+    ({ service, envoy } = cluster);
   });
-  after(async () => {
-    await envoy.close();
-    await service.stop();
-    await pod.close();
-  });
+  after(async () => cluster.close());
 
   const post = (model: string, tenant?: string) =>
     envoy.request({

@@ -4,20 +4,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ConfigError } from '../src/config/errors.js';
-import type { Endpoint, ModelCard } from '../src/discovery/endpoint.js';
+import type { Endpoint } from '../src/discovery/endpoint.js';
 import { EndpointRegistry } from '../src/discovery/registry.js';
 import { RequestHeaders } from '../src/extproc/headers.js';
 import { LeastOutstandingPicker } from '../src/scheduling/pickers.js';
 import { buildChain, loadChainSpec } from '../src/scheduling/plugins.js';
 import { type PluginOutcome, Scheduler } from '../src/scheduling/scheduler.js';
 import { type Filter, PluginError, type SchedulingRequest, type Scorer } from '../src/scheduling/types.js';
-import { leaseOf, upsertAll } from './support/endpoints.js';
+import { card, leaseOf, upsertAll } from './support/endpoints.js';
 import { defer } from './support/wait.js';
 
 /** The least-outstanding preset with these filters in front. */
 const withFilters = (filters: Filter[]) => ({ filters, scorers: [], picker: new LeastOutstandingPicker() });
 
-const card = (id: string): ModelCard => ({ id, object: 'model', created: 0, owned_by: 'vllm', root: null, parent: null });
 const routing = { method: 'POST', path: '/v1/completions', model: 'm', ownedBy: undefined, ownedBySource: undefined, routeName: undefined, requestId: 'r' };
 
 function registry(labels: Record<string, string>[]): EndpointRegistry {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Endpoint, ModelCard } from '../src/discovery/endpoint.js';
+import type { Endpoint } from '../src/discovery/endpoint.js';
 import { EndpointRegistry } from '../src/discovery/registry.js';
 import type { RoutingRequest } from '../src/request/routing-request.js';
 import { MappingTable } from '../src/routing/mappings.js';
@@ -8,10 +8,9 @@ import { Lease } from '../src/scheduling/ledger.js';
 import { LoadAwarePicker } from '../src/scheduling/load-aware-picker.js';
 import { LeastOutstandingPicker, type Picker, RoundRobinPicker } from '../src/scheduling/pickers.js';
 import { Scheduler, type SchedulerOptions } from '../src/scheduling/scheduler.js';
-import { healthyEndpoints, leaseOf, OK_OUTCOME, pickerOnly, upsertAll } from './support/endpoints.js';
+import { card, healthyEndpoints, leaseOf, OK_OUTCOME, pickerOnly, upsertAll } from './support/endpoints.js';
 
 const GROUP = {};
-const card = (id: string, owned_by: string): ModelCard => ({ id, object: 'model', created: 0, owned_by, root: id, parent: null });
 
 /** Fresh engine figures, the same on every endpoint. */
 function equalFigures(list: Endpoint[]): void {

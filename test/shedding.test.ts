@@ -4,11 +4,10 @@ import * as grpc from '@grpc/grpc-js';
 import type { Service } from '../src/app/service.js';
 import { createLogger } from '../src/log.js';
 import { StreamShedding } from '../src/protection/shedding.js';
-import { type Simulator, startSimulator } from '../src/simulator/simulator.js';
 import { decodeProcessingResponse, encodeProcessingRequest, fromHeaderInput, toHeaderMap } from './support/envoy/codec.js';
 import type { EnvoyDouble } from './support/envoy/envoy-double.js';
 import type { GrpcH2Stream } from './support/envoy/grpc-h2.js';
-import { captureLogs, chatBody, QWEN, startBehindEnvoy } from './support/harness.js';
+import { type Cluster, captureLogs, chatBody, QWEN, startCluster } from './support/harness.js';
 import { until } from './support/wait.js';
 
 describe('StreamShedding', () => {
@@ -60,22 +59,20 @@ describe('--max-open-streams, end to end through the Envoy double', () => {
   const LIMIT = 3;
   const clock = { ms: 0 };
   const logs = captureLogs();
-  let pod: Simulator;
+  let cluster: Cluster;
   let service: Service;
   let envoy: EnvoyDouble;
 
   before(async () => {
-    pod = await startSimulator({ engine: 'vllm', models: [QWEN], host: '127.0.0.181', port: 0, timeToFirstTokenMs: 1, interTokenMs: 1 });
-    ({ service, envoy } = await startBehindEnvoy([`--static-hosts=${pod.address}`, `--max-open-streams=${LIMIT}`], {
+    cluster = await startCluster({
+      pods: [{ engine: 'vllm', models: [QWEN], host: '127.0.0.181' }],
+      flags: [`--max-open-streams=${LIMIT}`],
       log: createLogger('info', logs.stream),
       now: () => clock.ms,
-    }));
+    });
+    ({ service, envoy } = cluster);
   });
-  after(async () => {
-    await envoy.close();
-    await service.stop();
-    await pod.close();
-  });
+  after(async () => cluster.close());
 
   const HEADERS = toHeaderMap(fromHeaderInput({ ':method': 'POST', ':path': '/v1/chat/completions', 'content-type': 'application/json' }));
 

@@ -8,7 +8,6 @@ import { DecisionLog, STATUS_API, statusApp } from '../src/admin/status/app.js';
 import { type StatusClient, StatusEvents } from '../src/admin/status/events.js';
 import type { StatusSnapshot } from '../src/admin/status/snapshot.js';
 import { LlmRouter } from '../src/app/llm-router.js';
-import type { ModelCard } from '../src/discovery/endpoint.js';
 import { EndpointRegistry } from '../src/discovery/registry.js';
 import { RequestHeaders } from '../src/extproc/headers.js';
 import type { HttpRequestView } from '../src/extproc/types.js';
@@ -18,10 +17,8 @@ import { RouteTable } from '../src/routing/routes.js';
 import { Lease } from '../src/scheduling/ledger.js';
 import { createPicker } from '../src/scheduling/pickers.js';
 import { Scheduler } from '../src/scheduling/scheduler.js';
-import { healthyEndpoints, pickerOnly, upsertAll } from './support/endpoints.js';
+import { card, healthyEndpoints, pickerOnly, upsertAll } from './support/endpoints.js';
 import { defer, until } from './support/wait.js';
-
-const card = (id: string, ownedBy = 'vllm'): ModelCard => ({ id, object: 'model', created: 0, owned_by: ownedBy, root: id, parent: null });
 
 describe('DecisionLog', () => {
   it('keeps the last N decisions and refusals, newest first, and counts all of them', () => {

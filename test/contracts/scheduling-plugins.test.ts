@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Endpoint, type ModelCard } from '../../src/discovery/endpoint.js';
+import { Endpoint } from '../../src/discovery/endpoint.js';
 import { RequestHeaders } from '../../src/extproc/headers.js';
 import { buildChain, PLUGIN_TYPES, type PluginSpec } from '../../src/scheduling/plugins.js';
 import type { SchedulingRequest } from '../../src/scheduling/types.js';
+import { card } from '../support/endpoints.js';
 
 /**
  * The behaviour every scheduling plugin owes the chain, run against every registered type: a new
@@ -15,8 +16,6 @@ const SAMPLE_PARAMETERS: Record<string, Record<string, unknown>> = {
 
 /** Filters these candidates exercise by differing in what they look at (session-affinity needs a session first). */
 const DROPS_SOME_OF_THESE = new Set(['model', 'owned_by', 'healthy', 'label-selector', 'role']);
-
-const card = (id: string, ownedBy = 'vllm'): ModelCard => ({ id, object: 'model', created: 0, owned_by: ownedBy, root: null, parent: null });
 
 /** Six endpoints that differ in every way a plugin looks at: labels, models, health, in-flight, engine figures. */
 function candidates(): Endpoint[] {

@@ -1,4 +1,4 @@
-import { Endpoint, type EndpointIdentity } from '../../src/discovery/endpoint.js';
+import { Endpoint, type EndpointIdentity, type ModelCard } from '../../src/discovery/endpoint.js';
 import type { EndpointRegistry } from '../../src/discovery/registry.js';
 import type { RequestOutcome } from '../../src/extproc/types.js';
 import type { Lease } from '../../src/scheduling/ledger.js';
@@ -33,4 +33,9 @@ export function healthyEndpoints(count: number): Endpoint[] {
     endpoint.healthy = true;
     return endpoint;
   });
+}
+
+/** A `/v1/models` card of `id` on engine `ownedBy`. */
+export function card(id: string, ownedBy = 'vllm'): ModelCard {
+  return { id, object: 'model', created: 0, owned_by: ownedBy, root: null, parent: null };
 }

@@ -47,10 +47,11 @@ export interface Cluster {
  * it. `flags` are llm-extproc command-line flags, `envoy` the double's options.
  */
 export async function startCluster(
-  options: { pods?: PodSpec[]; flags?: string[]; envoy?: Partial<EnvoyDoubleOptions>; logs?: NodeJS.WritableStream; env?: ServiceOptions['env'] } = {},
+  options: ServiceOptions & { pods?: PodSpec[]; flags?: string[]; envoy?: Partial<EnvoyDoubleOptions>; logs?: NodeJS.WritableStream; log?: Logger } = {},
 ): Promise<Cluster> {
+  const { pods: podSpecs, flags, logs: logStream, log, ...serviceOptions } = options;
   const pods: Simulator[] = [];
-  const specs = options.pods ?? DEFAULT_PODS;
+  const specs = podSpecs ?? DEFAULT_PODS;
   for (const spec of specs) {
     pods.push(
       await startSimulator({
@@ -64,14 +65,9 @@ export async function startCluster(
     );
   }
   // TEST_LOG_LEVEL=debug shows the service's logs while debugging a test.
-  const logs = options.logs ? createLogger('info', options.logs) : undefined;
   const { config, service, envoy } = await startBehindEnvoy(
-    [`--static-hosts=${pods.map((pod, i) => `${specs[i]!.group ? `${specs[i]!.group}=` : ''}${pod.address}`).join(',')}`, ...(options.flags ?? [])],
-    {
-      log: logs,
-      envoy: options.envoy,
-      ...(options.env ? { env: options.env } : {}),
-    },
+    [`--static-hosts=${pods.map((pod, i) => `${specs[i]!.group ? `${specs[i]!.group}=` : ''}${pod.address}`).join(',')}`, ...(flags ?? [])],
+    { ...serviceOptions, log: log ?? (logStream ? createLogger('info', logStream) : undefined) },
   );
   const inFlight = () => Object.fromEntries(service.endpoints.all().map((e) => [e.address, e.inFlight]));
   return {
