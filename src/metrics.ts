@@ -36,7 +36,7 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  readonly pluginSeconds = new Histogram({
+  private readonly pluginSeconds = new Histogram({
     name: 'llm_extproc_scheduling_plugin_duration_seconds',
     help: 'Time of each scheduling plugin call (filters and scorers of --scheduling-config and external filters), by outcome: ok, emptied (kept nothing), failed.',
     labelNames: ['plugin', 'type', 'outcome'] as const,
@@ -172,6 +172,24 @@ export class Metrics {
   configLoaded(hash: string): void {
     this.configInfo.reset();
     this.configInfo.set({ hash }, 1);
+  }
+
+  /** Children of pluginSeconds per plugin object, then outcome: a call of the hot path hashes no labels. */
+  private readonly pluginChildren = new WeakMap<object, Map<string, Histogram.Internal<'plugin' | 'type' | 'outcome'>>>();
+
+  /** Times one scheduling plugin call. */
+  observePlugin(plugin: { name: string; type: string }, outcome: string, seconds: number): void {
+    let byOutcome = this.pluginChildren.get(plugin);
+    if (!byOutcome) {
+      byOutcome = new Map();
+      this.pluginChildren.set(plugin, byOutcome);
+    }
+    let child = byOutcome.get(outcome);
+    if (!child) {
+      child = this.pluginSeconds.labels({ plugin: plugin.name, type: plugin.type, outcome });
+      byOutcome.set(outcome, child);
+    }
+    child.observe(seconds);
   }
 
   /** Counts one routed request; `model` is always one the registry serves, so the map stays small. */

@@ -124,7 +124,7 @@ export async function startService(config: Config, log: Logger, options: Service
   const scheduler = new Scheduler(endpoints, chain, {
     onOutcome: (endpoint, outcome) => passive.record(endpoint, outcome),
     pins: { mappings: liveMappings, addresses: (name) => services.addresses(name) },
-    observe: (plugin, seconds, outcome) => metrics.pluginSeconds.observe({ plugin: plugin.name, type: plugin.type, outcome }, seconds),
+    observe: (plugin, seconds, outcome) => metrics.observePlugin(plugin, outcome, seconds),
   });
   // Built even without limits, so that a reload can set some.
   const rateLimiter = new RateLimiter(config.rateLimits, {

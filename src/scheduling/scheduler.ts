@@ -50,6 +50,11 @@ export class Scheduler {
   /** Scratch arrays for the weighted sum and one scorer's scores, grown to the largest set seen. */
   private total = new Float64Array(64);
   private single = new Float64Array(64);
+  /** See pinned(): the last pinned answer per candidate set (an entry goes with its array). */
+  private readonly pinnedSets = new WeakMap<
+    readonly Endpoint[],
+    { services: readonly string[]; books: (ReadonlySet<string> | undefined)[]; narrowed: readonly Endpoint[] }
+  >();
 
   constructor(
     private readonly registry: EndpointRegistry,
@@ -78,8 +83,7 @@ export class Scheduler {
     let group: object = lookup;
     const services = this.options.pins?.mappings.servicesFor(routing.model, routing.ownedBy);
     if (services) {
-      const books = services.map((service) => this.options.pins!.addresses(service));
-      candidates = candidates.filter((endpoint) => books.some((addresses) => addresses?.has(endpoint.address)));
+      candidates = this.pinned(candidates, services, this.options.pins!.addresses);
       // The services array is the same object for the same mapping: per-set picker state keys on it.
       group = services;
     }
@@ -99,6 +103,24 @@ export class Scheduler {
       initialCandidates: candidates,
     };
     return this.filterFrom(chain, 0, request, candidates, group);
+  }
+
+  /**
+   * The endpoints of `healthy` that `services` hold. Its inputs change only when the registry
+   * reindexes (a new `healthy` array) or a service's endpoints change (a new address Set), so the
+   * answer is kept per `healthy` array and rebuilt only then, not per request.
+   */
+  private pinned(
+    healthy: readonly Endpoint[],
+    services: readonly string[],
+    addresses: (service: string) => ReadonlySet<string> | undefined,
+  ): readonly Endpoint[] {
+    const kept = this.pinnedSets.get(healthy);
+    if (kept?.services === services && sameBooks(kept.books, services, addresses)) return kept.narrowed;
+    const books = services.map((service) => addresses(service));
+    const narrowed = healthy.filter((endpoint) => books.some((book) => book?.has(endpoint.address)));
+    this.pinnedSets.set(healthy, { services, books, narrowed });
+    return narrowed;
   }
 
   /** Runs filters from `index` on; synchronous as long as the filters are. */
@@ -174,6 +196,16 @@ export class Scheduler {
     }
     return total;
   }
+}
+
+/** Whether each service's address Set is still the one `books` holds (no allocation: per request). */
+function sameBooks(
+  books: readonly (ReadonlySet<string> | undefined)[],
+  services: readonly string[],
+  addresses: (service: string) => ReadonlySet<string> | undefined,
+): boolean {
+  for (let i = 0; i < services.length; i++) if (addresses(services[i]!) !== books[i]) return false;
+  return true;
 }
 
 function tellPicked(chain: Chain, request: SchedulingRequest, endpoint: Endpoint): void {
