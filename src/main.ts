@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { type Service, startService } from './app/service.js';
-import { effectiveSettings, parseConfig, settingRows, usage } from './config/config.js';
+import { readConfiguration, settingRows, usage } from './config/config.js';
 import { ConfigError } from './config/errors.js';
 import { renderSettings } from './config/print.js';
 import { type DemoBackends, startDemoBackends } from './demo.js';
@@ -9,13 +9,14 @@ import { createLogger } from './log.js';
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
-  const config = parseConfig(argv);
-  if (!config) {
+  const read = readConfiguration(argv);
+  if (!read) {
     process.stdout.write(usage());
     return;
   }
+  const { config, settings } = read;
   if (config.printConfig) {
-    process.stdout.write(renderSettings(settingRows(effectiveSettings(argv), { redact: true }), config.schedulingSection));
+    process.stdout.write(renderSettings(settingRows(settings, { redact: true }), config.schedulingSection));
     return;
   }
   const log = createLogger(config.logLevel);
@@ -25,7 +26,7 @@ async function main(): Promise<void> {
   let service: Service;
   try {
     demo = config.demo ? await startDemoBackends(log) : undefined;
-    service = await startService(config, log, { staticHosts: demo?.hosts, argv });
+    service = await startService(config, log, { staticHosts: demo?.hosts, reload: { argv, settings } });
   } catch (err) {
     await demo?.close();
     throw err;

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import { type Config, effectiveSettings, LIVE_SETTINGS, SECRET_SETTINGS, settingRows, validateSettings } from '../config/config.js';
+import { type Config, type EffectiveSettings, effectiveSettings, LIVE_SETTINGS, SECRET_SETTINGS, settingRows, validateSettings } from '../config/config.js';
 import { ConfigError } from '../config/errors.js';
 import { FileChangeWatcher } from '../config/watch.js';
 import type { Metrics } from '../metrics.js';
@@ -48,7 +48,7 @@ export async function loadFiles(config: Config): Promise<LoadedFiles> {
  * Loads everything argv and env point at: the settings (validated) and their files, read from the
  * paths of `filesOf` when given (a reload keeps the running paths: they need a restart).
  */
-export async function loadSnapshot(
+async function loadSnapshot(
   argv: readonly string[],
   env: Readonly<Record<string, string | undefined>>,
   filesOf?: Pick<Config, 'routeConfig' | 'schedulingConfig'>,
@@ -56,7 +56,11 @@ export async function loadSnapshot(
   const settings = effectiveSettings(argv, env);
   const parsed = validateSettings(settings);
   const config = filesOf ? { ...parsed, routeConfig: filesOf.routeConfig, schedulingConfig: filesOf.schedulingConfig } : parsed;
-  const files = await loadFiles(config);
+  return snapshotOf(settings, config, await loadFiles(config));
+}
+
+/** The snapshot of settings already read and validated (`config`) and the files they name. */
+export function snapshotOf(settings: EffectiveSettings, config: Config, files: LoadedFiles): ConfigSnapshot {
   const values = new Map(settingRows(settings).map((row) => [row.name, JSON.stringify(row.value ?? null)]));
   values.set('routes', JSON.stringify(files.routes.routes.list()));
   values.set('mappings', JSON.stringify(files.routes.mappings));

@@ -5,7 +5,7 @@ import { MappingAdmin } from '../admin/mapping-admin.js';
 import { AdminServer, type Readiness } from '../admin/server.js';
 import { StateFile } from '../admin/state-file.js';
 import { DecisionLog, statusApp } from '../admin/status/app.js';
-import type { Config } from '../config/config.js';
+import type { Config, EffectiveSettings } from '../config/config.js';
 import { ConfigError } from '../config/errors.js';
 import { PassiveHealth, type PassiveHealthOptions } from '../discovery/health/passive.js';
 import { Prober, type ProberOptions } from '../discovery/health/prober.js';
@@ -27,7 +27,7 @@ import type { TlsFiles } from '../tls/material.js';
 import { CertificateWatcher, type TlsPort } from '../tls/watcher.js';
 import { type DiscoveryOptions, type RunningDiscovery, startDiscovery } from './discovery.js';
 import { LlmRouter } from './llm-router.js';
-import { ConfigReloader, type ConfigSnapshot, type LiveTargets, loadFiles, loadSnapshot, type ReloadOutcome } from './reload.js';
+import { ConfigReloader, type ConfigSnapshot, type LiveTargets, loadFiles, type ReloadOutcome, snapshotOf } from './reload.js';
 
 /** A running llm-extproc: ext_proc gRPC server, admin HTTP server, discovery. */
 export interface Service {
@@ -48,8 +48,11 @@ export interface Service {
 export interface ServiceOptions extends DiscoveryOptions {
   /** Where EXTERNAL_HTTP_FILTERS and LLM_EXTPROC_* (the admin token too) are read from; default process.env. */
   env?: Readonly<Record<string, string | undefined>>;
-  /** The command line `config` came from, read again on a reload; without it, reload() reports `unchanged`. */
-  argv?: readonly string[];
+  /**
+   * Where `config` came from: the command line, read again on a reload, and the settings it was
+   * validated from (read once at start). Without it, reload() reports `unchanged`.
+   */
+  reload?: { argv: readonly string[]; settings: EffectiveSettings };
   /** Monotonic milliseconds of the rate limits and the shedding log; a fake clock in tests. */
   now?: () => number;
 }
@@ -59,8 +62,8 @@ export async function startService(config: Config, log: Logger, options: Service
   const env = options.env ?? process.env;
   const externalConfigs = parseExternalFilters(env);
   const writes = await writePolicy(config);
-  const initial: ConfigSnapshot | undefined = options.argv && (await loadSnapshot(options.argv, env));
-  const files = initial?.files ?? (await loadFiles(config));
+  const files = await loadFiles(config);
+  const initial: ConfigSnapshot | undefined = options.reload && snapshotOf(options.reload.settings, config, files);
   let { routes } = files.routes;
   const { mappings } = files.routes;
   const endpoints = new EndpointRegistry();
@@ -204,7 +207,7 @@ export async function startService(config: Config, log: Logger, options: Service
       };
     },
   };
-  const reloader = initial && new ConfigReloader(options.argv!, env, initial, live, metrics, log);
+  const reloader = options.reload && initial && new ConfigReloader(options.reload.argv, env, initial, live, metrics, log);
   // Ready = the source has its first picture (above) and every endpoint in it has been probed once.
   const readiness = (): Readiness => (grpc.draining ? 'draining' : prober.completedRounds > 0 ? 'ready' : 'starting');
   const status = statusApp({

@@ -340,9 +340,17 @@ export function usage(): string {
  * mistake is a ConfigError naming where it was made (flag, env var or file key).
  */
 export function parseConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>> = process.env): Config | undefined {
+  return readConfiguration(argv, env)?.config;
+}
+
+/** parseConfig, with the settings the Config was validated from (--print-config and reloads start from them). */
+export function readConfiguration(
+  argv: readonly string[],
+  env: Readonly<Record<string, string | undefined>> = process.env,
+): { config: Config; settings: EffectiveSettings } | undefined {
   const settings = effectiveSettings(argv, env);
   if (settings.values.get('help')?.value === true) return undefined;
-  return validateSettings(settings);
+  return { config: validateSettings(settings), settings };
 }
 
 /** Validates settings read by effectiveSettings into a Config (a ConfigError names where a value came from). */

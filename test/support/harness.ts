@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { type Service, type ServiceOptions, startService } from '../../src/app/service.js';
-import { type Config, parseConfig } from '../../src/config/config.js';
+import { type Config, readConfiguration } from '../../src/config/config.js';
 import { createLogger } from '../../src/log.js';
 import { type Engine, type Simulator, startSimulator } from '../../src/simulator/simulator.js';
 import { EnvoyDouble, type EnvoyDoubleOptions } from './envoy/envoy-double.js';
@@ -100,9 +100,9 @@ export async function startBehindEnvoy(
   options: ServiceOptions & { log?: Logger; envoy?: Partial<EnvoyDoubleOptions> } = {},
 ): Promise<{ config: Config; service: Service; envoy: EnvoyDouble }> {
   const argv = [...TEST_FLAGS, ...flags];
-  const config = parseConfig(argv, options.env)!;
+  const { config, settings } = readConfiguration(argv, options.env)!;
   const log = options.log ?? createLogger((process.env.TEST_LOG_LEVEL as 'debug' | undefined) ?? 'silent');
-  const service = await startService(config, log, { argv, ...options });
+  const service = await startService(config, log, { reload: { argv, settings }, ...options });
   await service.prober.probeAll();
   const envoy = new EnvoyDouble({
     extProcTarget: `127.0.0.1:${service.grpcPort}`,
