@@ -1,6 +1,8 @@
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import type { Struct__Output } from '../generated/google/protobuf/Struct.js';
+import type { Value__Output } from '../generated/google/protobuf/Value.js';
 
 /** Directory holding llm-extproc's own copies of Envoy's protos. */
 export const PROTO_DIR = fileURLToPath(new URL('../../../proto', import.meta.url));
@@ -38,4 +40,47 @@ export function extProcService<T = grpc.ServiceClientConstructor>(): T {
     envoy: { service: { ext_proc: { v3: { ExternalProcessor: T } } } };
   };
   return definition.envoy.service.ext_proc.v3.ExternalProcessor;
+}
+
+let statusByName: Map<string, number> | undefined;
+
+/**
+ * An `envoy.type.v3.StatusCode` as the loader hands it (an enum name, or a number the proto does
+ * not list) as the numeric HTTP status; 0 when unset or unknown.
+ */
+export function httpStatusNumber(code: string | number | undefined): number {
+  if (code === undefined) return 0;
+  if (typeof code === 'number') return code;
+  if (!statusByName) {
+    const definition = extProcPackageDefinition()['envoy.type.v3.StatusCode'] as protoLoader.EnumTypeDefinition;
+    const values = (definition.type as { value: { name: string; number: number }[] }).value;
+    statusByName = new Map(values.map((value) => [value.name, value.number]));
+  }
+  return statusByName.get(code) ?? 0;
+}
+
+/** A google.protobuf.Struct as proto-loader gives it (camelCase kinds inside) → plain JS. */
+export function structToJs(struct: Struct__Output | undefined): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(struct?.fields ?? {})) out[key] = valueToJs(value);
+  return out;
+}
+
+function valueToJs(value: Value__Output): unknown {
+  switch (value.kind) {
+    case 'nullValue':
+      return null;
+    case 'numberValue':
+      return value.numberValue;
+    case 'stringValue':
+      return value.stringValue;
+    case 'boolValue':
+      return value.boolValue;
+    case 'structValue':
+      return structToJs(value.structValue);
+    case 'listValue':
+      return (value.listValue?.values ?? []).map(valueToJs);
+    default:
+      return undefined;
+  }
 }

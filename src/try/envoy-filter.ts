@@ -4,13 +4,12 @@
  * clear_route_cache, dynamic metadata, body mutations, immediate responses).
  */
 
+import { httpStatusNumber, structToJs } from '../extproc/proto.js';
 import type { BodyMutation__Output } from '../generated/envoy/service/ext_proc/v3/BodyMutation.js';
 import type { CommonResponse__Output } from '../generated/envoy/service/ext_proc/v3/CommonResponse.js';
 import type { ImmediateResponse__Output } from '../generated/envoy/service/ext_proc/v3/ImmediateResponse.js';
 import type { ProcessingResponse__Output } from '../generated/envoy/service/ext_proc/v3/ProcessingResponse.js';
-import type { Struct__Output } from '../generated/google/protobuf/Struct.js';
-import type { Value__Output } from '../generated/google/protobuf/Value.js';
-import { httpStatusNumber, type ProcessingStream } from './extproc-client.js';
+import type { ProcessingStream } from './extproc-client.js';
 import { applyHeaderMutation, type HeaderChange, type HeaderList, toHeaderMap } from './headers.js';
 
 export const REQUEST_BODY_MODES = ['BUFFERED', 'FULL_DUPLEX_STREAMED', 'STREAMED'] as const;
@@ -239,7 +238,7 @@ export class EnvoyFilter {
       if (common.header_mutation && headersHeld) state.clearRouteCache = true;
       else this.problems.push(`${phase}: clear_route_cache without a header_mutation in the same message is ignored by Envoy`);
     }
-    Object.assign(state.dynamicMetadata, structJson(answer.dynamic_metadata));
+    Object.assign(state.dynamicMetadata, structToJs(answer.dynamic_metadata));
     onBody?.(common?.body_mutation);
     this.trace({ direction: 'received', message: phase, summary: describe(common, answer) });
     return undefined;
@@ -318,27 +317,6 @@ function describe(common: CommonResponse__Output | undefined, answer: Processing
   const namespaces = Object.keys(answer.dynamic_metadata?.fields ?? {});
   if (namespaces.length > 0) parts.push(`dynamic_metadata ${namespaces.join(', ')}`);
   return parts.join(', ');
-}
-
-function structJson(struct: Struct__Output | undefined): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(struct?.fields ?? {}).map(([key, value]) => [key, valueJson(value)]));
-}
-
-function valueJson(value: Value__Output): unknown {
-  switch (value.kind) {
-    case 'structValue':
-      return structJson(value.structValue);
-    case 'listValue':
-      return (value.listValue?.values ?? []).map(valueJson);
-    case 'stringValue':
-      return value.stringValue;
-    case 'numberValue':
-      return value.numberValue;
-    case 'boolValue':
-      return value.boolValue;
-    default:
-      return null;
-  }
 }
 
 async function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {

@@ -5,8 +5,7 @@
  * It knows nothing of HTTP or body modes (see envoy-filter.ts), and nothing of the test double.
  */
 import * as grpc from '@grpc/grpc-js';
-import type { EnumTypeDefinition } from '@grpc/proto-loader';
-import { extProcPackageDefinition, extProcService } from '../extproc/proto.js';
+import { extProcService } from '../extproc/proto.js';
 import type { ExternalProcessorClient } from '../generated/envoy/service/ext_proc/v3/ExternalProcessor.js';
 import type { ProcessingRequest } from '../generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
 import type { ProcessingResponse__Output } from '../generated/envoy/service/ext_proc/v3/ProcessingResponse.js';
@@ -191,18 +190,4 @@ export class ProcessingStream {
     if (this.failure) waiter.reject(this.failure);
     else waiter.resolve(undefined);
   }
-}
-
-let statusByName: Map<string, number> | undefined;
-
-/** An `envoy.type.v3.StatusCode` as the loader hands it (a name, or a number it does not list) as the HTTP status. */
-export function httpStatusNumber(code: string | number | undefined): number {
-  if (code === undefined) return 0;
-  if (typeof code === 'number') return code;
-  if (!statusByName) {
-    const definition = extProcPackageDefinition()['envoy.type.v3.StatusCode'] as EnumTypeDefinition;
-    const values = (definition.type as { value: { name: string; number: number }[] }).value;
-    statusByName = new Map(values.map((value) => [value.name, value.number]));
-  }
-  return statusByName.get(code) ?? 0;
 }

@@ -2,13 +2,12 @@
  * Encoding/decoding of ext_proc messages with the project's package definition, plus the small
  * conversions the Envoy double needs (header maps, Struct, HTTP status enum).
  */
-import type { EnumTypeDefinition, MethodDefinition } from '@grpc/proto-loader';
-import { extProcPackageDefinition } from '../../../src/extproc/proto.js';
+import type { MethodDefinition } from '@grpc/proto-loader';
+import { extProcPackageDefinition, httpStatusNumber, structToJs } from '../../../src/extproc/proto.js';
 import type { HeaderMap, HeaderMap__Output } from '../../../src/generated/envoy/config/core/v3/HeaderMap.js';
 import type { ProcessingRequest, ProcessingRequest__Output } from '../../../src/generated/envoy/service/ext_proc/v3/ProcessingRequest.js';
 import type { ProcessingResponse, ProcessingResponse__Output } from '../../../src/generated/envoy/service/ext_proc/v3/ProcessingResponse.js';
-import type { Struct, Struct__Output } from '../../../src/generated/google/protobuf/Struct.js';
-import type { Value__Output } from '../../../src/generated/google/protobuf/Value.js';
+import type { Struct } from '../../../src/generated/google/protobuf/Struct.js';
 
 export type { ProcessingRequest, ProcessingRequest__Output, ProcessingResponse, ProcessingResponse__Output };
 
@@ -41,22 +40,8 @@ export function decodeProcessingRequest(buf: Buffer): ProcessingRequest__Output 
   return processMethod().requestDeserialize(buf);
 }
 
-let statusByName: Map<string, number> | undefined;
-/**
- * `envoy.type.v3.StatusCode` arrives as an enum name (loader option enums: String), or as a number
- * for values the proto does not list. Returns the numeric HTTP code (0 if unset/unknown).
- */
-export function httpStatusCode(code: string | number | undefined): number {
-  if (code === undefined) return 0;
-  if (typeof code === 'number') return code;
-  if (!statusByName) {
-    statusByName = new Map();
-    const def = extProcPackageDefinition()['envoy.type.v3.StatusCode'] as EnumTypeDefinition;
-    const t = def.type as { value: { name: string; number: number }[] };
-    for (const v of t.value) statusByName.set(v.name, v.number);
-  }
-  return statusByName.get(code) ?? 0;
-}
+/** `envoy.type.v3.StatusCode` → the numeric HTTP code (src/extproc/proto.ts, shared with `npm run try`). */
+export const httpStatusCode = httpStatusNumber;
 
 /**
  * Headers as Envoy holds them: lower-case name → values in order (several for repeated headers).
@@ -126,31 +111,7 @@ export function toStruct(values: Record<string, string | number | boolean>): Str
   return { fields };
 }
 
-/** google.protobuf.Struct (camelCase inside, as proto-loader gives it) → plain JS. */
-export function structToJs(s: Struct__Output | undefined): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(s?.fields ?? {})) out[k] = valueToJs(v);
-  return out;
-}
-
-function valueToJs(v: Value__Output): unknown {
-  switch (v.kind) {
-    case 'nullValue':
-      return null;
-    case 'numberValue':
-      return v.numberValue;
-    case 'stringValue':
-      return v.stringValue;
-    case 'boolValue':
-      return v.boolValue;
-    case 'structValue':
-      return structToJs(v.structValue);
-    case 'listValue':
-      return (v.listValue?.values ?? []).map(valueToJs);
-    default:
-      return undefined;
-  }
-}
+export { structToJs };
 
 /** The value Envoy sees in a HeaderValue it reads: only the field it uses; the other is ignored. */
 export function readHeaderValue(hv: { raw_value?: Buffer; value?: string }, field: HeaderValueField): string {
